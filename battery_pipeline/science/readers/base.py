@@ -1,0 +1,220 @@
+"""The contract every cycler reader fulfils, and helpers that keep readers short and consistent.
+
+A reader is one module in this package defining one subclass of `CyclerReader`. Subclasses
+register themselves (`__init_subclass__`), so adding a format needs no edit anywhere else.
+
+A reader turns the file(s) of one cell's test into the canonical frame of
+`science.schema.CellCycleSample`: SI units, current positive = charge, `time_s` continuing across
+files, `cycle_number` continuous across files, provenance on every row. It never drops or repairs
+a row: judging rows is `validation.py`'s job, so a reader keeps implausible values as they are and
+only converts units and signs. It raises `SourceFormatError` (naming the file) when a file cannot
+be read as its format at all.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import pandas as pd
+
+from battery_pipeline.science.schema import SAMPLE_COLUMNS
+
+# |I| below this is a rest when a source gives no step type. 1 mA is far above the offset of any
+# lab cycler channel and far below the smallest C/50 test current of an 18650.
+REST_CURRENT_THRESHOLD_A = 1e-3
+
+
+class SourceFormatError(ValueError):
+    """A source file cannot be read; the message always names the file and what is wrong."""
+
+    def __init__(self, path: Path | str, problem: str):
+        self.path = Path(path)
+        self.problem = problem
+        super().__init__(f"{self.path.name}: {problem}")
+
+
+@dataclass
+class CellDefaults:
+    """What a reader knows about a cell before a sidecar file overrides it."""
+
+    dataset: str | None = None
+    chemistry: str | None = None
+    nominal_capacity_ah: float | None = None
+    voltage_min_v: float | None = None
+    voltage_max_v: float | None = None
+    max_abs_current_a: float | None = None
+    licence: str | None = None
+    citation: str | None = None
+    description: str | None = None
+
+
+@dataclass
+class ReadResult:
+    samples: pd.DataFrame  # canonical columns, in SAMPLE_COLUMNS order
+    cell: CellDefaults = field(default_factory=CellDefaults)
+    # Cell-level resistance measurements (e.g. NASA impedance operations), not samples:
+    # columns cell_id, time_s, cycle_number (the charge/discharge cycle it follows),
+    # re_ohm, rct_ohm, source_file.
+    impedance: pd.DataFrame | None = None
+
+
+IMPEDANCE_COLUMNS = ["cell_id", "time_s", "cycle_number", "re_ohm", "rct_ohm", "source_file"]
+
+
+class CyclerReader:
+    """Base class: subclass it in a module of this package and it is discovered."""
+
+    format_name: ClassVar[str]  # e.g. "arbin_csv"; stored in the `cells` registry
+    extensions: ClassVar[tuple[str, ...]] = ()  # lower-case, with dot; a hint, not the test
+    registry: ClassVar[dict[str, type[CyclerReader]]] = {}
+    # Sniffing order: more specific formats first (lower runs earlier).
+    priority: ClassVar[int] = 50
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if getattr(cls, "format_name", None):
+            CyclerReader.registry[cls.format_name] = cls
+
+    # --- detection -------------------------------------------------------------------------
+    @classmethod
+    def sniff(cls, path: Path, head: bytes) -> bool:
+        """True if the file's *content* (`head` = its first 64 KiB) is this format."""
+        raise NotImplementedError
+
+    # --- grouping of files into one cell's test --------------------------------------------
+    @classmethod
+    def is_companion(cls, path: Path) -> bool:
+        """True for files that only describe another file (e.g. Arbin `*_Metadata.csv`).
+
+        Discovery skips them as cells; the reader opens them itself next to the data file.
+        """
+        return False
+
+    @classmethod
+    def cell_key(cls, path: Path) -> str:
+        """Raw cell identifier of a file; files with the same key form one test."""
+        return path.stem
+
+    @classmethod
+    def file_order(cls, path: Path):
+        """Sort key that puts one cell's files in chronological order."""
+        return path.name
+
+    # --- reading ---------------------------------------------------------------------------
+    @classmethod
+    def describe(cls, paths: list[Path]) -> CellDefaults:
+        """Cheap metadata for the `cells` registry (must not parse all samples)."""
+        return CellDefaults()
+
+    @classmethod
+    def read(cls, paths: list[Path], cell_id: str) -> ReadResult:
+        raise NotImplementedError
+
+
+# ------------------------------------------------------------------------------------------
+# Helpers shared by readers
+# ------------------------------------------------------------------------------------------
+
+
+def step_type_from_current(current_a: np.ndarray, threshold_a: float = REST_CURRENT_THRESHOLD_A):
+    """charge / discharge / rest from the sign of the (already signed) current."""
+    current_a = np.asarray(current_a, dtype="float64")
+    out = np.full(current_a.shape, "rest", dtype=object)
+    out[current_a > threshold_a] = "charge"
+    out[current_a < -threshold_a] = "discharge"
+    return out
+
+
+def step_index_from_changes(step_type: np.ndarray) -> np.ndarray:
+    """A new step wherever step_type changes: the best step index a step-less source allows."""
+    step_type = np.asarray(step_type, dtype=object)
+    if len(step_type) == 0:
+        return np.zeros(0, dtype="int64")
+    changed = np.empty(len(step_type), dtype=bool)
+    changed[0] = False
+    changed[1:] = step_type[1:] != step_type[:-1]
+    return np.cumsum(changed).astype("int64")
+
+
+def capacity_from_current(
+    time_s: np.ndarray, current_a: np.ndarray, cycle_number: np.ndarray
+) -> np.ndarray:
+    """Ah moved in each sample's direction since its cycle began (trapezoidal, vectorized).
+
+    Used where a source records no capacity. Charge and discharge are accumulated separately
+    within each cycle, as Arbin does; rest samples have no direction and get NaN.
+    """
+    time_s = np.asarray(time_s, dtype="float64")
+    current_a = np.asarray(current_a, dtype="float64")
+    cycle_number = np.asarray(cycle_number)
+    n = len(time_s)
+    out = np.full(n, np.nan)
+    if n == 0:
+        return out
+    dt = np.diff(time_s, prepend=time_s[0])
+    i_mid = np.concatenate([[current_a[0]], 0.5 * (current_a[1:] + current_a[:-1])])
+    new_cycle = np.concatenate([[True], cycle_number[1:] != cycle_number[:-1]])
+    dt[new_cycle] = 0.0
+    dq_ah = np.nan_to_num(np.abs(i_mid) * dt / 3600.0)
+    charge = current_a > REST_CURRENT_THRESHOLD_A
+    discharge = current_a < -REST_CURRENT_THRESHOLD_A
+    cycle_start_idx = np.maximum.accumulate(np.where(new_cycle, np.arange(n), 0))
+    for mask in (charge, discharge):
+        contribution = np.where(mask, dq_ah, 0.0)
+        running = np.cumsum(contribution)
+        before_cycle = running[cycle_start_idx] - contribution[cycle_start_idx]
+        out[mask] = (running - before_cycle)[mask]
+    return out
+
+
+def finalize_samples(
+    frame: pd.DataFrame,
+    cell_id: str,
+    *,
+    derive_step_type: bool = False,
+    derive_step_index: bool = False,
+    derive_capacity: bool = False,
+) -> pd.DataFrame:
+    """Fill derivable columns, add missing optional ones, fix dtypes and column order.
+
+    `frame` must already hold time_s, voltage_v, current_a (SI, signed), cycle_number,
+    source_file and source_row; everything else is optional.
+    """
+    frame = frame.copy()
+    frame["cell_id"] = cell_id
+    if derive_step_type or "step_type" not in frame:
+        frame["step_type"] = step_type_from_current(frame["current_a"].to_numpy())
+    if derive_step_index or "step_index" not in frame:
+        frame["step_index"] = step_index_from_changes(frame["step_type"].to_numpy())
+    for optional in ("temperature_c", "capacity_ah", "internal_resistance_ohm"):
+        if optional not in frame:
+            frame[optional] = np.nan
+    if derive_capacity:
+        frame["capacity_ah"] = capacity_from_current(
+            frame["time_s"].to_numpy(), frame["current_a"].to_numpy(), frame["cycle_number"].to_numpy()
+        )
+    for col in ("time_s", "voltage_v", "current_a", "temperature_c", "capacity_ah", "internal_resistance_ohm"):
+        frame[col] = pd.to_numeric(frame[col], errors="coerce").astype("float64")
+    for col in ("cycle_number", "step_index", "source_row"):
+        frame[col] = frame[col].astype("int64")
+    for col in ("cell_id", "step_type", "source_file"):
+        frame[col] = frame[col].astype(str)
+    return frame[SAMPLE_COLUMNS].reset_index(drop=True)
+
+
+_DATE_IN_NAME = re.compile(r"_(\d{1,2})_(\d{1,2})_(\d{2,4})$")
+
+
+def month_day_year_from_stem(stem: str):
+    """(year, month, day) from a name ending in _month_day_year (CALCE style), else None."""
+    match = _DATE_IN_NAME.search(stem)
+    if not match:
+        return None
+    month, day, year = (int(g) for g in match.groups())
+    if year < 100:
+        year += 2000
+    return (year, month, day)

@@ -81,6 +81,9 @@ class CellCycleSample(pa.DataFrameModel):
 
 
 SAMPLE_COLUMNS: list[str] = list(CellCycleSample.to_schema().columns)
+# Low-cardinality text columns, held as pandas Categorical in memory: a 20 M-row frame then
+# costs a few bytes per row for them instead of a Python object each.
+STRING_COLUMNS = ("cell_id", "step_type", "source_file")
 
 # Physical-rule fields: a missing value here makes the sample unusable.
 REQUIRED_MEASUREMENTS = ("time_s", "voltage_v", "current_a")
@@ -107,9 +110,11 @@ class CellRecord(pa.DataFrameModel):
     dataset: Series[str] = pa.Field(nullable=True)
     source_format: Series[str]
     chemistry: Series[str] = pa.Field(nullable=True, description="LCO, NMC, NCA, LFP, ...")
-    nominal_capacity_ah: Series[float] = pa.Field(gt=0)
-    voltage_min_v: Series[float] = pa.Field(gt=0)
-    voltage_max_v: Series[float] = pa.Field(gt=0)
+    nominal_capacity_ah: Series[float] = pa.Field(
+        nullable=True, gt=0, description="Rated capacity, Ah; null = unknown (no current check)"
+    )
+    voltage_min_v: Series[float] = pa.Field(gt=0, description="Lower limit of the operating window")
+    voltage_max_v: Series[float] = pa.Field(gt=0, description="Upper limit of the operating window")
     max_abs_current_a: Series[float] = pa.Field(
         nullable=True, gt=0, description="Plausible |current| limit; null = derived from capacity"
     )
@@ -117,6 +122,9 @@ class CellRecord(pa.DataFrameModel):
     citation: Series[str] = pa.Field(nullable=True)
     description: Series[str] = pa.Field(nullable=True)
     source_files: Series[str] = pa.Field(description="JSON list of the files of this cell")
+    metadata_origin: Series[str] = pa.Field(
+        description="Where the limits came from: reader defaults, sidecar file, chemistry table"
+    )
 
     class Config:
         strict = True

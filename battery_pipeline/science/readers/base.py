@@ -21,7 +21,7 @@ from typing import ClassVar
 import numpy as np
 import pandas as pd
 
-from battery_pipeline.science.schema import SAMPLE_COLUMNS
+from battery_pipeline.science.schema import SAMPLE_COLUMNS, STRING_COLUMNS
 
 # |I| below this is a rest when a source gives no step type. 1 mA is far above the offset of any
 # lab cycler channel and far below the smallest C/50 test current of an 18650.
@@ -201,8 +201,8 @@ def finalize_samples(
         frame[col] = pd.to_numeric(frame[col], errors="coerce").astype("float64")
     for col in ("cycle_number", "step_index", "source_row"):
         frame[col] = frame[col].astype("int64")
-    for col in ("cell_id", "step_type", "source_file"):
-        frame[col] = frame[col].astype(str)
+    for col in STRING_COLUMNS:
+        frame[col] = frame[col].astype(str).astype("category")
     return frame[SAMPLE_COLUMNS].reset_index(drop=True)
 
 

@@ -1,0 +1,147 @@
+"""Ingest: cycler files -> `cells` registry, `raw_samples`, `cell_impedance` (per cell partition).
+
+Thin Dagster layer: the reading is `science.readers`, the grouping `science.sources`; this module
+only looks up the partition's files, calls them, stores the frames and describes the result.
+"""
+
+
+import time
+
+import dagster as dg
+import pandas as pd
+
+from battery_pipeline.assets.metadata import frame_preview, table_schema
+from battery_pipeline.partitions import cell_partitions
+from battery_pipeline.resources import DUCKDB_POOL, SourceCatalog, Warehouse
+from battery_pipeline.science.readers import SourceFormatError
+from battery_pipeline.science.readers.base import IMPEDANCE_COLUMNS
+from battery_pipeline.science.schema import CELL_COLUMNS, CellCycleSample, CellRecord
+from battery_pipeline.science.sources import CellSource, cell_record
+
+INGEST_GROUP = "ingest"
+
+
+def source_for_partition(context: dg.AssetExecutionContext, catalog: SourceCatalog) -> CellSource:
+    key = context.partition_key
+    try:
+        return catalog.discover()[key]
+    except KeyError as exc:
+        raise dg.Failure(
+            description=f"cell partition {key!r} has no source files any more: {exc}",
+            allow_retries=False,
+        ) from None
+
+
+def failure_for(source: CellSource, exc: Exception) -> dg.Failure:
+    """A clear, non-retried failure naming the file and the problem, for this partition only."""
+    return dg.Failure(
+        description=str(exc),
+        metadata={
+            "files": dg.MetadataValue.json([str(p) for p in source.files]),
+            "format": source.format_name or "unknown",
+        },
+        allow_retries=False,
+    )
+
+
+@dg.asset(
+    partitions_def=cell_partitions,
+    pool=DUCKDB_POOL,
+    group_name=INGEST_GROUP,
+    kinds={"duckdb", "pandas"},
+    description=(
+        "Registry of cells: chemistry, rated capacity, voltage window, dataset, licence. "
+        "Reader defaults, overridden by a `<file or cell>.cell.json` sidecar next to the data."
+    ),
+    metadata={"dagster/column_schema": table_schema(CellRecord)},
+)
+def cells(context: dg.AssetExecutionContext, catalog: SourceCatalog, warehouse: Warehouse) -> dg.MaterializeResult:
+    source = source_for_partition(context, catalog)
+    try:
+        if source.problem:
+            raise SourceFormatError(source.files[0], source.problem.split(": ", 1)[-1])
+        frame = pd.DataFrame([cell_record(source)], columns=CELL_COLUMNS)
+    except SourceFormatError as exc:
+        raise failure_for(source, exc) from exc
+    CellRecord.validate(frame)
+    warehouse.replace_partition("cells", frame, "cell_id", source.partition_key)
+    record = frame.iloc[0]
+    return dg.MaterializeResult(
+        metadata={
+            "chemistry": str(record["chemistry"]),
+            "nominal_capacity_ah": None if pd.isna(record["nominal_capacity_ah"]) else float(record["nominal_capacity_ah"]),
+            "voltage_window_v": f"{record['voltage_min_v']:g}-{record['voltage_max_v']:g}",
+            "dataset": str(record["dataset"]),
+            "metadata_origin": str(record["metadata_origin"]),
+        }
+    )
+
+
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec(
+            "raw_samples",
+            group_name=INGEST_GROUP,
+            kinds={"duckdb", "pandas"},
+            description=(
+                "Every sample of the cell's source files in the canonical schema (SI units, "
+                "+ = charge), with file and row provenance. Nothing is judged or dropped here."
+            ),
+            metadata={"dagster/column_schema": table_schema(CellCycleSample)},
+        ),
+        dg.AssetSpec(
+            "cell_impedance",
+            group_name=INGEST_GROUP,
+            kinds={"duckdb", "pandas"},
+            description=(
+                "Cell-level resistance measurements (e.g. NASA impedance operations: Re, Rct), "
+                "kept apart from the samples, with the cycle each one follows."
+            ),
+        ),
+    ],
+    partitions_def=cell_partitions,
+    pool=DUCKDB_POOL,
+    check_specs=[
+        dg.AssetCheckSpec(
+            "raw_schema_conformance",
+            asset="raw_samples",
+            blocking=True,
+            description="The reader produced exactly the canonical columns and types.",
+        )
+    ],
+)
+def raw_samples(context: dg.AssetExecutionContext, catalog: SourceCatalog, warehouse: Warehouse):
+    from battery_pipeline.checks.data_quality import frame_shape_check
+
+    source = source_for_partition(context, catalog)
+    started = time.perf_counter()
+    try:
+        result = source.reader.read(list(source.files), source.partition_key)
+    except SourceFormatError as exc:
+        raise failure_for(source, exc) from exc
+    read_seconds = time.perf_counter() - started
+    samples = result.samples
+    shape = frame_shape_check(samples)
+    warehouse.replace_partition("raw_samples", samples, "cell_id", source.partition_key)
+    impedance = result.impedance if result.impedance is not None else pd.DataFrame(columns=IMPEDANCE_COLUMNS)
+    impedance = impedance.astype({"cell_id": str, "source_file": str, "time_s": "float64", "cycle_number": "int64", "re_ohm": "float64", "rct_ohm": "float64"})
+    warehouse.replace_partition("cell_impedance", impedance[IMPEDANCE_COLUMNS], "cell_id", source.partition_key)
+
+    n = len(samples)
+    yield dg.MaterializeResult(
+        asset_key="raw_samples",
+        metadata={
+            "dagster/row_count": n,
+            "format": source.format_name,
+            "files": dg.MetadataValue.json([p.name for p in source.files]),
+            "cycles": int(samples["cycle_number"].nunique()) if n else 0,
+            "duration_h": float(samples["time_s"].max() - samples["time_s"].min()) / 3600 if n else 0.0,
+            "read_seconds": round(read_seconds, 3),
+            "samples_per_second": round(n / read_seconds) if read_seconds > 0 else None,
+            "preview": frame_preview(samples),
+        },
+    )
+    yield dg.MaterializeResult(
+        asset_key="cell_impedance", metadata={"dagster/row_count": len(impedance)}
+    )
+    yield shape

@@ -1,0 +1,161 @@
+"""`battery-pipeline`: run the main job on the data folders from a shell, or open the UI.
+
+    battery-pipeline run        register every cell found, run `cell_pipeline_job` for each,
+                                print a summary (uses the demo fleet when no data is present)
+    battery-pipeline ui         start `dagster dev` on this project (webserver + daemon)
+    battery-pipeline demo DIR   write the demo fleet to DIR
+
+Runs go through a persistent Dagster instance in $DAGSTER_HOME (default `.dagster_home/` in the
+project), so they appear in the UI afterwards with their logs, metadata and check results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from battery_pipeline.resources import PROJECT_ROOT
+
+DAGSTER_YAML = """\
+# Written by battery-pipeline. Every step that opens the DuckDB warehouse runs in the `duckdb`
+# pool; one slot means no two steps (of any run) ever contend for DuckDB's single-writer lock.
+concurrency:
+  pools:
+    granularity: op
+    default_limit: 1
+telemetry:
+  enabled: false
+"""
+
+
+def ensure_dagster_home() -> Path:
+    """$DAGSTER_HOME (default `.dagster_home/` in the project) with our dagster.yaml."""
+    home = Path(os.environ.setdefault("DAGSTER_HOME", str(PROJECT_ROOT / ".dagster_home")))
+    home.mkdir(parents=True, exist_ok=True)
+    config = home / "dagster.yaml"
+    if not config.exists():
+        config.write_text(DAGSTER_YAML)
+    return home
+
+
+def cell_pipeline_job_def():
+    """Module-level factory so that `reconstructable` can rebuild the job in step processes."""
+    from battery_pipeline.definitions import defs
+
+    return defs.get_job_def("cell_pipeline_job")
+
+
+def run_all(data_dirs: list[str] | None = None, demo_dir: str | None = None) -> int:
+    """Register and run every cell partition; return the number of failed runs."""
+    ensure_dagster_home()
+    if data_dirs:
+        os.environ["BATTERY_PIPELINE_DATA_DIRS"] = os.pathsep.join(str(Path(d).resolve()) for d in data_dirs)
+    if demo_dir:
+        os.environ["BATTERY_PIPELINE_DEMO_DIR"] = str(Path(demo_dir).resolve())
+
+    from dagster import DagsterInstance, execute_job, reconstructable
+
+    from battery_pipeline.partitions import cell_partitions
+    from battery_pipeline.resources import SourceCatalog, Warehouse
+
+    catalog = SourceCatalog()
+    print(f"data folders: {[str(r) for r in catalog.roots()]}")
+    sources = catalog.discover()
+    instance = DagsterInstance.get()
+    known = set(instance.get_dynamic_partitions(cell_partitions.name))
+    new = [k for k in sources.keys() if k not in known]
+    if new:
+        instance.add_dynamic_partitions(cell_partitions.name, new)
+    print(f"{len(sources)} cell source(s), {len(new)} new partition(s); warehouse {Warehouse().database}")
+
+    job = reconstructable(cell_pipeline_job_def)
+    outcomes = {}
+    for key in sources.keys():
+        started = time.perf_counter()
+        with execute_job(job, instance=instance, tags={"dagster/partition": key}) as result:
+            outcomes[key] = (result.success, result.run_id, time.perf_counter() - started, _failure_text(result))
+        status = "ok" if outcomes[key][0] else "FAILED"
+        print(f"  {key:<40} {status:<6} {outcomes[key][2]:6.1f} s  run {outcomes[key][1][:8]}")
+    print_summary(outcomes)
+    failed = sum(1 for ok, *_ in outcomes.values() if not ok)
+    print(
+        f"\n{len(outcomes) - failed} of {len(outcomes)} cell(s) succeeded. Browse runs, assets and checks "
+        f"with `make ui` (http://127.0.0.1:3000); DAGSTER_HOME={os.environ['DAGSTER_HOME']}"
+    )
+    return failed
+
+
+def _failure_text(result) -> str:
+    for event in result.all_events:
+        if event.is_step_failure and event.step_failure_data and event.step_failure_data.user_failure_data:
+            return event.step_failure_data.user_failure_data.description or ""
+        if event.is_step_failure and event.step_failure_data and event.step_failure_data.error:
+            return event.step_failure_data.error.message.strip().splitlines()[-1]
+    return ""
+
+
+def print_summary(outcomes: dict) -> None:
+    from battery_pipeline.resources import Warehouse
+
+    warehouse = Warehouse()
+    tables = [t for t in ("raw_samples", "validated_samples", "quarantined_samples", "cells") if warehouse.table_exists(t)]
+    if len(tables) < 4:
+        print("\n(no summary: the warehouse tables do not exist yet)")
+        return
+    summary = warehouse.query(
+        """
+        WITH raw AS (SELECT cell_id, count(*) AS raw_rows, count(DISTINCT cycle_number) AS cycles
+                     FROM raw_samples GROUP BY cell_id),
+             valid AS (SELECT cell_id, count(*) AS validated FROM validated_samples GROUP BY cell_id),
+             quarantine AS (SELECT cell_id, count(*) AS quarantined,
+                                   string_agg(DISTINCT reason_code, ',') AS reasons
+                            FROM quarantined_samples GROUP BY cell_id)
+        SELECT c.cell_id, c.source_format AS format, c.chemistry, c.nominal_capacity_ah AS ah,
+               coalesce(raw.raw_rows, 0) AS raw_rows, coalesce(raw.cycles, 0) AS cycles,
+               coalesce(valid.validated, 0) AS validated, coalesce(quarantine.quarantined, 0) AS quarantined,
+               coalesce(quarantine.reasons, '') AS reasons
+        FROM cells c LEFT JOIN raw USING (cell_id) LEFT JOIN valid USING (cell_id)
+             LEFT JOIN quarantine USING (cell_id)
+        ORDER BY c.cell_id
+        """
+    )
+    print("\nSummary (from the warehouse):")
+    print(summary.to_string(index=False))
+    failed = {k: v[3] for k, v in outcomes.items() if not v[0]}
+    if failed:
+        print("\nFailed partitions:")
+        for key, text in failed.items():
+            print(f"  {key}: {text}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="battery-pipeline", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="run the main job for every cell found")
+    run.add_argument("--data-dir", action="append", help="data folder (repeatable); default data/incoming")
+    run.add_argument("--demo-dir", help="where the demo fleet lives (default data/demo)")
+    commands.add_parser("ui", help="start dagster dev (webserver + daemon)")
+    demo = commands.add_parser("demo", help="write the demo fleet")
+    demo.add_argument("directory")
+    args = parser.parse_args(argv)
+
+    if args.command == "run":
+        return 1 if run_all(args.data_dir, args.demo_dir) else 0
+    if args.command == "ui":
+        ensure_dagster_home()
+        workspace = PROJECT_ROOT / "workspace.yaml"
+        return subprocess.call([sys.executable, "-m", "dagster", "dev", "-w", str(workspace)], cwd=PROJECT_ROOT)
+    if args.command == "demo":
+        from battery_pipeline.science.demo import ensure_demo_fleet
+
+        print(ensure_demo_fleet(Path(args.directory)))
+        return 0
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

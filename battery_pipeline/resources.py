@@ -1,0 +1,164 @@
+"""Resources: the single place that switches by environment (paths, storage, data folders).
+
+Environment variables (all optional):
+  BATTERY_PIPELINE_DUCKDB     warehouse file           (default: data/warehouse.duckdb)
+  BATTERY_PIPELINE_DATA_DIRS  data folders, os.pathsep-separated (default: data/incoming)
+  BATTERY_PIPELINE_DEMO_DIR   demo fleet folder        (default: data/demo)
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+from dagster import ConfigurableResource
+from dagster_duckdb import DuckDBResource
+from pydantic import Field
+
+from battery_pipeline.science import sources as source_discovery
+from battery_pipeline.science.schema import CellCycleSample, CellRecord, QuarantinedSample
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+DATA_DIR = PROJECT_ROOT / "data"
+
+# Every asset or check that opens the warehouse runs in this Dagster pool. DuckDB admits one
+# read-write process per file, so the instance limits the pool to 1 slot (see dagster.yaml).
+DUCKDB_POOL = "duckdb"
+
+
+def default_warehouse_path() -> str:
+    return os.environ.get("BATTERY_PIPELINE_DUCKDB", str(DATA_DIR / "warehouse.duckdb"))
+
+
+def default_data_dirs() -> list[str]:
+    raw = os.environ.get("BATTERY_PIPELINE_DATA_DIRS")
+    if raw:
+        return [p for p in raw.split(os.pathsep) if p]
+    return [str(DATA_DIR / "incoming")]
+
+
+def default_demo_dir() -> str:
+    return os.environ.get("BATTERY_PIPELINE_DEMO_DIR", str(DATA_DIR / "demo"))
+
+
+_DUCKDB_TYPES = {"str": "VARCHAR", "int64": "BIGINT", "float64": "DOUBLE"}
+
+# Table layouts come from the pandera models, so column order and types are fixed by the schema.
+TABLE_MODELS = {
+    "raw_samples": CellCycleSample,
+    "validated_samples": CellCycleSample,
+    "quarantined_samples": QuarantinedSample,
+    "cells": CellRecord,
+}
+
+
+def _ddl_columns(model) -> str:
+    columns = model.to_schema().columns
+    return ", ".join(f'"{name}" {_DUCKDB_TYPES[str(col.dtype)]}' for name, col in columns.items())
+
+
+def _quote_identifier(name: str) -> str:
+    if not name.replace("_", "").isalnum():
+        raise ValueError(f"not a plain identifier: {name!r}")
+    return f'"{name}"'
+
+
+class Warehouse(DuckDBResource):
+    """The DuckDB warehouse, on top of Dagster's DuckDB integration (connection retry on lock).
+
+    All SQL of the pipeline goes through these methods; partition keys and other values are
+    always bound as parameters, never formatted into SQL text.
+    """
+
+    database: str = Field(default_factory=default_warehouse_path, description="DuckDB file path")
+
+    @contextmanager
+    def connection(self):
+        Path(self.database).parent.mkdir(parents=True, exist_ok=True)
+        with self.get_connection() as conn:
+            yield conn
+
+    def ensure_table(self, conn: duckdb.DuckDBPyConnection, table: str, frame: pd.DataFrame | None = None):
+        name = _quote_identifier(table)
+        if table in TABLE_MODELS:
+            conn.execute(f"CREATE TABLE IF NOT EXISTS {name} ({_ddl_columns(TABLE_MODELS[table])})")
+        elif frame is not None:
+            conn.register("_shape", frame.head(0))
+            conn.execute(f"CREATE TABLE IF NOT EXISTS {name} AS SELECT * FROM _shape")
+            conn.unregister("_shape")
+        else:
+            raise ValueError(f"no layout known for table {table!r}")
+
+    def replace_partition(self, table: str, frame: pd.DataFrame, key_column: str, key: str) -> int:
+        """Atomically replace the rows of one partition; other partitions are untouched."""
+        name, column = _quote_identifier(table), _quote_identifier(key_column)
+        with self.connection() as conn:
+            self.ensure_table(conn, table, frame)
+            conn.execute("BEGIN TRANSACTION")
+            try:
+                conn.execute(f"DELETE FROM {name} WHERE {column} = ?", [key])
+                if len(frame):
+                    conn.register("_incoming", frame)
+                    conn.execute(f"INSERT INTO {name} BY NAME SELECT * FROM _incoming")
+                    conn.unregister("_incoming")
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        return len(frame)
+
+    def replace_table(self, table: str, frame: pd.DataFrame) -> int:
+        name = _quote_identifier(table)
+        with self.connection() as conn:
+            conn.register("_incoming", frame)
+            conn.execute(f"CREATE OR REPLACE TABLE {name} AS SELECT * FROM _incoming")
+            conn.unregister("_incoming")
+        return len(frame)
+
+    def read_partition(self, table: str, key_column: str, key: str, columns: list[str] | None = None) -> pd.DataFrame:
+        name, column = _quote_identifier(table), _quote_identifier(key_column)
+        selected = ", ".join(_quote_identifier(c) for c in columns) if columns else "*"
+        with self.connection() as conn:
+            if not self._exists(conn, table):
+                raise LookupError(f"table {table} does not exist yet: materialize it first")
+            return conn.execute(
+                f"SELECT {selected} FROM {name} WHERE {column} = ? ORDER BY rowid", [key]
+            ).df()
+
+    def query(self, sql: str, params: list | None = None) -> pd.DataFrame:
+        with self.connection() as conn:
+            return conn.execute(sql, params or []).df()
+
+    def table_exists(self, table: str) -> bool:
+        with self.connection() as conn:
+            return self._exists(conn, table)
+
+    @staticmethod
+    def _exists(conn, table: str) -> bool:
+        return bool(
+            conn.execute(
+                "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [table]
+            ).fetchone()[0]
+        )
+
+
+class SourceCatalog(ConfigurableResource):
+    """Where cycler files are found. With no data files there, the demo fleet is used."""
+
+    data_dirs: list[str] = Field(default_factory=default_data_dirs)
+    demo_dir: str = Field(default_factory=default_demo_dir)
+    use_demo_when_empty: bool = True
+
+    def roots(self) -> list[Path]:
+        roots = [Path(d) for d in self.data_dirs]
+        if self.use_demo_when_empty and not source_discovery.iter_data_files(roots):
+            from battery_pipeline.science.demo import ensure_demo_fleet
+
+            return [ensure_demo_fleet(Path(self.demo_dir))]
+        return roots
+
+    def discover(self) -> source_discovery.Catalog:
+        return source_discovery.discover(self.roots())

@@ -1,0 +1,27 @@
+"""Per-chemistry facts shared by validation and the twin models.
+
+Voltage windows are the manufacturer-style operating limits of common lithium-ion chemistries
+(datasheet values of typical cells: A123 APR18650M1A for LFP, LG HG2 / Samsung 30Q for NMC,
+Panasonic NCR18650PF for NCA, generic graphite/LCO for LCO). Validation widens them by a margin,
+because terminal voltage legitimately overshoots under load and at CV start.
+"""
+
+from __future__ import annotations
+
+VOLTAGE_WINDOWS_V: dict[str, tuple[float, float]] = {
+    "LFP": (2.0, 3.65),
+    "NMC": (2.5, 4.2),
+    "NCA": (2.5, 4.2),
+    "LCO": (2.7, 4.2),
+    "LMO": (2.5, 4.2),
+    "LTO": (1.5, 2.8),
+}
+
+# No metadata at all: the envelope every Li-ion cell lives in, so only gross errors are caught.
+GENERIC_LI_ION_WINDOW_V = (1.5, 4.45)
+
+
+def voltage_window(chemistry: str | None) -> tuple[float, float]:
+    if chemistry and chemistry.upper() in VOLTAGE_WINDOWS_V:
+        return VOLTAGE_WINDOWS_V[chemistry.upper()]
+    return GENERIC_LI_ION_WINDOW_V

@@ -49,8 +49,13 @@ def cell_pipeline_job_def():
     return defs.get_job_def("cell_pipeline_job")
 
 
-def run_all(data_dirs: list[str] | None = None, demo_dir: str | None = None) -> int:
-    """Register and run every cell partition; return the number of failed runs."""
+def run_all(
+    data_dirs: list[str] | None = None, demo_dir: str | None = None, only: list[str] | None = None
+) -> int:
+    """Register every cell partition and run the main job for each (or for `only`).
+
+    Returns the number of failed runs.
+    """
     ensure_dagster_home()
     if data_dirs:
         os.environ["BATTERY_PIPELINE_DATA_DIRS"] = os.pathsep.join(str(Path(d).resolve()) for d in data_dirs)
@@ -74,7 +79,12 @@ def run_all(data_dirs: list[str] | None = None, demo_dir: str | None = None) -> 
 
     job = reconstructable(cell_pipeline_job_def)
     outcomes = {}
-    for key in sources.keys():
+    selected = sources.keys() if not only else [k for k in sources.keys() if k in only]
+    unknown = sorted(set(only or []) - set(sources.keys()))
+    if unknown:
+        print(f"unknown partition(s) {unknown}; known: {sources.keys()}")
+        return len(unknown)
+    for key in selected:
         started = time.perf_counter()
         with execute_job(job, instance=instance, tags={"dagster/partition": key}) as result:
             outcomes[key] = (result.success, result.run_id, time.perf_counter() - started, _failure_text(result))
@@ -138,13 +148,14 @@ def main(argv: list[str] | None = None) -> int:
     run = commands.add_parser("run", help="run the main job for every cell found")
     run.add_argument("--data-dir", action="append", help="data folder (repeatable); default data/incoming")
     run.add_argument("--demo-dir", help="where the demo fleet lives (default data/demo)")
+    run.add_argument("--partition", action="append", help="run only this cell partition (repeatable)")
     commands.add_parser("ui", help="start dagster dev (webserver + daemon)")
     demo = commands.add_parser("demo", help="write the demo fleet")
     demo.add_argument("directory")
     args = parser.parse_args(argv)
 
     if args.command == "run":
-        return 1 if run_all(args.data_dir, args.demo_dir) else 0
+        return 1 if run_all(args.data_dir, args.demo_dir, args.partition) else 0
     if args.command == "ui":
         ensure_dagster_home()
         workspace = PROJECT_ROOT / "workspace.yaml"

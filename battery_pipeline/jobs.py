@@ -10,7 +10,6 @@ from battery_pipeline.resources import SourceCatalog
 cell_pipeline_job = dg.define_asset_job(
     "cell_pipeline_job",
     selection=dg.AssetSelection.groups("ingest"),
-    partitions_def=cell_partitions,
     description="Ingest and validate one cell: cells registry, raw, validated and quarantined samples.",
 )
 

@@ -1,0 +1,571 @@
+"""Arbin CSV exports (MITS Pro / BEEP fixtures), plus the Arbin logic shared with `arbin_xlsx`.
+
+Source layout: one header line, then one row per logged point::
+
+    Data_Point,Test_Time,DateTime,Step_Time,Step_Index,Cycle_Index,Current,Voltage,
+    Charge_Capacity,Discharge_Capacity,Charge_Energy,Discharge_Energy,dV/dt,
+    Internal_Resistance,Temperature
+
+Header spellings with units (`Test_Time(s)`, `Current(A)`, `Voltage (V)`, `Charge Capacity (Ah)`,
+`Aux_Temperature_1 (C)`, ...) are accepted too; `mA`, `mV`, `mAh`, `mOhm`, `ms`, `min`, `h`
+units are converted, an unknown unit is an error rather than a silent factor of 1000. A
+`<stem>_Metadata.csv` next to the data file is a companion (test id, channel, schedule file); it
+is never a cell of its own and only feeds `describe`.
+
+Conventions (what the canonical columns mean for Arbin data, checked on the real files):
+
+- current: Arbin already logs charge positive, discharge negative (verified: `Charge_Capacity`
+  grows while `Current` > 0, `Discharge_Capacity` while `Current` < 0), so it is taken as is.
+- time_s: `Test_Time` (s since the Arbin test started). When a cell's test spans several files
+  (several Arbin tests, e.g. CALCE's weekly exports) each file is placed on one clock by its
+  absolute start, `DateTime - Test_Time` of its first row, relative to the first file's start:
+  gaps between files stay real elapsed time, and the sub-second `Test_Time` is kept within a
+  file (`DateTime` has only 1 s resolution in CALCE and drifts ~60 s/week against `Test_Time`).
+  Files are ordered by that absolute start. Without a date column on every file the files are
+  chained in the given order instead (each starts where the previous one ended).
+- cycle_number: `Cycle_Index` as logged for the first file; every further Arbin test continues
+  after the highest cycle so far (`Cycle_Index` restarts in each export), so numbers are
+  continuous with no gaps. Files that are exports of the *same* Arbin test (same absolute start
+  within 2 s: a re-export, or a duplicate copy) share one numbering: their rows get the same
+  cycle numbers and times as the first copy, so a duplicate file repeats samples (quarantined
+  later as duplicate_sample) instead of inventing cycles. Where `Cycle_Index` is empty (e.g.
+  the BEEP `*_test-TC-contact_CH33.csv` fixture), a cycle starts at the first charge and at
+  every charge that follows a discharge (rests in between do not count): rows before the first
+  charge are cycle 0, Arbin-style 1-based counting thereafter.
+- step_index: Arbin `Step_Index` (the schedule line); where empty, a new step wherever
+  step_type changes (`base.step_index_from_changes`).
+- step_type: Arbin exports no step type. With a `Step_Index`, each step segment takes the type
+  of its median current, so the few-mA pulses of Arbin's internal-resistance steps and single
+  transition samples do not split a rest step; a step in which a new internal-resistance value
+  appears and whose median |I| is below 10 mA is Arbin's IR measurement (CALCE logs its
+  1-3.5 mA pulse in two samples) and is a rest; a segment that also holds samples beyond 10 mA
+  of the other kind (e.g. a drive-cycle step) is typed sample by sample. Without `Step_Index`,
+  sample by sample (|I| <= 1 mA is rest).
+- capacity_ah: `Charge_Capacity` on charge rows, `Discharge_Capacity` on discharge rows, re-based
+  to the start of the sample's cycle; null on rest rows (no direction). Arbin counters either
+  reset at every cycle (common schedules) or accumulate over the whole test (CALCE CS2: 53 Ah at
+  cycle 50); per cycle the reader subtracts the counter's value at the end of the previous cycle
+  when the counter did not drop at the boundary, else nothing, and the first cycle of each file
+  starts at 0. Where cycles are derived (no `Cycle_Index`), the counters are used as logged.
+- internal_resistance_ohm: Arbin's column is sample-and-hold: 0 until the first measurement,
+  then the last measured value repeated on every row (CALCE: measured twice per cycle, in the
+  5 s steps after charge and after discharge). 0 means "not measured" -> null, and a value is
+  kept only on the row where it first appears (the measurement); the repeats are null, so
+  per-cycle statistics are not weighted by how long a value was held. Two consecutive
+  measurements with bit-identical values would read as one.
+- temperature_c: `Temperature` (or the first `Aux_Temperature`), degC; null where absent.
+- source_row: 0-based data row within its file; source_file: the file's name.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from battery_pipeline.science.readers.base import (
+    REST_CURRENT_THRESHOLD_A,
+    CellDefaults,
+    CyclerReader,
+    ReadResult,
+    SourceFormatError,
+    finalize_samples,
+    step_index_from_changes,
+    step_type_from_current,
+)
+from battery_pipeline.science.schema import empty_samples
+
+# ------------------------------------------------------------------------------------------
+# Column names and units
+# ------------------------------------------------------------------------------------------
+
+_UNIT_IN_NAME = re.compile(r"\(([^)]*)\)")
+
+# normalized (lower-case, units removed, spaces -> "_") Arbin name -> role
+_ROLES = {
+    "test_time": "test_time",
+    "datetime": "date_time",
+    "date_time": "date_time",
+    "step_index": "step_index",
+    "cycle_index": "cycle_index",
+    "current": "current",
+    "voltage": "voltage",
+    "charge_capacity": "charge_capacity",
+    "discharge_capacity": "discharge_capacity",
+    "internal_resistance": "internal_resistance",
+}
+_TEMPERATURE = re.compile(r"^(aux_)?temperature(_\d+)?$")
+
+REQUIRED_ROLES = ("test_time", "current", "voltage", "charge_capacity", "discharge_capacity")
+
+# Unit (lower-case) -> factor to SI per role; None = no unit in the header.
+_UNITS = {
+    "test_time": {None: 1.0, "s": 1.0, "sec": 1.0, "ms": 1e-3, "min": 60.0, "h": 3600.0, "hr": 3600.0},
+    "current": {None: 1.0, "a": 1.0, "ma": 1e-3},
+    "voltage": {None: 1.0, "v": 1.0, "mv": 1e-3},
+    "charge_capacity": {None: 1.0, "ah": 1.0, "mah": 1e-3},
+    "discharge_capacity": {None: 1.0, "ah": 1.0, "mah": 1e-3},
+    "internal_resistance": {None: 1.0, "ohm": 1.0, "mohm": 1e-3, "\u03c9": 1.0, "m\u03c9": 1e-3},
+    "temperature": {None: 1.0, "c": 1.0, "degc": 1.0, "deg_c": 1.0, "\u00b0c": 1.0, "\u2103": 1.0},
+}
+
+# Arbin's own spellings (case as Arbin writes them), used by the sniffers: a lower-case
+# `test_time,current,...` table (e.g. a BEEP structured frame) is *not* an Arbin export.
+ARBIN_REQUIRED_SPELLINGS = {"Test_Time", "Current", "Voltage", "Charge_Capacity", "Discharge_Capacity"}
+ARBIN_INDEX_SPELLINGS = {"Data_Point", "Cycle_Index", "Step_Index"}
+
+
+def split_header(name: object) -> tuple[str, str | None]:
+    """`"Charge Capacity (Ah)"` -> (`"Charge_Capacity"`, `"ah"`): base keeps Arbin's case."""
+    text = str(name).strip()
+    units = _UNIT_IN_NAME.findall(text)
+    unit = units[0].strip().lower().replace(" ", "") if units else None
+    base = re.sub(r"[\s_]+", "_", _UNIT_IN_NAME.sub(" ", text)).strip("_")
+    return base, unit or None
+
+
+def role_of(name: object) -> str | None:
+    key = split_header(name)[0].lower()
+    if key in _ROLES:
+        return _ROLES[key]
+    if _TEMPERATURE.match(key):
+        return "temperature"
+    return None
+
+
+def looks_like_arbin_header(names) -> bool:
+    """True if a header line holds Arbin's data columns in Arbin's spelling."""
+    bases = {split_header(n)[0] for n in names}
+    return ARBIN_REQUIRED_SPELLINGS <= bases and bool(ARBIN_INDEX_SPELLINGS & bases)
+
+
+def map_columns(path: Path, names: list, where: str = "") -> dict[str, tuple[object, float]]:
+    """role -> (column name, factor to SI); SourceFormatError if a required column is missing."""
+    mapping: dict[str, tuple[object, float]] = {}
+    for name in names:
+        role = role_of(name)
+        if role is None or role in mapping:  # first column of a role wins (e.g. Aux temps)
+            continue
+        unit = split_header(name)[1]
+        factors = _UNITS.get(role)
+        if factors is not None:
+            if unit not in factors:
+                known = ", ".join(sorted(u for u in factors if u))
+                raise SourceFormatError(
+                    path, f"{where}column {name!r}: unit {unit!r} not understood (expected {known})"
+                )
+            mapping[role] = (name, factors[unit])
+        else:
+            mapping[role] = (name, 1.0)
+    missing = [r for r in REQUIRED_ROLES if r not in mapping]
+    if missing:
+        spelled = {
+            "test_time": "Test_Time",
+            "current": "Current",
+            "voltage": "Voltage",
+            "charge_capacity": "Charge_Capacity",
+            "discharge_capacity": "Discharge_Capacity",
+        }
+        shown = ", ".join(str(n) for n in names[:20])
+        raise SourceFormatError(
+            path,
+            f"{where}missing required Arbin column(s) {[spelled[m] for m in missing]} "
+            f"(columns found: {shown})",
+        )
+    return mapping
+
+
+# ------------------------------------------------------------------------------------------
+# Values
+# ------------------------------------------------------------------------------------------
+
+
+def as_float(values) -> np.ndarray:
+    """float64 array; anything non-numeric becomes NaN (judged later by validation)."""
+    if isinstance(values, np.ndarray) and values.dtype.kind in "fiu":
+        return values.astype("float64", copy=False)
+    return pd.to_numeric(pd.Series(values), errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+
+
+def datetime_seconds(values) -> np.ndarray:
+    """Absolute time in seconds (only differences matter) from datetimes, epoch or Excel serials."""
+    if isinstance(values, np.ndarray) and values.dtype.kind == "M":
+        ns = values.astype("datetime64[ns]").astype("int64").astype("float64")
+        ns[np.isnat(values)] = np.nan
+        return ns / 1e9
+    series = pd.Series(values)
+    numbers = pd.to_numeric(series, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+    finite = numbers[np.isfinite(numbers)]
+    if len(finite) and np.isfinite(numbers).mean() > 0.5:
+        if np.nanmedian(finite) < 1e6:  # Excel serial day number (days since 1899-12-30)
+            return (numbers - 25569.0) * 86400.0
+        return numbers  # Unix epoch seconds (Arbin/BEEP CSV `DateTime`)
+    parsed = pd.to_datetime(series, errors="coerce", format="mixed")
+    return datetime_seconds(parsed.to_numpy(dtype="datetime64[ns]"))
+
+
+def _index_column(values: np.ndarray | None) -> np.ndarray | None:
+    """Integer Cycle_/Step_Index, or None when the column is absent or empty.
+
+    Sparse gaps are carried forward (then backward): an index is a label of the row's program
+    position, not a measurement, and a row cannot be stored without one.
+    """
+    if values is None:
+        return None
+    numbers = as_float(values)
+    if not np.isfinite(numbers).any():
+        return None
+    filled = pd.Series(numbers).ffill().bfill().to_numpy()
+    return np.rint(filled).astype("int64")
+
+
+@dataclass
+class ArbinFile:
+    """One file's Arbin columns, as SI float arrays keyed by role (see `REQUIRED_ROLES`)."""
+
+    path: Path
+    columns: dict[str, np.ndarray]
+    n_rows: int
+    info: dict[str, str] = field(default_factory=dict)  # e.g. Start_DateTime, Schedule_File_Name
+
+    def column(self, role: str) -> np.ndarray | None:
+        return self.columns.get(role)
+
+    @property
+    def anchor_s(self) -> float | None:
+        """Absolute time of Test_Time = 0: `DateTime - Test_Time` at the first row having both."""
+        dates = self.columns.get("date_time")
+        if dates is None:
+            return None
+        diff = dates - self.columns["test_time"]
+        finite = np.flatnonzero(np.isfinite(diff))
+        return float(diff[finite[0]]) if len(finite) else None
+
+
+def arbin_file_from_columns(path: Path, raw: dict[object, object], mapping) -> ArbinFile:
+    """Build an `ArbinFile` from raw columns (name -> values) and `map_columns` output."""
+    columns: dict[str, np.ndarray] = {}
+    n = None
+    for role, (name, factor) in mapping.items():
+        values = raw[name]
+        if role == "date_time":
+            array = datetime_seconds(values)
+        else:
+            array = as_float(values)
+            if factor != 1.0:
+                array = array * factor
+        columns[role] = array
+        n = len(array) if n is None else n
+    n = n or 0
+    if n == 0:
+        raise SourceFormatError(path, "no data rows after the header")
+    if not np.isfinite(columns["test_time"]).any():
+        raise SourceFormatError(path, f"column {mapping['test_time'][0]!r} holds no numbers")
+    return ArbinFile(path=path, columns=columns, n_rows=n)
+
+
+# ------------------------------------------------------------------------------------------
+# Canonical frame from one cell's Arbin files
+# ------------------------------------------------------------------------------------------
+
+# Two files whose tests started within this many seconds are exports of the same Arbin test.
+SAME_TEST_TOLERANCE_S = 2.0
+# A step segment is typed by its median current unless it holds samples beyond this of the
+# other kind (10x the rest threshold: far above Arbin's few-mA IR pulses).
+MIXED_STEP_CURRENT_A = 10 * REST_CURRENT_THRESHOLD_A
+
+
+def _new_resistance_value(ir: np.ndarray) -> np.ndarray:
+    """True on rows where Arbin's held internal resistance takes a new, non-zero value."""
+    changed = np.empty(len(ir), dtype=bool)
+    if len(ir):
+        changed[0] = True
+        changed[1:] = ir[1:] != ir[:-1]
+    return changed & np.isfinite(ir) & (ir != 0.0)
+
+
+def step_types(
+    current: np.ndarray,
+    step: np.ndarray | None,
+    cycle: np.ndarray | None,
+    resistance: np.ndarray | None = None,
+) -> np.ndarray:
+    per_sample = step_type_from_current(current)
+    if step is None or len(current) == 0:
+        return per_sample
+    boundary = np.empty(len(step), dtype=bool)
+    boundary[0] = True
+    boundary[1:] = step[1:] != step[:-1]
+    if cycle is not None:
+        boundary[1:] |= cycle[1:] != cycle[:-1]
+    segment = np.cumsum(boundary) - 1
+    median = np.nan_to_num(pd.Series(current).groupby(segment).median().to_numpy())
+    segment_kind = step_type_from_current(median)
+    if resistance is not None:
+        # Arbin's IR-measurement steps log the few-mA measurement pulse (CALCE: up to 3.5 mA,
+        # two samples): a step in which a new IR value appears and whose median current is
+        # below 10 mA is a rest with a measurement, not a tiny charge or discharge.
+        measures = np.bincount(segment, weights=_new_resistance_value(resistance)) > 0
+        segment_kind = np.where(measures & (np.abs(median) < MIXED_STEP_CURRENT_A), "rest", segment_kind)
+    segment_type = segment_kind[segment]
+    disagree = (np.abs(np.nan_to_num(current)) > MIXED_STEP_CURRENT_A) & (per_sample != segment_type)
+    mixed = np.bincount(segment, weights=disagree.astype("float64")) > 0
+    return np.where(mixed[segment], per_sample, segment_type)
+
+
+def cycles_from_charge_starts(step_type: np.ndarray) -> np.ndarray:
+    """Cycle k starts at the k-th charge that is the first one or follows a discharge."""
+    kind = pd.Series(np.where(step_type == "rest", None, step_type), dtype=object)
+    previous = kind.ffill().shift(1).to_numpy()
+    starts = (step_type == "charge") & (previous != "charge")
+    return np.cumsum(starts).astype("int64")
+
+
+def capacity_since_cycle_start(counter: np.ndarray, cycle: np.ndarray) -> np.ndarray:
+    """Arbin capacity counter re-based to each cycle's start (see module docstring)."""
+    n = len(counter)
+    if n == 0:
+        return counter
+    filled = pd.Series(counter).ffill().fillna(0.0).to_numpy()
+    starts = np.flatnonzero(np.concatenate([[True], cycle[1:] != cycle[:-1]]))
+    previous_end = np.concatenate([[np.nan], filled[starts[1:] - 1]])
+    first = filled[starts]
+    with np.errstate(invalid="ignore"):
+        baseline = np.where(first >= previous_end, previous_end, 0.0)
+    return counter - np.repeat(baseline, np.diff(np.concatenate([starts, [n]])))
+
+
+def measured_resistance(ir: np.ndarray) -> np.ndarray:
+    """Keep IR only where a new (non-zero) value first appears: Arbin holds the last value."""
+    return np.where(_new_resistance_value(ir), ir, np.nan)
+
+
+@dataclass
+class Assembled:
+    samples: pd.DataFrame
+    notes: list[str]
+
+
+def assemble_cell(files: list[ArbinFile], cell_id: str) -> Assembled:
+    """Stitch the files of one cell's test into the canonical frame (module docstring rules)."""
+    notes: list[str] = []
+    anchors = [f.anchor_s for f in files]
+    absolute = all(a is not None for a in anchors)
+    order = list(range(len(files)))
+    if absolute:
+        order.sort(key=lambda i: anchors[i])  # stable: copies keep the given order
+        t0 = anchors[order[0]]
+    else:
+        notes.append("no DateTime in every file: files chained in name order by Test_Time")
+
+    pieces: list[pd.DataFrame] = []
+    tests: list[tuple[float, int, ArbinFile]] = []  # (anchor, cycle offset, first file)
+    max_cycle: int | None = None
+    chained_end = 0.0
+    for i in order:
+        f = files[i]
+        test_time = f.columns["test_time"]
+        if absolute:
+            time_s = (anchors[i] - t0) + test_time
+        else:
+            time_s = chained_end + test_time
+        finite_t = time_s[np.isfinite(time_s)]
+        if len(finite_t):
+            chained_end = max(chained_end, float(finite_t.max()))
+
+        current = f.columns["current"]
+        raw_step = _index_column(f.column("step_index"))
+        raw_cycle = _index_column(f.column("cycle_index"))
+        ir = f.column("internal_resistance")
+        kinds = step_types(current, raw_step, raw_cycle, ir)
+        if raw_cycle is None:
+            raw_cycle = cycles_from_charge_starts(kinds)
+            notes.append(f"{f.path.name}: Cycle_Index empty, cycles derived from charge starts")
+        if raw_step is None:
+            step = step_index_from_changes(kinds)
+            notes.append(f"{f.path.name}: Step_Index empty, steps derived from step-type changes")
+        else:
+            step = raw_step
+
+        same = None
+        if absolute:
+            same = next(
+                (t for t in tests if abs(t[0] - anchors[i]) <= SAME_TEST_TOLERANCE_S), None
+            )
+        if same is not None:
+            offset = same[1]
+            original = same[2]
+            identical = (
+                original.n_rows == f.n_rows
+                and np.array_equal(original.columns["test_time"], test_time, equal_nan=True)
+                and np.array_equal(original.columns["voltage"], f.columns["voltage"], equal_nan=True)
+                and np.array_equal(original.columns["current"], current, equal_nan=True)
+            )
+            what = "an identical copy" if identical else "another export"
+            notes.append(
+                f"{f.path.name} is {what} of the Arbin test in {original.path.name} (same start): "
+                "its rows keep that test's cycle numbers and times, so they repeat samples "
+                "instead of adding cycles"
+            )
+        else:
+            offset = 0 if max_cycle is None else max_cycle + 1 - int(raw_cycle.min())
+            if absolute:
+                tests.append((anchors[i], offset, f))
+        cycle = raw_cycle + offset
+        max_cycle = int(cycle.max()) if max_cycle is None else max(max_cycle, int(cycle.max()))
+
+        charge = capacity_since_cycle_start(f.columns["charge_capacity"], raw_cycle)
+        discharge = capacity_since_cycle_start(f.columns["discharge_capacity"], raw_cycle)
+        capacity = np.where(kinds == "charge", charge, np.where(kinds == "discharge", discharge, np.nan))
+
+        temperature = f.column("temperature")
+        pieces.append(
+            pd.DataFrame(
+                {
+                    "cycle_number": cycle,
+                    "step_index": step,
+                    "step_type": kinds,
+                    "time_s": time_s,
+                    "voltage_v": f.columns["voltage"],
+                    "current_a": current,
+                    "temperature_c": temperature if temperature is not None else np.nan,
+                    "capacity_ah": capacity,
+                    "internal_resistance_ohm": measured_resistance(ir) if ir is not None else np.nan,
+                    "source_file": f.path.name,
+                    "source_row": np.arange(f.n_rows, dtype="int64"),
+                }
+            )
+        )
+    if not pieces:
+        return Assembled(empty_samples(), notes)
+    return Assembled(finalize_samples(pd.concat(pieces, ignore_index=True), cell_id), notes)
+
+
+def with_notes(defaults: CellDefaults, notes: list[str]) -> CellDefaults:
+    if not notes:
+        return defaults
+    text = "; ".join(notes)
+    defaults.description = f"{defaults.description}. {text}" if defaults.description else text
+    return defaults
+
+
+# ------------------------------------------------------------------------------------------
+# The CSV reader
+# ------------------------------------------------------------------------------------------
+
+METADATA_SUFFIX = "_metadata.csv"
+
+SEVERSON_CITATION = (
+    "Severson K.A., Attia P.M., Jin N., Perkins N., Jiang B., Yang Z., Chen M.H., Aykol M., "
+    "Herring P.K., Fraggedakis D., Bazant M.Z., Harris S.J., Chueh W.C., Braatz R.D., "
+    "'Data-driven prediction of battery cycle life before capacity degradation', "
+    "Nature Energy 4, 383-391 (2019), doi:10.1038/s41560-019-0356-8; file from Toyota Research "
+    "Institute's BEEP test fixtures (Herring P. et al., SoftwareX 11 (2020) 100506)"
+)
+# Severson et al. fast-charge policies are named like `4_4C-80PER_4_4C` (C-rate, then % SOC).
+_SEVERSON_SCHEDULE = re.compile(r"\d+(_\d+)?C-\d+PER", re.IGNORECASE)
+
+
+def _split_line(line: str) -> list[str]:
+    delimiter = max((",", "\t", ";"), key=line.count)
+    return [cell.strip().strip('"') for cell in line.split(delimiter)]
+
+
+def metadata_path(path: Path) -> Path:
+    return path.with_name(path.stem + "_Metadata" + path.suffix)
+
+
+def read_metadata(path: Path) -> dict[str, str]:
+    """The companion `<stem>_Metadata.csv` as {lower-case key: value}; {} if absent/unreadable."""
+    meta = metadata_path(path)
+    if not meta.is_file():
+        return {}
+    try:
+        table = pd.read_csv(meta, dtype=str, nrows=1)
+    except (OSError, UnicodeDecodeError, ValueError):
+        return {}
+    if table.empty:
+        return {}
+    row = table.iloc[0]
+    return {str(k).strip().lower(): str(v) for k, v in row.items() if isinstance(v, str)}
+
+
+class ArbinCsvReader(CyclerReader):
+    """Arbin CSV export; see the module docstring for every convention."""
+
+    format_name = "arbin_csv"
+    extensions = (".csv",)
+    priority = 30  # Arbin's header is specific: ask before generic CSV readers
+
+    @classmethod
+    def sniff(cls, path: Path, head: bytes) -> bool:
+        if cls.is_companion(path):
+            return False
+        text = head.decode("utf-8-sig", errors="replace")
+        for line in text.splitlines():
+            if line.strip():
+                return looks_like_arbin_header(_split_line(line))
+        return False
+
+    @classmethod
+    def is_companion(cls, path: Path) -> bool:
+        return path.name.lower().endswith(METADATA_SUFFIX)
+
+    @classmethod
+    def describe(cls, paths: list[Path]) -> CellDefaults:
+        path = Path(paths[0])
+        meta = read_metadata(path)
+        schedule = meta.get("schedule_file_name")
+        parts = [f"Arbin CSV export {path.name}"]
+        if schedule:
+            parts.append(f"schedule {schedule}")
+        if meta.get("iv_ch_id"):
+            parts.append(f"Arbin IV_Ch_ID {meta['iv_ch_id']}")
+        if meta.get("first_start_datetime"):
+            try:
+                start = pd.Timestamp(int(float(meta["first_start_datetime"])), unit="s")
+                parts.append(f"started {start:%Y-%m-%d %H:%M:%S} UTC")
+            except (ValueError, OverflowError):
+                pass
+        description = "; ".join(parts)
+        if path.stem.startswith("FastCharge_") or (schedule and _SEVERSON_SCHEDULE.search(schedule)):
+            return CellDefaults(
+                dataset="Severson et al. 2019 fast-charging (A123 APR18650M1A)",
+                chemistry="LFP",
+                nominal_capacity_ah=1.1,
+                voltage_min_v=2.0,
+                voltage_max_v=3.6,
+                licence="Apache-2.0",
+                citation=SEVERSON_CITATION,
+                description="A123 APR18650M1A LFP/graphite 18650, 1.1 Ah, 2.0-3.6 V; " + description,
+            )
+        # Unknown Arbin cell: limits come from a sidecar or the chemistry table.
+        return CellDefaults(description=description)
+
+    @classmethod
+    def read_file(cls, path: Path) -> ArbinFile:
+        path = Path(path)
+        try:
+            header = pd.read_csv(path, nrows=0, encoding="utf-8-sig")
+            mapping = map_columns(path, list(header.columns))
+            usecols = [name for name, _ in mapping.values()]
+            table = pd.read_csv(path, usecols=usecols, encoding="utf-8-sig", low_memory=False)
+        except SourceFormatError:
+            raise
+        except FileNotFoundError as exc:
+            raise SourceFormatError(path, "file not found") from exc
+        except (OSError, UnicodeDecodeError, ValueError) as exc:  # pandas ParserError is a ValueError
+            raise SourceFormatError(path, f"cannot parse as CSV ({exc})") from exc
+        return arbin_file_from_columns(path, {c: table[c].to_numpy() for c in table.columns}, mapping)
+
+    @classmethod
+    def read(cls, paths: list[Path], cell_id: str) -> ReadResult:
+        files = [cls.read_file(Path(p)) for p in paths]
+        assembled = assemble_cell(files, cell_id)
+        return ReadResult(
+            samples=assembled.samples,
+            cell=with_notes(cls.describe([Path(p) for p in paths]), assembled.notes),
+        )

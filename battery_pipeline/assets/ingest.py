@@ -59,11 +59,11 @@ def cells(context: dg.AssetExecutionContext, catalog: SourceCatalog, warehouse: 
     source = source_for_partition(context, catalog)
     try:
         if source.problem:
-            raise SourceFormatError(source.files[0], source.problem.split(": ", 1)[-1])
+            raise SourceFormatError(source.files[0], source.problem)
         frame = pd.DataFrame([cell_record(source)], columns=CELL_COLUMNS)
     except SourceFormatError as exc:
         raise failure_for(source, exc) from exc
-    CellRecord.validate(frame)
+    frame = CellRecord.validate(frame)
     warehouse.replace_partition("cells", frame, "cell_id", source.partition_key)
     record = frame.iloc[0]
     return dg.MaterializeResult(

@@ -129,6 +129,7 @@ class CellRecord(pa.DataFrameModel):
     class Config:
         strict = True
         ordered = True
+        coerce = True  # a record with unknown (None) capacity must still be a float column
 
 
 CELL_COLUMNS: list[str] = list(CellRecord.to_schema().columns)

@@ -120,7 +120,7 @@ def discover(roots: list[Path]) -> Catalog:
         except SourceFormatError as exc:
             key = (None, str(path))  # unreadable files are never grouped with anything
             groups[key] = [path]
-            problems[key] = str(exc)
+            problems[key] = exc.problem
             continue
         groups.setdefault((reader.format_name, _group_id(reader, path)), []).append(path)
 

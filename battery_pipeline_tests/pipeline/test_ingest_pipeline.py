@@ -107,7 +107,9 @@ def test_bad_file_fails_only_its_own_partition_and_sources_stay_untouched(tmp_pa
     (data / "garbage.bin").write_bytes(bytes(range(256)) * 10)
     write_csv(data, "missing_columns.csv", cycling_frame(n_cycles=1).drop(columns=["voltage_v"]))
     truncated = data / "truncated.csv"
-    truncated.write_text(good.read_text()[:-37])
+    text = good.read_text()
+    last_line = text.rstrip("\n").rsplit("\n", 1)[-1]
+    truncated.write_text(text[: len(text) - 1 - len(last_line) // 2])  # cut mid-row
     before = {p.name: checksum(p) for p in data.iterdir()}
     db = tmp_path / "warehouse.duckdb"
     keys = register(instance, data)

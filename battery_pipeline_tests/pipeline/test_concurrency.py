@@ -48,7 +48,8 @@ def test_concurrent_partitions_have_no_lock_errors_and_correct_counts(tmp_path):
     outputs = [p.communicate(timeout=600)[0] for p in processes]
     for process, output in zip(processes, outputs):
         assert process.returncode == 0, output
-        assert "lock" not in output.lower(), output
+        # DuckDB's words when a second process opens the file: "Could not set lock on file".
+        assert "could not set lock" not in output.lower() and "conflicting lock" not in output.lower(), output
     with duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True) as conn:
         raw = dict(conn.execute("SELECT cell_id, count(*) FROM raw_samples GROUP BY 1").fetchall())
         valid = dict(conn.execute("SELECT cell_id, count(*) FROM validated_samples GROUP BY 1").fetchall())

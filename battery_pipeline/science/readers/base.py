@@ -146,7 +146,9 @@ def capacity_from_current(
     """Ah moved in each sample's direction since its cycle began (trapezoidal, vectorized).
 
     Used where a source records no capacity. Charge and discharge are accumulated separately
-    within each cycle, as Arbin does; rest samples have no direction and get NaN.
+    within each cycle, as Arbin does. Each interval is booked to the direction of its *mean*
+    current, so a sparsely sampled pulse train (-4 A, 0 A, -4 A, ...) still counts fully;
+    a sample reports the running total of its own direction, and rest samples get NaN.
     """
     time_s = np.asarray(time_s, dtype="float64")
     current_a = np.asarray(current_a, dtype="float64")
@@ -156,18 +158,19 @@ def capacity_from_current(
     if n == 0:
         return out
     dt = np.diff(time_s, prepend=time_s[0])
-    i_mid = np.concatenate([[current_a[0]], 0.5 * (current_a[1:] + current_a[:-1])])
+    i_mid = np.concatenate([[0.0], 0.5 * (current_a[1:] + current_a[:-1])])
     new_cycle = np.concatenate([[True], cycle_number[1:] != cycle_number[:-1]])
-    dt[new_cycle] = 0.0
-    dq_ah = np.nan_to_num(np.abs(i_mid) * dt / 3600.0)
-    charge = current_a > REST_CURRENT_THRESHOLD_A
-    discharge = current_a < -REST_CURRENT_THRESHOLD_A
+    dt[new_cycle] = 0.0  # nothing is counted across a cycle boundary
+    dq_ah = np.nan_to_num(i_mid * dt / 3600.0)
     cycle_start_idx = np.maximum.accumulate(np.where(new_cycle, np.arange(n), 0))
-    for mask in (charge, discharge):
-        contribution = np.where(mask, dq_ah, 0.0)
+    for sample_mask, interval_sign in (
+        (current_a > REST_CURRENT_THRESHOLD_A, 1.0),
+        (current_a < -REST_CURRENT_THRESHOLD_A, -1.0),
+    ):
+        contribution = np.where(np.sign(dq_ah) == interval_sign, np.abs(dq_ah), 0.0)
         running = np.cumsum(contribution)
         before_cycle = running[cycle_start_idx] - contribution[cycle_start_idx]
-        out[mask] = (running - before_cycle)[mask]
+        out[sample_mask] = (running - before_cycle)[sample_mask]
     return out
 
 

@@ -1,0 +1,120 @@
+"""Ingest benchmark: canonical Parquet -> canonical frame -> validation -> DuckDB, >= 20 M samples.
+
+    python benchmarks/ingest.py [--samples 20000000] [--workers 2] [--keep DIR]
+
+What is timed, per cell file, exactly as the `raw_samples` and `validated_samples` steps do it:
+detect the format by content, read with the reader, validate (pandera lazily + physical rules),
+then store raw, validated and quarantined rows with `Warehouse.replace_partition`. Cells run in
+`--workers` processes (the multiprocess executor runs partitions side by side); DuckDB writes are
+serialized by a lock, as the `duckdb` pool of one slot serializes them in Dagster.
+
+Prints samples/s for the whole run and per stage, and peak memory (max RSS of the parent and of
+the busiest worker, and their sum). Generating the dataset is not timed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from battery_pipeline.resources import Warehouse  # noqa: E402
+from battery_pipeline.science import synth  # noqa: E402
+from battery_pipeline.science.readers import detect_format  # noqa: E402
+from battery_pipeline.science.validation import CellLimits, validate_samples  # noqa: E402
+
+_write_lock = None
+
+
+def _init(lock):
+    global _write_lock
+    _write_lock = lock
+
+
+def ingest_one(args: tuple[str, str]) -> dict:
+    path_text, database = args
+    path = Path(path_text)
+    timings = {}
+    started = time.perf_counter()
+    reader = detect_format(path)
+    result = reader.read([path], path.stem)
+    timings["read"] = time.perf_counter() - started
+    samples = result.samples
+
+    started = time.perf_counter()
+    limits = CellLimits.from_record(
+        {"voltage_min_v": 2.0, "voltage_max_v": 4.2, "nominal_capacity_ah": 3.0, "max_abs_current_a": None}
+    )
+    validated = validate_samples(samples, limits)
+    timings["validate"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    warehouse = Warehouse(database=database)
+    with _write_lock:
+        waited = time.perf_counter() - started
+        warehouse.replace_partition("raw_samples", samples, "cell_id", path.stem)
+        warehouse.replace_partition("validated_samples", validated.valid, "cell_id", path.stem)
+        warehouse.replace_partition("quarantined_samples", validated.quarantined, "cell_id", path.stem)
+    timings["store"] = time.perf_counter() - started - waited
+    timings["store_wait"] = waited
+    return {
+        "rows": len(samples),
+        "quarantined": len(validated.quarantined),
+        "timings": timings,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--samples", type=int, default=20_000_000)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--cells", type=int, default=20, help="cells the samples are spread over")
+    parser.add_argument("--keep", help="write the generated files and warehouse here instead of a temp dir")
+    args = parser.parse_args()
+
+    workdir = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="ingest-bench-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    files = sorted(workdir.glob("*.parquet"))
+    if not files:
+        started = time.perf_counter()
+        for frame in synth.iter_benchmark_frames(args.samples, n_cells=args.cells):
+            cell = str(frame["cell_id"].iloc[0])
+            path = workdir / f"{cell}.parquet"
+            synth.write_samples_parquet(frame, path)
+            files.append(path)
+        print(f"generated {len(files)} cell files in {time.perf_counter() - started:.1f} s (not timed)")
+    database = str(workdir / "warehouse.duckdb")
+    Path(database).unlink(missing_ok=True)
+
+    lock = mp.Lock()
+    started = time.perf_counter()
+    with mp.get_context("fork").Pool(args.workers, initializer=_init, initargs=(lock,)) as pool:
+        results = pool.map(ingest_one, [(str(f), database) for f in files], chunksize=1)
+    elapsed = time.perf_counter() - started
+
+    rows = sum(r["rows"] for r in results)
+    stage = {k: sum(r["timings"][k] for r in results) for k in ("read", "validate", "store", "store_wait")}
+    worker_peak = max(r["peak_rss_mb"] for r in results)
+    parent_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"cells: {len(files)}, samples: {rows:,}, quarantined: {sum(r['quarantined'] for r in results):,}")
+    print(f"workers: {args.workers}; wall time {elapsed:.2f} s")
+    print(f"end-to-end (read + validate + store in DuckDB): {rows / elapsed / 1e6:.2f} M samples/s")
+    for name in ("read", "validate", "store"):
+        print(f"  {name:<9} {stage[name]:7.2f} s of worker time  ({rows / stage[name] / 1e6:6.2f} M samples/s per core)")
+    print(f"  waiting for the DuckDB writer slot: {stage['store_wait']:.2f} s of worker time")
+    print(
+        f"peak memory: busiest worker {worker_peak:.0f} MB, parent {parent_peak:.0f} MB, "
+        f"all {args.workers} workers + parent <= {worker_peak * args.workers + parent_peak:.0f} MB"
+    )
+
+
+if __name__ == "__main__":
+    main()

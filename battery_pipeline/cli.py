@@ -46,7 +46,7 @@ def cell_pipeline_job_def():
     """Module-level factory so that `reconstructable` can rebuild the job in step processes."""
     from battery_pipeline.definitions import defs
 
-    return defs.get_job_def("cell_pipeline_job")
+    return defs.resolve_job_def("cell_pipeline_job")
 
 
 def run_all(

@@ -34,6 +34,7 @@ def ensure_demo_fleet(demo_dir: Path, n_cells: int = DEMO_CELLS, seed: int = DEM
         for name in _GROUND_TRUTH_FILES:
             if (staging / name).exists():
                 shutil.move(str(staging / name), truth_dir / name)
+        staging.chmod(0o755)  # mkdtemp makes it private; the demo is for everyone
         staging.rename(cells_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -205,7 +205,12 @@ def finalize_samples(
     for col in ("cycle_number", "step_index", "source_row"):
         frame[col] = frame[col].astype("int64")
     for col in STRING_COLUMNS:
-        frame[col] = frame[col].astype(str).astype("category")
+        if isinstance(frame[col].dtype, pd.CategoricalDtype):
+            # keep the codes; only make sure the categories themselves are text
+            if not all(isinstance(c, str) for c in frame[col].cat.categories):
+                frame[col] = frame[col].cat.rename_categories(str)
+        else:
+            frame[col] = frame[col].astype(str).astype("category")
     return frame[SAMPLE_COLUMNS].reset_index(drop=True)
 
 

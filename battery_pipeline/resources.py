@@ -20,7 +20,7 @@ from dagster_duckdb import DuckDBResource
 from pydantic import Field
 
 from battery_pipeline.science import sources as source_discovery
-from battery_pipeline.science.schema import CellCycleSample, CellRecord, QuarantinedSample
+from battery_pipeline.science.schema import CellCycleSample, CellImpedance, CellRecord, QuarantinedSample
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = PROJECT_ROOT / "data"
@@ -53,6 +53,7 @@ TABLE_MODELS = {
     "validated_samples": CellCycleSample,
     "quarantined_samples": QuarantinedSample,
     "cells": CellRecord,
+    "cell_impedance": CellImpedance,
 }
 
 

@@ -14,8 +14,13 @@ from battery_pipeline.assets.metadata import frame_preview, table_schema
 from battery_pipeline.partitions import cell_partitions
 from battery_pipeline.resources import DUCKDB_POOL, SourceCatalog, Warehouse
 from battery_pipeline.science.readers import SourceFormatError
-from battery_pipeline.science.readers.base import IMPEDANCE_COLUMNS
-from battery_pipeline.science.schema import CELL_COLUMNS, CellCycleSample, CellRecord
+from battery_pipeline.science.schema import (
+    CELL_COLUMNS,
+    IMPEDANCE_COLUMNS,
+    CellCycleSample,
+    CellImpedance,
+    CellRecord,
+)
 from battery_pipeline.science.sources import CellSource, cell_record
 
 INGEST_GROUP = "ingest"
@@ -97,6 +102,7 @@ def cells(context: dg.AssetExecutionContext, catalog: SourceCatalog, warehouse: 
                 "Cell-level resistance measurements (e.g. NASA impedance operations: Re, Rct), "
                 "kept apart from the samples, with the cycle each one follows."
             ),
+            metadata={"dagster/column_schema": table_schema(CellImpedance)},
         ),
     ],
     partitions_def=cell_partitions,
@@ -123,8 +129,9 @@ def raw_samples(context: dg.AssetExecutionContext, catalog: SourceCatalog, wareh
     samples = result.samples
     shape = frame_shape_check(samples)
     warehouse.replace_partition("raw_samples", samples, "cell_id", source.partition_key)
-    impedance = result.impedance if result.impedance is not None else pd.DataFrame(columns=IMPEDANCE_COLUMNS)
-    impedance = impedance.astype({"cell_id": str, "source_file": str, "time_s": "float64", "cycle_number": "int64", "re_ohm": "float64", "rct_ohm": "float64"})
+    impedance = CellImpedance.validate(
+        result.impedance if result.impedance is not None else pd.DataFrame(columns=IMPEDANCE_COLUMNS)
+    )
     warehouse.replace_partition("cell_impedance", impedance[IMPEDANCE_COLUMNS], "cell_id", source.partition_key)
 
     n = len(samples)

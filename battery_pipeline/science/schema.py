@@ -103,6 +103,25 @@ class QuarantinedSample(CellCycleSample):
 QUARANTINE_COLUMNS: list[str] = list(QuarantinedSample.to_schema().columns)
 
 
+class CellImpedance(pa.DataFrameModel):
+    """A cell-level resistance measurement (e.g. a NASA impedance operation), not a sample."""
+
+    cell_id: Series[str]
+    time_s: Series[float] = pa.Field(description="Seconds since the start of the cell's test")
+    cycle_number: Series[int] = pa.Field(ge=0, description="The charge/discharge cycle it follows")
+    re_ohm: Series[float] = pa.Field(nullable=True, description="Electrolyte resistance Re, ohm")
+    rct_ohm: Series[float] = pa.Field(nullable=True, description="Charge-transfer resistance Rct, ohm")
+    source_file: Series[str]
+
+    class Config:
+        strict = True
+        ordered = True
+        coerce = True
+
+
+IMPEDANCE_COLUMNS: list[str] = list(CellImpedance.to_schema().columns)
+
+
 class CellRecord(pa.DataFrameModel):
     """Registry row describing one cell (`cells` asset)."""
 

@@ -28,7 +28,7 @@ from battery_pipeline.science.readers import (
 
 SIDECAR_SUFFIX = ".cell.json"
 # Files that describe a folder rather than hold data.
-_NOT_DATA = re.compile(r"^(readme|license|licence|citation|notice|changelog)\b", re.IGNORECASE)
+_NOT_DATA = re.compile(r"^(readme|licen[cs]e|citation|notice|changelog)", re.IGNORECASE)
 _NOT_DATA_SUFFIXES = {".md", ".cff", ".pdf", ".json", ".yaml", ".yml", ".py", ".ipynb"}
 # Files still being written by a copy tool.
 _PARTIAL_SUFFIXES = {".part", ".tmp", ".crdownload", ".partial"}

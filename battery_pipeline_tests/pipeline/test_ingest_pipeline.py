@@ -157,3 +157,28 @@ def test_hostile_file_names_become_safe_partition_keys(tmp_path, instance):
         assert run_partition(instance, data, db, key).success
     assert set(table_counts(db, "raw_samples")) == set(keys)
     assert len(keys) == 2
+
+
+def test_real_cycler_files_through_the_pipeline(tmp_path, instance, datasets):
+    """Real files (linked, never copied): Arbin CSV without impedance, then NASA B0025 with it."""
+    from battery_pipeline_tests.conftest import dataset_file
+
+    data = tmp_path / "incoming"
+    data.mkdir()
+    for relative in ("cycler_samples/FastCharge_000025_CH8.csv", "cycler_samples/FastCharge_000025_CH8_Metadata.csv", "nasa_pcoe/B0025.mat"):
+        source = dataset_file(datasets, relative)
+        (data / source.name).symlink_to(source)
+    db = tmp_path / "warehouse.duckdb"
+    keys = register(instance, data)
+    assert keys == ["B0025", "FastCharge_000025_CH8"]
+    for key in reversed(keys):  # the cell without impedance first: the table layout must not depend on it
+        result = run_partition(instance, data, db, key)
+        assert result.success, key
+    with duckdb.connect(str(db), read_only=True) as conn:
+        impedance = conn.execute("SELECT cell_id, count(*), min(re_ohm), max(rct_ohm) FROM cell_impedance GROUP BY 1").fetchall()
+        cells = dict(conn.execute("SELECT cell_id, source_format FROM cells").fetchall())
+    assert cells == {"B0025": "nasa_pcoe_mat", "FastCharge_000025_CH8": "arbin_csv"}
+    ((cell, count, re_min, rct_max),) = impedance
+    assert cell == "B0025" and count == 21 and re_min > 0 and rct_max > re_min
+    accounting = table_counts(db, "raw_samples")["B0025"]
+    assert accounting == table_counts(db, "validated_samples")["B0025"] + table_counts(db, "quarantined_samples").get("B0025", 0)

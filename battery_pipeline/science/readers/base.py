@@ -21,6 +21,7 @@ from typing import ClassVar
 import numpy as np
 import pandas as pd
 
+from battery_pipeline.science.schema import IMPEDANCE_COLUMNS as _IMPEDANCE_COLUMNS
 from battery_pipeline.science.schema import SAMPLE_COLUMNS, STRING_COLUMNS
 
 # |I| below this is a rest when a source gives no step type. 1 mA is far above the offset of any
@@ -62,7 +63,8 @@ class ReadResult:
     impedance: pd.DataFrame | None = None
 
 
-IMPEDANCE_COLUMNS = ["cell_id", "time_s", "cycle_number", "re_ohm", "rct_ohm", "source_file"]
+# Re-exported for readers; the layout is defined (and validated) by schema.CellImpedance.
+IMPEDANCE_COLUMNS = _IMPEDANCE_COLUMNS
 
 
 class CyclerReader:

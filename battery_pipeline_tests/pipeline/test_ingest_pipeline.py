@@ -182,3 +182,29 @@ def test_real_cycler_files_through_the_pipeline(tmp_path, instance, datasets):
     assert cell == "B0025" and count == 21 and re_min > 0 and rct_max > re_min
     accounting = table_counts(db, "raw_samples")["B0025"]
     assert accounting == table_counts(db, "validated_samples")["B0025"] + table_counts(db, "quarantined_samples").get("B0025", 0)
+
+
+def test_sidecar_metadata_feeds_the_registry_and_a_bad_sidecar_fails_its_partition(tmp_path, instance):
+    import json
+
+    data = tmp_path / "incoming"
+    frame = cycling_frame(n_cycles=1)
+    frame.loc[3, "voltage_v"] = 3.9  # fine for NMC; above the LFP window set by the sidecar
+    write_csv(data, "lfp_cell.csv", frame)
+    (data / "lfp_cell.cell.json").write_text(json.dumps({"chemistry": "LFP", "nominal_capacity_ah": 1.1, "dataset": "bench"}))
+    write_csv(data, "broken_meta.csv", cycling_frame(n_cycles=1))
+    (data / "broken_meta.cell.json").write_text('{"nominal_capacity_ah": "three"}')
+    db = tmp_path / "warehouse.duckdb"
+    keys = register(instance, data)
+    assert keys == ["broken_meta", "lfp_cell"]
+    assert run_partition(instance, data, db, "lfp_cell").success
+    with duckdb.connect(str(db), read_only=True) as conn:
+        row = conn.execute("SELECT chemistry, nominal_capacity_ah, voltage_min_v, voltage_max_v, dataset, metadata_origin FROM cells").fetchone()
+        quarantined = conn.execute("SELECT count(*) FROM quarantined_samples WHERE reason_code = 'voltage_out_of_window'").fetchone()[0]
+    assert row[:5] == ("LFP", 1.1, 2.0, 3.65, "bench")
+    assert "lfp_cell.cell.json" in row[5] and "chemistry table" in row[5]
+    assert quarantined > 0  # the charge samples above 3.75 V are outside LFP's window
+    broken = run_partition(instance, data, db, "broken_meta")
+    assert not broken.success
+    text = [e for e in broken.all_events if e.is_step_failure][0].step_failure_data.user_failure_data.description
+    assert "broken_meta.cell.json" in text and "nominal_capacity_ah" in text

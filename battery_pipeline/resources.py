@@ -96,23 +96,34 @@ class Warehouse(DuckDBResource):
 
     def replace_partition(self, table: str, frame: pd.DataFrame, key_column: str, key: str) -> int:
         """Atomically replace the rows of one partition; other partitions are untouched."""
-        name, column = _quote_identifier(table), _quote_identifier(key_column)
+        self.replace_partitions({table: frame}, key_column, key)
+        return len(frame)
+
+    def replace_partitions(self, frames: dict[str, pd.DataFrame], key_column: str, key: str) -> None:
+        """Replace one partition in several tables in a single transaction.
+
+        Readers never see a half-written partition (e.g. validated rows of the new run beside
+        quarantined rows of the old one), and a run killed midway leaves the old partition.
+        """
+        column = _quote_identifier(key_column)
         with self.connection() as conn:
-            self.ensure_table(conn, table, frame)
+            for table, frame in frames.items():
+                self.ensure_table(conn, table, frame)
             conn.execute("BEGIN TRANSACTION")
             try:
-                conn.execute(f"DELETE FROM {name} WHERE {column} = ?", [key])
-                if len(frame):
-                    # Arrow hands DuckDB the columns without a per-value conversion: about
-                    # twice as fast as registering the pandas frame (categoricals especially).
-                    conn.register("_incoming", pa.Table.from_pandas(frame, preserve_index=False))
-                    conn.execute(f"INSERT INTO {name} BY NAME SELECT * FROM _incoming")
-                    conn.unregister("_incoming")
+                for table, frame in frames.items():
+                    name = _quote_identifier(table)
+                    conn.execute(f"DELETE FROM {name} WHERE {column} = ?", [key])
+                    if len(frame):
+                        # Arrow hands DuckDB the columns without a per-value conversion: about
+                        # twice as fast as registering the pandas frame (categoricals especially).
+                        conn.register("_incoming", pa.Table.from_pandas(frame, preserve_index=False))
+                        conn.execute(f"INSERT INTO {name} BY NAME SELECT * FROM _incoming")
+                        conn.unregister("_incoming")
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
-        return len(frame)
 
     def replace_table(self, table: str, frame: pd.DataFrame) -> int:
         name = _quote_identifier(table)

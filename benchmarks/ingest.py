@@ -31,11 +31,12 @@ from battery_pipeline.science.readers import detect_format  # noqa: E402
 from battery_pipeline.science.validation import CellLimits, validate_samples  # noqa: E402
 
 _write_lock = None
+_store = True
 
 
-def _init(lock):
-    global _write_lock
-    _write_lock = lock
+def _init(lock, store):
+    global _write_lock, _store
+    _write_lock, _store = lock, store
 
 
 def ingest_one(args: tuple[str, str]) -> dict:
@@ -59,9 +60,14 @@ def ingest_one(args: tuple[str, str]) -> dict:
     warehouse = Warehouse(database=database)
     with _write_lock:
         waited = time.perf_counter() - started
-        warehouse.replace_partition("raw_samples", samples, "cell_id", path.stem)
-        warehouse.replace_partition("validated_samples", validated.valid, "cell_id", path.stem)
-        warehouse.replace_partition("quarantined_samples", validated.quarantined, "cell_id", path.stem)
+        if _store:
+            # as the raw_samples step, then the validated_samples step, store them
+            warehouse.replace_partitions({"raw_samples": samples}, "cell_id", path.stem)
+            warehouse.replace_partitions(
+                {"validated_samples": validated.valid, "quarantined_samples": validated.quarantined},
+                "cell_id",
+                path.stem,
+            )
     timings["store"] = time.perf_counter() - started - waited
     timings["store_wait"] = waited
     return {
@@ -77,6 +83,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=20_000_000)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--cells", type=int, default=20, help="cells the samples are spread over")
+    parser.add_argument("--no-store", action="store_true", help="read and validate only (no DuckDB)")
     parser.add_argument("--keep", help="write the generated files and warehouse here instead of a temp dir")
     args = parser.parse_args()
 
@@ -96,7 +103,7 @@ def main() -> None:
 
     lock = mp.Lock()
     started = time.perf_counter()
-    with mp.get_context("fork").Pool(args.workers, initializer=_init, initargs=(lock,)) as pool:
+    with mp.get_context("fork").Pool(args.workers, initializer=_init, initargs=(lock, not args.no_store)) as pool:
         results = pool.map(ingest_one, [(str(f), database) for f in files], chunksize=1)
     elapsed = time.perf_counter() - started
 
@@ -106,8 +113,9 @@ def main() -> None:
     parent_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"cells: {len(files)}, samples: {rows:,}, quarantined: {sum(r['quarantined'] for r in results):,}")
     print(f"workers: {args.workers}; wall time {elapsed:.2f} s")
-    print(f"end-to-end (read + validate + store in DuckDB): {rows / elapsed / 1e6:.2f} M samples/s")
-    for name in ("read", "validate", "store"):
+    what = "read + validate" if args.no_store else "read + validate + store in DuckDB"
+    print(f"end-to-end ({what}): {rows / elapsed / 1e6:.2f} M samples/s")
+    for name in ("read", "validate") if args.no_store else ("read", "validate", "store"):
         print(f"  {name:<9} {stage[name]:7.2f} s of worker time  ({rows / stage[name] / 1e6:6.2f} M samples/s per core)")
     print(f"  waiting for the DuckDB writer slot: {stage['store_wait']:.2f} s of worker time")
     print(

@@ -128,11 +128,12 @@ def raw_samples(context: dg.AssetExecutionContext, catalog: SourceCatalog, wareh
     read_seconds = time.perf_counter() - started
     samples = result.samples
     shape = frame_shape_check(samples)
-    warehouse.replace_partition("raw_samples", samples, "cell_id", source.partition_key)
     impedance = CellImpedance.validate(
         result.impedance if result.impedance is not None else pd.DataFrame(columns=IMPEDANCE_COLUMNS)
     )
-    warehouse.replace_partition("cell_impedance", impedance[IMPEDANCE_COLUMNS], "cell_id", source.partition_key)
+    warehouse.replace_partitions(
+        {"raw_samples": samples, "cell_impedance": impedance[IMPEDANCE_COLUMNS]}, "cell_id", source.partition_key
+    )
 
     n = len(samples)
     yield dg.MaterializeResult(

@@ -69,8 +69,9 @@ def validated_samples(context: dg.AssetExecutionContext, config: ValidationConfi
         raise dg.Failure(description=f"cell {key!r} is not in the cells registry: materialize `cells` first")
     result = validate_samples(raw, CellLimits.from_record(cell.iloc[0].to_dict()), config.rules())
 
-    warehouse.replace_partition("validated_samples", result.valid, "cell_id", key)
-    warehouse.replace_partition("quarantined_samples", result.quarantined, "cell_id", key)
+    warehouse.replace_partitions(
+        {"validated_samples": result.valid, "quarantined_samples": result.quarantined}, "cell_id", key
+    )
 
     # Checks read back what is stored, not what we meant to store.
     counts = warehouse.query(

@@ -197,7 +197,8 @@ def validate_samples(
 
 def _failure_cases(frame: pd.DataFrame) -> pd.DataFrame | None:
     try:
-        CellCycleSample.validate(frame, lazy=True)
+        # inplace: pandera would otherwise copy (and consolidate) the whole frame first
+        CellCycleSample.validate(frame, lazy=True, inplace=True)
         return None
     except pandera.errors.SchemaErrors as errors:
         return errors.failure_cases

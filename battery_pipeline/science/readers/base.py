@@ -61,6 +61,11 @@ class ReadResult:
     # columns cell_id, time_s, cycle_number (the charge/discharge cycle it follows),
     # re_ohm, rct_ohm, source_file.
     impedance: pd.DataFrame | None = None
+    # Summary-level sources (one row per cycle, no raw samples, e.g. the XJTU feature tables):
+    # columns cell_id, cycle_number and any per-cycle feature columns named as in
+    # science/features.py (discharge_capacity_ah, ...), plus source_file and source_row.
+    # `samples` is then an empty canonical frame.
+    cycle_summary: pd.DataFrame | None = None
 
 
 # Re-exported for readers; the layout is defined (and validated) by schema.CellImpedance.

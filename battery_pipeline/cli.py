@@ -32,6 +32,10 @@ telemetry:
 """
 
 
+# The full event log of every run is in the UI; the terminal shows warnings and errors only.
+QUIET_CONSOLE = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
 def ensure_dagster_home() -> Path:
     """$DAGSTER_HOME (default `.dagster_home/` in the project) with our dagster.yaml."""
     home = Path(os.environ.setdefault("DAGSTER_HOME", str(PROJECT_ROOT / ".dagster_home")))
@@ -86,7 +90,7 @@ def run_all(
         return len(unknown)
     for key in selected:
         started = time.perf_counter()
-        with execute_job(job, instance=instance, tags={"dagster/partition": key}) as result:
+        with execute_job(job, instance=instance, tags={"dagster/partition": key}, run_config=QUIET_CONSOLE) as result:
             outcomes[key] = (result.success, result.run_id, time.perf_counter() - started, _failure_text(result))
         status = "ok" if outcomes[key][0] else "FAILED"
         print(f"  {key:<40} {status:<6} {outcomes[key][2]:6.1f} s  run {outcomes[key][1][:8]}")

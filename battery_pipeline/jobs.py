@@ -9,8 +9,11 @@ from battery_pipeline.resources import SourceCatalog
 # The main job: every per-cell asset that exists so far, for one cell partition per run.
 cell_pipeline_job = dg.define_asset_job(
     "cell_pipeline_job",
-    selection=dg.AssetSelection.groups("ingest"),
-    description="Ingest and validate one cell: cells registry, raw, validated and quarantined samples.",
+    selection=dg.AssetSelection.groups("ingest", "features"),
+    description=(
+        "Everything per cell: cells registry, raw, validated and quarantined samples, "
+        "per-cycle features and curves, labels."
+    ),
 )
 
 

@@ -62,6 +62,14 @@ def _ddl_columns(model) -> str:
     return ", ".join(f'"{name}" {_DUCKDB_TYPES[str(col.dtype)]}' for name, col in columns.items())
 
 
+def _arrow_shape(frame: pd.DataFrame) -> pa.Table:
+    """Zero-row Arrow table of the frame's columns; text columns with no values yet (which
+    Arrow would type as null, and DuckDB could never store text in) become strings."""
+    table = pa.Table.from_pandas(frame.head(0), preserve_index=False)
+    fields = [pa.field(f.name, pa.string()) if pa.types.is_null(f.type) or pa.types.is_dictionary(f.type) else f for f in table.schema]
+    return pa.Table.from_pylist([], schema=pa.schema(fields))
+
+
 def _quote_identifier(name: str) -> str:
     if not name.replace("_", "").isalnum():
         raise ValueError(f"not a plain identifier: {name!r}")
@@ -88,7 +96,7 @@ class Warehouse(DuckDBResource):
         if table in TABLE_MODELS:
             conn.execute(f"CREATE TABLE IF NOT EXISTS {name} ({_ddl_columns(TABLE_MODELS[table])})")
         elif frame is not None:
-            conn.register("_shape", frame.head(0))
+            conn.register("_shape", _arrow_shape(frame))
             conn.execute(f"CREATE TABLE IF NOT EXISTS {name} AS SELECT * FROM _shape")
             conn.unregister("_shape")
         else:

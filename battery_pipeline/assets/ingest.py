@@ -13,6 +13,8 @@ import pandas as pd
 from battery_pipeline.assets.metadata import frame_preview, table_schema
 from battery_pipeline.partitions import cell_partitions
 from battery_pipeline.resources import DUCKDB_POOL, SourceCatalog, Warehouse
+from battery_pipeline.assets.metadata import typed_feature_frame
+from battery_pipeline.science.features import CYCLE_FEATURE_COLUMNS
 from battery_pipeline.science.readers import SourceFormatError
 from battery_pipeline.science.schema import (
     CELL_COLUMNS,
@@ -47,6 +49,13 @@ def failure_for(source: CellSource, exc: Exception) -> dg.Failure:
         },
         allow_retries=False,
     )
+
+
+def summary_table(summary: pd.DataFrame | None) -> pd.DataFrame:
+    """A source's per-cycle table in the cycle_features layout (+ provenance), fixed types."""
+    columns = [*CYCLE_FEATURE_COLUMNS, "source_file", "source_row"]
+    frame = summary.reindex(columns=columns) if summary is not None else pd.DataFrame(columns=columns)
+    return typed_feature_frame(frame)
 
 
 @dg.asset(
@@ -104,6 +113,15 @@ def cells(context: dg.AssetExecutionContext, catalog: SourceCatalog, warehouse: 
             ),
             metadata={"dagster/column_schema": table_schema(CellImpedance)},
         ),
+        dg.AssetSpec(
+            "source_cycle_summaries",
+            group_name=INGEST_GROUP,
+            kinds={"duckdb", "pandas"},
+            description=(
+                "Per-cycle tables of summary-level sources (no raw samples, e.g. the XJTU feature "
+                "tables), in the cycle_features layout; empty for cycler sources."
+            ),
+        ),
     ],
     partitions_def=cell_partitions,
     pool=DUCKDB_POOL,
@@ -132,7 +150,14 @@ def raw_samples(context: dg.AssetExecutionContext, catalog: SourceCatalog, wareh
         result.impedance if result.impedance is not None else pd.DataFrame(columns=IMPEDANCE_COLUMNS)
     )
     warehouse.replace_partitions(
-        {"raw_samples": samples, "cell_impedance": impedance[IMPEDANCE_COLUMNS]}, "cell_id", source.partition_key
+        {
+            "raw_samples": samples,
+            "cell_impedance": impedance[IMPEDANCE_COLUMNS],
+            # summary-level sources carry a per-cycle table instead of samples; empty otherwise
+            "source_cycle_summaries": summary_table(result.cycle_summary),
+        },
+        "cell_id",
+        source.partition_key,
     )
 
     n = len(samples)
@@ -151,5 +176,9 @@ def raw_samples(context: dg.AssetExecutionContext, catalog: SourceCatalog, wareh
     )
     yield dg.MaterializeResult(
         asset_key="cell_impedance", metadata={"dagster/row_count": len(impedance)}
+    )
+    yield dg.MaterializeResult(
+        asset_key="source_cycle_summaries",
+        metadata={"dagster/row_count": 0 if result.cycle_summary is None else len(result.cycle_summary)},
     )
     yield shape

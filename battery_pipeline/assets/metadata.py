@@ -28,3 +28,22 @@ def frame_preview(frame: pd.DataFrame, rows: int = 10) -> dg.MetadataValue:
     if frame.empty:
         return dg.MetadataValue.md("_no rows_")
     return dg.MetadataValue.md(frame.head(rows).to_markdown(index=False, floatfmt=".6g"))
+
+
+_TEXT_COLUMNS = {"cell_id", "source_file"}
+_INTEGER_COLUMNS = {"cycle_number", "n_samples", "source_row"}
+
+
+def typed_feature_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """Fixed column types for per-cycle tables, so partitions from samples and from summary-level
+    sources (where most features are missing) land in one DuckDB table: text, nullable integers,
+    doubles."""
+    types = {}
+    for column in frame.columns:
+        if column in _TEXT_COLUMNS:
+            types[column] = str
+        elif column in _INTEGER_COLUMNS:
+            types[column] = "Int64"
+        else:
+            types[column] = "float64"
+    return frame.astype(types)

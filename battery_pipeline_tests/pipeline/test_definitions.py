@@ -11,8 +11,12 @@ EXPECTED_ASSETS = {
     "cells": set(),
     "raw_samples": set(),
     "cell_impedance": set(),
+    "source_cycle_summaries": set(),
     "validated_samples": {"raw_samples", "cells"},
     "quarantined_samples": {"raw_samples", "cells"},
+    "cycle_features": {"validated_samples", "cells", "cell_impedance", "source_cycle_summaries"},
+    "cycle_curves": {"validated_samples"},
+    "cycle_labels": {"cycle_features", "cells"},
 }
 EXPECTED_CHECKS = {
     ("raw_samples", "raw_schema_conformance"),
@@ -21,6 +25,12 @@ EXPECTED_CHECKS = {
     ("validated_samples", "no_duplicate_samples"),
     ("validated_samples", "cycle_numbers_continuous"),
     ("quarantined_samples", "quarantine_rate"),
+    ("cycle_features", "features_finite"),
+    ("cycle_features", "one_row_per_cycle"),
+    ("cycle_features", "capacity_plausible"),
+    ("cycle_features", "efficiencies_physical"),
+    ("cycle_labels", "labels_consistent"),
+    ("cycle_labels", "no_label_leakage"),
 }
 
 

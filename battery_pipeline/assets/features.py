@@ -1,0 +1,156 @@
+"""Features and labels: `validated_samples` -> `cycle_features` (+ `cycle_curves`) -> `cycle_labels`.
+
+The maths is `science.features` and `science.labels`; here we load a cell's partition, call them,
+store the result and draw the plots shown in the UI. Summary-level sources (a per-cycle table
+without raw samples, e.g. XJTU) arrive through `source_cycle_summaries` and land in the same
+feature table with the columns they have.
+"""
+
+import json
+
+import dagster as dg
+import pandas as pd
+
+from battery_pipeline.assets.metadata import typed_feature_frame
+from battery_pipeline.assets.plots import capacity_fade_plot, curves_plot
+from battery_pipeline.checks import feature_quality
+from battery_pipeline.partitions import cell_partitions
+from battery_pipeline.resources import DATA_DIR, DUCKDB_POOL, Warehouse
+from battery_pipeline.science.features import (
+    CYCLE_FEATURE_COLUMNS,
+    SOH_LEAKAGE_COLUMNS,
+    FeatureConfig,
+    compute_curves,
+    compute_cycle_features,
+    soh_feature_columns,
+)
+from battery_pipeline.science.labels import LABEL_COLUMNS, LabelConfig, check_label_consistency, compute_labels
+from battery_pipeline.science.schema import SAMPLE_COLUMNS
+
+FEATURES_GROUP = "features"
+LABEL_SETTINGS_FILE = DATA_DIR / "label_settings.json"
+
+
+def _nominal(cell: pd.Series) -> float | None:
+    value = cell.get("nominal_capacity_ah")
+    return None if value is None or pd.isna(value) else float(value)
+
+
+def label_config_for(dataset: str | None, settings_path=LABEL_SETTINGS_FILE) -> LabelConfig:
+    """Default label settings, overridden per dataset (e.g. NASA's absolute 1.4 Ah end of life)."""
+    settings = json.loads(settings_path.read_text())
+    values = dict(settings.get("default", {}))
+    values.update(settings.get("datasets", {}).get(dataset or "", {}))
+    return LabelConfig(**values)
+
+
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec(
+            "cycle_features",
+            deps=["validated_samples", "cells", "cell_impedance", "source_cycle_summaries"],
+            group_name=FEATURES_GROUP,
+            kinds={"duckdb", "numpy"},
+            description=(
+                "One row per (cell, cycle): capacities, efficiencies, energies, voltages, "
+                "temperatures, CC/CV charge split, resistance, charge-curve statistics, Q(V) "
+                "difference and dQ/dV features."
+            ),
+        ),
+        dg.AssetSpec(
+            "cycle_curves",
+            deps=["validated_samples"],
+            group_name=FEATURES_GROUP,
+            kinds={"duckdb"},
+            description="Q(V), delta-Q(V) and dQ/dV curves of selected cycles, for plotting.",
+        ),
+    ],
+    partitions_def=cell_partitions,
+    pool=DUCKDB_POOL,
+    check_specs=[
+        dg.AssetCheckSpec("features_finite", asset="cycle_features", blocking=True),
+        dg.AssetCheckSpec("one_row_per_cycle", asset="cycle_features", blocking=True),
+        dg.AssetCheckSpec("capacity_plausible", asset="cycle_features", blocking=True),
+        dg.AssetCheckSpec("efficiencies_physical", asset="cycle_features"),
+    ],
+)
+def cycle_features(context: dg.AssetExecutionContext, warehouse: Warehouse):
+    key = context.partition_key
+    samples = warehouse.read_partition("validated_samples", "cell_id", key, columns=SAMPLE_COLUMNS)
+    cell = warehouse.read_partition("cells", "cell_id", key).iloc[0]
+    nominal = _nominal(cell)
+    config = FeatureConfig()
+    if len(samples):
+        impedance = warehouse.read_partition("cell_impedance", "cell_id", key)
+        features = compute_cycle_features(samples, nominal_capacity_ah=nominal, impedance=impedance, config=config)
+        curves = compute_curves(samples, config)
+        origin = "computed from validated samples"
+    else:
+        features = _summary_features(warehouse, key)
+        curves = pd.DataFrame(columns=["cell_id", "cycle_number", "curve", "voltage_v", "value"])
+        origin = "summary-level source (no raw samples)"
+    features = typed_feature_frame(features[CYCLE_FEATURE_COLUMNS])
+    curves = curves.astype({"cell_id": str, "cycle_number": "int64", "curve": str, "voltage_v": "float64", "value": "float64"})
+    warehouse.replace_partitions({"cycle_features": features, "cycle_curves": curves}, "cell_id", key)
+
+    metadata = {
+        "dagster/row_count": len(features),
+        "origin": origin,
+        "cycles": len(features),
+        "features_available": int(features.drop(columns=["cell_id", "cycle_number"]).notna().any().sum()),
+    }
+    if features["discharge_capacity_ah"].notna().any():
+        metadata["capacity_fade"] = capacity_fade_plot(features, nominal)
+    if len(curves):
+        metadata["delta_q_curves"] = curves_plot(curves, "delta_q", "Q(V) - Q_ref(V) [Ah]", f"Q(V) difference: {key}")
+        metadata["dqdv_curves"] = curves_plot(curves, "dqdv", "dQ/dV [Ah/V]", f"Incremental capacity: {key}")
+    yield dg.MaterializeResult(asset_key="cycle_features", metadata=metadata)
+    yield dg.MaterializeResult(asset_key="cycle_curves", metadata={"dagster/row_count": len(curves)})
+    yield feature_quality.features_finite_check(features)
+    yield feature_quality.one_row_per_cycle_check(features)
+    yield feature_quality.capacity_plausible_check(features, nominal)
+    yield feature_quality.efficiencies_physical_check(features)
+
+
+def _summary_features(warehouse: Warehouse, key: str) -> pd.DataFrame:
+    if not warehouse.table_exists("source_cycle_summaries"):
+        raise dg.Failure(description=f"cell {key!r} has neither validated samples nor a per-cycle summary")
+    summary = warehouse.read_partition("source_cycle_summaries", "cell_id", key)
+    if summary.empty or summary["discharge_capacity_ah"].isna().all():
+        raise dg.Failure(description=f"cell {key!r} has neither validated samples nor a per-cycle summary")
+    return summary.reindex(columns=CYCLE_FEATURE_COLUMNS)
+
+
+@dg.asset(
+    deps=["cycle_features", "cells"],
+    partitions_def=cell_partitions,
+    pool=DUCKDB_POOL,
+    group_name=FEATURES_GROUP,
+    kinds={"duckdb", "pandas"},
+    description=(
+        "SOH, end-of-life cycle, RUL in cycles and a censoring flag per (cell, cycle). Settings per "
+        "dataset in data/label_settings.json (default: SOH against nominal, end of life at 80 %)."
+    ),
+    check_specs=[
+        dg.AssetCheckSpec("labels_consistent", asset="cycle_labels", blocking=True),
+        dg.AssetCheckSpec("no_label_leakage", asset="cycle_labels", blocking=True),
+    ],
+)
+def cycle_labels(context: dg.AssetExecutionContext, warehouse: Warehouse):
+    key = context.partition_key
+    features = warehouse.read_partition("cycle_features", "cell_id", key)
+    cell = warehouse.read_partition("cells", "cell_id", key).iloc[0]
+    config = label_config_for(cell.get("dataset"))
+    labels = compute_labels(features[["cell_id", "cycle_number", "discharge_capacity_ah"]], _nominal(cell), config)
+    warehouse.replace_partition("cycle_labels", labels[LABEL_COLUMNS], "cell_id", key)
+    yield dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": len(labels),
+            "label_config": dg.MetadataValue.json(config.__dict__),
+            "censored": bool(labels["censored"].iloc[0]) if len(labels) else None,
+        }
+    )
+    yield feature_quality.labels_consistent_check(check_label_consistency(labels), labels)
+    allowed = soh_feature_columns(list(features.columns))
+    labels_proper = set(LABEL_COLUMNS) - {"cell_id", "cycle_number"}  # keys, not labels
+    yield feature_quality.no_label_leakage_check(allowed, labels_proper | set(SOH_LEAKAGE_COLUMNS))

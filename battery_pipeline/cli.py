@@ -108,7 +108,10 @@ def _failure_text(result) -> str:
         if event.is_step_failure and event.step_failure_data and event.step_failure_data.user_failure_data:
             return event.step_failure_data.user_failure_data.description or ""
         if event.is_step_failure and event.step_failure_data and event.step_failure_data.error:
-            return event.step_failure_data.error.message.strip().splitlines()[-1]
+            error = event.step_failure_data.error
+            while error.cause is not None:  # the user code's exception, not Dagster's wrapper
+                error = error.cause
+            return f"{event.step_key}: {error.message.strip().splitlines()[-1]}"
     return ""
 
 

@@ -1,0 +1,331 @@
+"""Per-cycle feature benchmark: `compute_cycle_features` vs a plain pandas groupby, >= 20 M samples.
+
+    python benchmarks/features.py [--samples 20000000] [--cells 20] [--workers 2]
+                                  [--pandas-budget-s 600]
+
+Data: `synth.iter_benchmark_frames(n, n_cells)`, one canonical frame per cell (~2500 samples per
+cycle, ~400 cycles per cell), its string columns made Categorical as validation leaves them.
+Generating it is not timed; cell by cell keeps the generator's peak to one cell.
+
+What is timed, per cell over all cells (one process, then `--workers` processes, one per core,
+forked so the frame is shared):
+  * ours, summary features only (`FeatureConfig(curve_features=False)`): every column except
+    delta_q_* / dqdv_*, and re/rct (no impedance here);
+  * ours, all features (summary + Q(V) curves, dQ statistics, dQ/dV peak);
+  * the pandas baseline: the same summary features with the same definitions, written as a
+    typical analyst would, `df.groupby(['cell_id', 'cycle_number']).apply(per-cycle function)`
+    using pandas/numpy/scipy inside each group (shift/where for the intervals, scipy.stats
+    skew/kurtosis, np.histogram, np.polyfit, Series.median). If the pandas run would exceed
+    `--pandas-budget-s` on all cells (estimated from the first cell), it runs on a subset of
+    cells and the figure is extrapolated (printed as such).
+The two summary outputs are compared column by column to show they are the same features.
+Prints samples/s for each, the ratios, and peak memory (ru_maxrss of the parent and workers).
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import scipy.stats
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from battery_pipeline.science import synth  # noqa: E402
+from battery_pipeline.science.validation import as_categorical  # noqa: E402
+from battery_pipeline.science.features import (  # noqa: E402
+    CYCLE_FEATURE_COLUMNS,
+    DELTA_Q_COLUMNS,
+    DQDV_COLUMNS,
+    FeatureConfig,
+    compute_cycle_features,
+)
+
+SUMMARY_COLUMNS = [
+    c for c in CYCLE_FEATURE_COLUMNS if c not in DELTA_Q_COLUMNS + DQDV_COLUMNS + ["re_ohm", "rct_ohm"]
+]
+NOMINAL_AH = {"NMC": synth.NMC.nominal_capacity_ah, "LFP": synth.LFP.nominal_capacity_ah}
+
+_FRAMES: list[pd.DataFrame] = []  # one per cell, shared with forked workers
+
+
+def nominal_of(cell_id: str) -> float:
+    return next(v for k, v in NOMINAL_AH.items() if f"_{k}_" in cell_id)
+
+
+def peak_mb(who=resource.RUSAGE_SELF) -> float:
+    return resource.getrusage(who).ru_maxrss / 1024
+
+
+# ------------------------------------------------------------------------------------------
+# Ours
+# ------------------------------------------------------------------------------------------
+
+
+def ours_one(args: tuple[int, bool]) -> tuple[pd.DataFrame, float]:
+    index, curves = args
+    cell = _FRAMES[index]
+    started = time.perf_counter()
+    out = compute_cycle_features(
+        cell, nominal_of(str(cell["cell_id"].iat[0])), config=FeatureConfig(curve_features=curves)
+    )
+    return out, time.perf_counter() - started
+
+
+def run_ours(curves: bool, workers: int) -> tuple[pd.DataFrame, float]:
+    jobs = [(k, curves) for k in range(len(_FRAMES))]
+    started = time.perf_counter()
+    if workers == 1:
+        results = [ours_one(job) for job in jobs]
+    else:
+        with mp.get_context("fork").Pool(workers) as pool:
+            results = pool.map(ours_one, jobs, chunksize=1)
+    elapsed = time.perf_counter() - started
+    return pd.concat([r[0] for r in results], ignore_index=True), elapsed
+
+
+# ------------------------------------------------------------------------------------------
+# The pandas baseline: same definitions, written straightforwardly per group
+# ------------------------------------------------------------------------------------------
+
+CFG = FeatureConfig()
+
+
+def _entropy(x: pd.Series, bins: int) -> float:
+    counts, _ = np.histogram(x, bins=bins, range=(x.min(), x.max()) if x.max() > x.min() else None)
+    p = counts[counts > 0] / len(x)
+    return float(-(p * np.log(p)).sum())
+
+
+def _moments(x: pd.Series):
+    if len(x) < 2 or x.std(ddof=0) <= 1e-12 * max(abs(x.mean()), 1.0):
+        return x.std(ddof=0) if len(x) >= 2 else np.nan, np.nan, np.nan
+    return x.std(ddof=0), scipy.stats.skew(x), scipy.stats.kurtosis(x)
+
+
+def pandas_cycle(g: pd.DataFrame, gap_s: float, nominal: float) -> pd.Series:
+    thr = CFG.rest_current_threshold_a
+    t, v, i = g["time_s"], g["voltage_v"], g["current_a"]
+    nxt = g.shift(-1)
+    dt = nxt["time_s"] - t
+    change = nxt["step_index"] != g["step_index"]
+    w = dt.where(~(change & (dt > gap_s)) & (dt >= 0), 0.0).fillna(0.0)
+
+    def over_interval(x: pd.Series, x_next: pd.Series) -> pd.Series:
+        return ((x + x_next) / 2).where(~change, x_next)
+
+    i_int = over_interval(i, nxt["current_a"])
+    v_int = over_interval(v, nxt["voltage_v"])
+    p_int = over_interval(v * i, nxt["voltage_v"] * nxt["current_a"])
+    chg, dis = i_int > thr, i_int < -thr
+    t_chg, t_dis = w[chg].sum(), w[dis].sum()
+    q_chg = (i_int * w)[chg].sum() / 3600
+    q_dis = -(i_int * w)[dis].sum() / 3600
+    e_chg = (p_int * w)[chg].sum() / 3600
+    e_dis = -(p_int * w)[dis].sum() / 3600
+    r = {
+        "cycle_start_time_s": t.iloc[0],
+        "cycle_duration_s": t.iloc[-1] - t.iloc[0],
+        "n_samples": len(g),
+        "discharge_capacity_ah": q_dis if t_dis > 0 else np.nan,
+        "charge_capacity_ah": q_chg if t_chg > 0 else np.nan,
+        "discharge_energy_wh": e_dis if t_dis > 0 else np.nan,
+        "charge_energy_wh": e_chg if t_chg > 0 else np.nan,
+        "discharge_voltage_mean_v": (v_int * w)[dis].sum() / t_dis if t_dis > 0 else np.nan,
+        "charge_voltage_mean_v": (v_int * w)[chg].sum() / t_chg if t_chg > 0 else np.nan,
+    }
+    r["coulombic_efficiency"] = r["discharge_capacity_ah"] / r["charge_capacity_ah"]
+    r["energy_efficiency"] = r["discharge_energy_wh"] / r["charge_energy_wh"]
+    charge = g[g["step_type"] == "charge"]
+    discharge = g[g["step_type"] == "discharge"]
+    r["discharge_end_voltage_v"] = discharge["voltage_v"].iloc[-1] if len(discharge) else np.nan
+    r["charge_end_voltage_v"] = charge["voltage_v"].iloc[-1] if len(charge) else np.nan
+    temp = g["temperature_c"]
+    t_mid = (temp + nxt["temperature_c"]) / 2
+    ok = t_mid.notna()
+    r["temperature_mean_c"] = (t_mid * w)[ok].sum() / w[ok].sum() if w[ok].sum() > 0 else np.nan
+    r["temperature_max_c"] = temp.max()
+    first = temp.dropna()
+    r["temperature_rise_c"] = temp.max() - first.iloc[0] if len(first) else np.nan
+    # CC / CV
+    cv = pd.Series(False, index=g.index)
+    if len(charge):
+        band = charge["voltage_v"] >= charge["voltage_v"].max() - CFG.cv_voltage_tolerance_v
+        i_cc = charge.loc[band, "current_a"].iloc[0]
+        cv[charge.index[band & (charge["current_a"] < CFG.cv_current_fraction * i_cc)]] = True
+    cv_int = cv & cv.shift(-1, fill_value=False)
+    t_cv = w[chg & cv_int].sum()
+    q_cv = (i_int * w)[chg & cv_int].sum() / 3600
+    has_chg = t_chg > 0
+    r["cc_charge_time_s"] = t_chg - t_cv if has_chg else np.nan
+    r["cv_charge_time_s"] = t_cv if has_chg else np.nan
+    r["cc_charge_capacity_ah"] = q_chg - q_cv if has_chg else np.nan
+    r["cv_charge_capacity_ah"] = q_cv if has_chg else np.nan
+    # DCIR: steps into this cycle's samples, from the previous sample of the cell
+    step_thr = max(CFG.dcir_min_current_step_a, CFG.dcir_min_current_step_c_rate * nominal)
+    di = i - g["prev_current_a"]
+    dtp = t - g["prev_time_s"]
+    prev_gap = (g["prev_step_index"] != g["step_index"]) & (dtp > gap_s)
+    jump = (di.abs() > step_thr) & (dtp <= CFG.dcir_max_interval_s) & ~prev_gap
+    res = (v - g["prev_voltage_v"])[jump] / di[jump]
+    r["resistance_dcir_ohm"] = res[res > 0].median()
+    ir = g["internal_resistance_ohm"]
+    reports = ir[ir.notna() & ((ir != ir.shift()) | (np.arange(len(ir)) == 0))]
+    r["resistance_cycler_ohm"] = reports.median()
+    # charge-curve statistics (Wang et al. style)
+    for prefix, col, unit in (("charge_voltage", "voltage_v", "_v"), ("charge_current", "current_a", "_a")):
+        x = charge[col]
+        if prefix == "charge_current":
+            r["charge_current_mean_a"] = x.mean()
+        std, skew, kurt = _moments(x) if len(x) else (np.nan, np.nan, np.nan)
+        r[f"{prefix}_std{unit}"] = std
+        r[f"{prefix}_skewness"] = skew
+        r[f"{prefix}_kurtosis"] = kurt
+        r[f"{prefix}_slope{unit}_per_s"] = np.polyfit(charge["time_s"] - charge["time_s"].mean(), x, 1)[0] if len(x) >= 2 else np.nan
+        r[f"{prefix}_entropy"] = _entropy(x, CFG.entropy_bins) if len(x) else np.nan
+    return pd.Series(r)
+
+
+def pandas_features(cell: pd.DataFrame) -> pd.DataFrame:
+    """Plain pandas, one cell: the gap threshold and the previous sample, then groupby.apply."""
+    parts = []
+    for cell_id in [str(cell["cell_id"].iat[0])]:
+        cell = cell.copy()
+        same_step = cell["step_index"].diff().eq(0) & cell["cycle_number"].diff().eq(0)
+        within = cell["time_s"].diff()[same_step]
+        gap_s = CFG.gap_factor * within.quantile(CFG.gap_reference_percentile / 100)
+        for col in ("current_a", "voltage_v", "time_s", "step_index"):
+            cell[f"prev_{col}"] = cell[col].shift(1)
+        nominal = nominal_of(str(cell_id))
+        out = cell.groupby(["cell_id", "cycle_number"], observed=True, sort=True).apply(
+            pandas_cycle, gap_s=gap_s, nominal=nominal, include_groups=False
+        )
+        parts.append(out.reset_index())
+    result = pd.concat(parts, ignore_index=True)
+    result["cell_id"] = result["cell_id"].astype(str)
+    return result[SUMMARY_COLUMNS]
+
+
+def compare(ours: pd.DataFrame, theirs: pd.DataFrame) -> None:
+    a = ours.assign(cell_id=ours["cell_id"].astype(str)).set_index(["cell_id", "cycle_number"])
+    b = theirs.set_index(["cell_id", "cycle_number"])
+    a = a.loc[b.index]
+    worst = []
+    for col in SUMMARY_COLUMNS[2:]:
+        x, y = a[col].to_numpy(dtype=float), b[col].to_numpy(dtype=float)
+        both_nan = np.isnan(x) & np.isnan(y)
+        scale = np.maximum(np.abs(y), 1e-9)
+        diff = np.where(both_nan, 0.0, np.abs(x - y) / scale)
+        worst.append((np.nanmax(np.where(np.isnan(diff), np.inf, diff)), col))
+    worst.sort(reverse=True)
+    print("  same features? largest relative differences ours vs pandas:")
+    for value, col in worst[:4]:
+        print(f"    {col:<32} {value:.2e}")
+    print(f"    (all {len(worst)} summary columns within {worst[0][0]:.1e})")
+
+
+# ------------------------------------------------------------------------------------------
+
+
+def main() -> None:
+    global _FRAMES
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--samples", type=int, default=20_000_000)
+    parser.add_argument("--cells", type=int, default=20)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--pandas-budget-s", type=float, default=600.0)
+    args = parser.parse_args()
+
+    started = time.perf_counter()
+    for frame in synth.iter_benchmark_frames(args.samples, n_cells=args.cells):
+        _FRAMES.append(as_categorical(frame))
+    n = sum(len(f) for f in _FRAMES)
+    n_cycles = sum(f["cycle_number"].nunique() for f in _FRAMES)
+    frame_mb = sum(f.memory_usage(deep=True).sum() for f in _FRAMES) / 1e6
+    print(
+        f"data: {n:,} samples, {len(_FRAMES)} cells, {n_cycles:,} cycles "
+        f"(~{n // n_cycles} samples/cycle), {frame_mb:.0f} MB in memory; generated in "
+        f"{time.perf_counter() - started:.1f} s (not timed); peak RSS so far {peak_mb():.0f} MB"
+    )
+
+    print("\nours (compute_cycle_features per cell):")
+    figures = {}
+    for curves in (False, True):
+        label = "all features      " if curves else "summary features  "
+        ours, elapsed = run_ours(curves, 1)
+        figures[(curves, 1)] = n / elapsed
+        print(f"  {label} 1 process : {elapsed:6.2f} s  {n / elapsed / 1e6:6.2f} M samples/s")
+        if curves is False:
+            ours_summary = ours
+        if args.workers > 1:
+            _, elapsed = run_ours(curves, args.workers)
+            figures[(curves, args.workers)] = n / elapsed
+            print(
+                f"  {label} {args.workers} processes: {elapsed:6.2f} s  {n / elapsed / 1e6:6.2f} M samples/s"
+            )
+    ours_peak = peak_mb()
+    print(f"  peak RSS: parent {ours_peak:.0f} MB, largest worker {peak_mb(resource.RUSAGE_CHILDREN):.0f} MB")
+
+    print("\npandas baseline (groupby(['cell_id','cycle_number']).apply, same summary features, 1 process):")
+    started = time.perf_counter()
+    parts = [pandas_features(_FRAMES[0])]
+    t_first = time.perf_counter() - started
+    estimate = t_first * n / len(_FRAMES[0])
+    k = len(_FRAMES)
+    if estimate > args.pandas_budget_s:
+        k = max(1, int(len(_FRAMES) * args.pandas_budget_s / estimate))
+    for frame in _FRAMES[1:k]:
+        parts.append(pandas_features(frame))
+    p_elapsed = time.perf_counter() - started
+    p_samples = sum(len(f) for f in _FRAMES[:k])
+    theirs = pd.concat(parts, ignore_index=True)
+    if k < len(_FRAMES):
+        print(
+            f"  EXTRAPOLATED: all cells would take ~{estimate:.0f} s (> {args.pandas_budget_s:.0f} s budget); "
+            f"ran {k} cells ({p_samples:,} samples) in {p_elapsed:.2f} s"
+        )
+    else:
+        print(f"  all {k} cells: {p_elapsed:6.2f} s")
+    pandas_rate = p_samples / p_elapsed
+    print(f"  pandas: {pandas_rate / 1e6:6.3f} M samples/s")
+    compare(ours_summary, theirs)
+
+    print("\nsummary")
+    ours_1 = figures[(False, 1)]
+    print(f"  ours summary features, 1 process : {ours_1 / 1e6:6.2f} M samples/s = {ours_1 / pandas_rate:6.1f}x pandas")
+    if args.workers > 1:
+        ours_w = figures[(False, args.workers)]
+        print(
+            f"  ours summary features, {args.workers} processes: {ours_w / 1e6:6.2f} M samples/s = "
+            f"{ours_w / pandas_rate:6.1f}x pandas (1 process)"
+        )
+    ours_all = figures[(True, 1)]
+    print(
+        f"  ours all features (+ curves), 1 process : {ours_all / 1e6:6.2f} M samples/s = "
+        f"{ours_all / pandas_rate:6.1f}x pandas summary"
+    )
+    if args.workers > 1:
+        ours_all_w = figures[(True, args.workers)]
+        print(f"  ours all features (+ curves), {args.workers} processes: {ours_all_w / 1e6:6.2f} M samples/s")
+    print(
+        f"  targets: >= 10 M samples/s summary: {'met' if ours_1 >= 10e6 else 'NOT met'} (1 process); "
+        f">= 10x pandas: {'met' if ours_1 / pandas_rate >= 10 else 'NOT met'}"
+    )
+    parent, child = peak_mb(), peak_mb(resource.RUSAGE_CHILDREN)
+    print(
+        f"  peak memory (max RSS): parent {parent:.0f} MB over the whole run (data {frame_mb:.0f} MB; "
+        f"{ours_peak:.0f} MB before the pandas run), largest forked worker {child:.0f} MB (its RSS "
+        f"counts the parent's frame pages it reads, shared copy-on-write); "
+        f"target < 3000 MB: {'met' if parent < 3000 else 'NOT met'}"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -6,6 +6,7 @@ without raw samples, e.g. XJTU) arrive through `source_cycle_summaries` and land
 feature table with the columns they have.
 """
 
+import dataclasses
 import json
 
 import dagster as dg
@@ -141,7 +142,13 @@ def cycle_labels(context: dg.AssetExecutionContext, warehouse: Warehouse):
     features = warehouse.read_partition("cycle_features", "cell_id", key)
     cell = warehouse.read_partition("cells", "cell_id", key).iloc[0]
     config = label_config_for(cell.get("dataset"))
-    labels = compute_labels(features[["cell_id", "cycle_number", "discharge_capacity_ah"]], _nominal(cell), config)
+    nominal = _nominal(cell)
+    if nominal is None and config.soh_reference == "nominal":
+        # No rated capacity known (no sidecar): SOH against the cell's own first cycles, and
+        # the metadata says so rather than failing every label of the cell.
+        config = dataclasses.replace(config, soh_reference="initial")
+    cycles = features[["cell_id", "cycle_number", "discharge_capacity_ah"]]
+    labels = compute_labels(cycles, nominal, config)
     warehouse.replace_partition("cycle_labels", labels[LABEL_COLUMNS], "cell_id", key)
     yield dg.MaterializeResult(
         metadata={
@@ -150,7 +157,7 @@ def cycle_labels(context: dg.AssetExecutionContext, warehouse: Warehouse):
             "censored": bool(labels["censored"].iloc[0]) if len(labels) else None,
         }
     )
-    yield feature_quality.labels_consistent_check(check_label_consistency(labels), labels)
+    yield feature_quality.labels_consistent_check(check_label_consistency(labels, cycles), labels)
     allowed = soh_feature_columns(list(features.columns))
     labels_proper = set(LABEL_COLUMNS) - {"cell_id", "cycle_number"}  # keys, not labels
     yield feature_quality.no_label_leakage_check(allowed, labels_proper | set(SOH_LEAKAGE_COLUMNS))

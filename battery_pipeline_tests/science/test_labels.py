@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 
 import numpy as np
 import pandas as pd
@@ -186,7 +185,7 @@ def test_nominal_per_cell_mapping_and_bad_input():
         LabelConfig(eol_consecutive=0)
 
 
-def test_vectorized_speed():
+def test_many_cells_at_once():
     n_cells, n_cycles = 500, 1000
     rng = np.random.default_rng(0)
     fade = rng.uniform(0.0002, 0.0008, n_cells)[:, None] * np.arange(n_cycles)[None, :]
@@ -197,10 +196,10 @@ def test_vectorized_speed():
             "discharge_capacity_ah": (2.0 - fade + rng.normal(0, 0.005, fade.shape)).ravel(),
         }
     )
-    start = time.perf_counter()
     labels = compute_labels(cycles, 2.0, LabelConfig(soh_reference="initial"))
-    assert time.perf_counter() - start < 2.0  # 500 k rows
+    # speed is measured in benchmarks/, not asserted here; this proves many cells at once work
     assert len(labels) == len(cycles)
+    assert labels.groupby("cell_id")["eol_cycle"].nunique(dropna=False).eq(1).all()
 
 
 # ------------------------------------------------------------------------------------------

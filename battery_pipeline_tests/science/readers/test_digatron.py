@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 
 import numpy as np
 import pytest
@@ -103,17 +102,15 @@ def test_mg1_metadata_is_not_called_hg2(datasets):
     assert "MG1" in cell.description
 
 
-def test_largest_files_read_quickly(datasets):
+def test_largest_files_read_completely(datasets):
     folder = datasets / "lg_hg2"
     if not folder.is_dir():
         pytest.skip("lg_hg2 not present")
     largest = sorted(folder.glob("*/*.csv"), key=lambda p: p.stat().st_size)[-3:]
     for path in largest:
-        start = time.perf_counter()
         samples = DigatronCsvReader.read([path], "x").samples
-        elapsed = time.perf_counter() - start
         assert len(samples) > 20_000
-        assert elapsed < 3.0, f"{path.name}: {elapsed:.2f} s"  # ~0.05-0.1 s on an idle machine
+        assert samples["time_s"].is_monotonic_increasing or samples["time_s"].diff().min() >= 0
 
 
 def _digatron(tmp_path, units, rows, name="t.csv", preamble=("Measurement ID,1", "Nominal Capacity, 2")):

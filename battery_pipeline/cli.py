@@ -140,6 +140,16 @@ def print_summary(outcomes: dict) -> None:
         ORDER BY c.cell_id
         """
     )
+    if warehouse.table_exists("cycle_labels"):
+        labels = warehouse.query(
+            """
+            SELECT cell_id, count(*) AS labelled_cycles,
+                   round(arg_max(soh, cycle_number) FILTER (WHERE soh IS NOT NULL), 3) AS last_soh,
+                   any_value(eol_cycle) AS eol_cycle, bool_or(censored) AS censored
+            FROM cycle_labels GROUP BY cell_id
+            """
+        )
+        summary = summary.merge(labels, on="cell_id", how="left")
     print("\nSummary (from the warehouse):")
     print(summary.to_string(index=False))
     failed = {k: v[3] for k, v in outcomes.items() if not v[0]}

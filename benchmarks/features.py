@@ -235,7 +235,6 @@ def compare(ours: pd.DataFrame, theirs: pd.DataFrame) -> None:
 
 
 def main() -> None:
-    global _FRAMES
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--samples", type=int, default=20_000_000)
     parser.add_argument("--cells", type=int, default=20)

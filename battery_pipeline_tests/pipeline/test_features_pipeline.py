@@ -10,24 +10,13 @@ import dagster as dg
 from battery_pipeline.assets import features, ingest, validation
 from battery_pipeline.science import synth
 from battery_pipeline_tests.conftest import dataset_file
-from battery_pipeline_tests.pipeline.test_ingest_pipeline import register
+from battery_pipeline_tests.pipeline.test_ingest_pipeline import register, run_partition
 
 ASSETS = dg.load_assets_from_modules([ingest, validation, features])
 
 
 def run(instance, data_dir, db_path, key):
-    from battery_pipeline.resources import SourceCatalog, Warehouse
-
-    return dg.materialize(
-        ASSETS,
-        partition_key=key,
-        instance=instance,
-        resources={
-            "warehouse": Warehouse(database=str(db_path)),
-            "catalog": SourceCatalog(data_dirs=[str(data_dir)], use_demo_when_empty=False),
-        },
-        raise_on_error=False,
-    )
+    return run_partition(instance, data_dir, db_path, key, assets=ASSETS)
 
 
 @pytest.fixture

@@ -19,9 +19,9 @@ from battery_pipeline_tests.fixtures import cycling_frame, write_csv
 ASSETS = dg.load_assets_from_modules([ingest, validation])
 
 
-def run_partition(instance, data_dir: Path, db_path: Path, key: str, run_config=None):
+def run_partition(instance, data_dir: Path, db_path: Path, key: str, run_config=None, assets=ASSETS):
     return dg.materialize(
-        ASSETS,
+        assets,
         partition_key=key,
         instance=instance,
         resources={

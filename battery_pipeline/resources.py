@@ -133,14 +133,6 @@ class Warehouse(DuckDBResource):
                 conn.execute("ROLLBACK")
                 raise
 
-    def replace_table(self, table: str, frame: pd.DataFrame) -> int:
-        name = _quote_identifier(table)
-        with self.connection() as conn:
-            conn.register("_incoming", frame)
-            conn.execute(f"CREATE OR REPLACE TABLE {name} AS SELECT * FROM _incoming")
-            conn.unregister("_incoming")
-        return len(frame)
-
     def read_partition(self, table: str, key_column: str, key: str, columns: list[str] | None = None) -> pd.DataFrame:
         name, column = _quote_identifier(table), _quote_identifier(key_column)
         selected = ", ".join(_quote_identifier(c) for c in columns) if columns else "*"

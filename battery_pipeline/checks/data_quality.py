@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pandera.errors
 
-from battery_pipeline.science.schema import SAMPLE_COLUMNS, CellCycleSample
+from battery_pipeline.science.schema import SAMPLE_COLUMNS, CellCycleSample, column_differences
 
 WORST_OFFENDERS = 10
 
@@ -23,8 +23,7 @@ def _table(frame: pd.DataFrame) -> dg.MetadataValue:
 
 def frame_shape_check(frame: pd.DataFrame, check_name: str = "raw_schema_conformance", asset: str = "raw_samples") -> dg.AssetCheckResult:
     """Columns and types exactly as the canonical schema (values are judged by validation)."""
-    missing = [c for c in SAMPLE_COLUMNS if c not in frame.columns]
-    extra = [c for c in frame.columns if c not in SAMPLE_COLUMNS]
+    missing, extra = column_differences(frame)
     expected_types = {name: str(col.dtype) for name, col in CellCycleSample.to_schema().columns.items()}
     wrong_types = {}
     for name, expected in expected_types.items():

@@ -85,6 +85,13 @@ SAMPLE_COLUMNS: list[str] = list(CellCycleSample.to_schema().columns)
 # costs a few bytes per row for them instead of a Python object each.
 STRING_COLUMNS = ("cell_id", "step_type", "source_file")
 
+def column_differences(frame: pd.DataFrame) -> tuple[list[str], list[str]]:
+    """(missing, unexpected) columns of a frame against the canonical sample columns."""
+    missing = [c for c in SAMPLE_COLUMNS if c not in frame.columns]
+    unexpected = [c for c in frame.columns if c not in SAMPLE_COLUMNS]
+    return missing, unexpected
+
+
 # Physical-rule fields: a missing value here makes the sample unusable.
 REQUIRED_MEASUREMENTS = ("time_s", "voltage_v", "current_a")
 

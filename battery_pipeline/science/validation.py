@@ -26,6 +26,7 @@ from battery_pipeline.science.schema import (
     STRING_COLUMNS,
     TEMPERATURE_RANGE_C,
     CellCycleSample,
+    column_differences,
 )
 
 RULE_ORDER = (
@@ -205,8 +206,7 @@ def _failure_cases(frame: pd.DataFrame) -> pd.DataFrame | None:
 
 
 def _schema_failures(frame: pd.DataFrame, reject) -> None:
-    missing = [c for c in SAMPLE_COLUMNS if c not in frame.columns]
-    extra = [c for c in frame.columns if c not in SAMPLE_COLUMNS]
+    missing, extra = column_differences(frame)
     if missing or extra:
         raise FrameShapeError(f"sample frame columns wrong: missing {missing}, unexpected {extra}")
     n = len(frame)

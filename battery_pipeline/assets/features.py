@@ -26,6 +26,7 @@ from battery_pipeline.science.features import (
     soh_feature_columns,
 )
 from battery_pipeline.science.labels import LABEL_COLUMNS, LabelConfig, check_label_consistency, compute_labels
+from battery_pipeline.science.readers import CyclerReader
 from battery_pipeline.science.schema import SAMPLE_COLUMNS
 
 FEATURES_GROUP = "features"
@@ -35,6 +36,12 @@ LABEL_SETTINGS_FILE = DATA_DIR / "label_settings.json"
 def _nominal(cell: pd.Series) -> float | None:
     value = cell.get("nominal_capacity_ah")
     return None if value is None or pd.isna(value) else float(value)
+
+
+def feature_config_for(cell: pd.Series) -> FeatureConfig:
+    """Feature settings for a cell: how its cycler logs step changes comes from its reader."""
+    reader = CyclerReader.registry.get(str(cell.get("source_format")))
+    return FeatureConfig(step_end_logging=reader.logs_step_end if reader else True)
 
 
 def label_config_for(dataset: str | None, settings_path=LABEL_SETTINGS_FILE) -> LabelConfig:
@@ -80,7 +87,7 @@ def cycle_features(context: dg.AssetExecutionContext, warehouse: Warehouse):
     samples = warehouse.read_partition("validated_samples", "cell_id", key, columns=SAMPLE_COLUMNS)
     cell = warehouse.read_partition("cells", "cell_id", key).iloc[0]
     nominal = _nominal(cell)
-    config = FeatureConfig()
+    config = feature_config_for(cell)
     if len(samples):
         impedance = warehouse.read_partition("cell_impedance", "cell_id", key)
         features = compute_cycle_features(samples, nominal_capacity_ah=nominal, impedance=impedance, config=config)
@@ -122,15 +129,34 @@ def _summary_features(warehouse: Warehouse, key: str) -> pd.DataFrame:
     return summary.reindex(columns=CYCLE_FEATURE_COLUMNS)
 
 
+def _source_capacities(warehouse: Warehouse, key: str, cycles: pd.DataFrame) -> pd.DataFrame:
+    """The source's own per-cycle capacity on the feature table's cycles (NaN where it has none)."""
+    summary = (
+        warehouse.read_partition("source_cycle_summaries", "cell_id", key)
+        if warehouse.table_exists("source_cycle_summaries")
+        else pd.DataFrame()
+    )
+    if summary.empty or summary["discharge_capacity_ah"].isna().all():
+        raise dg.Failure(
+            description=f"cell {key!r}: label settings ask for the source's capacity "
+            "(capacity_source = source), but its source reports no per-cycle capacity"
+        )
+    source = summary.groupby("cycle_number")["discharge_capacity_ah"].max()
+    return cycles[["cell_id", "cycle_number"]].assign(
+        discharge_capacity_ah=cycles["cycle_number"].map(source).astype("float64")
+    )
+
+
 @dg.asset(
-    deps=["cycle_features", "cells"],
+    deps=["cycle_features", "cells", "source_cycle_summaries"],
     partitions_def=cell_partitions,
     pool=DUCKDB_POOL,
     group_name=FEATURES_GROUP,
     kinds={"duckdb", "pandas"},
     description=(
         "SOH, end-of-life cycle, RUL in cycles and a censoring flag per (cell, cycle). Settings per "
-        "dataset in data/label_settings.json (default: SOH against nominal, end of life at 80 %)."
+        "dataset in data/label_settings.json (default: SOH against nominal, end of life at 80 %; "
+        "NASA: its own Capacity field and 1.4 Ah)."
     ),
     check_specs=[
         dg.AssetCheckSpec("labels_consistent", asset="cycle_labels", blocking=True),
@@ -148,6 +174,8 @@ def cycle_labels(context: dg.AssetExecutionContext, warehouse: Warehouse):
         # the metadata says so rather than failing every label of the cell.
         config = dataclasses.replace(config, soh_reference="initial")
     cycles = features[["cell_id", "cycle_number", "discharge_capacity_ah"]]
+    if config.capacity_source == "source":
+        cycles = _source_capacities(warehouse, key, cycles)
     labels = compute_labels(cycles, nominal, config)
     warehouse.replace_partition("cycle_labels", labels[LABEL_COLUMNS], "cell_id", key)
     yield dg.MaterializeResult(

@@ -28,7 +28,11 @@ Definitions (units: V, A, s, Ah, Wh, ohm, degC; current + = charge):
   over time (A*s/3600 -> Ah, V*I*s/3600 -> Wh, V*s for time-weighted means) with the trapezoid
   rule inside a step, and with the *later* sample's current, voltage and power when it crosses
   a step_index change: cyclers log a step's last point when the step ends, so the interval up
-  to the next step's first point belongs to the next step. (Measured on CALCE CS2_35: a
+  to the next step's first point belongs to the next step (`FeatureConfig.step_end_logging`,
+  set per reader; where the switching instant is not logged, e.g. NASA, the trapezoid is used
+  across the change too: on B0005 the later-sample rule books a whole 19 s rest -> discharge
+  interval at 2 A and reads 0.41 % above the file's Capacity, the trapezoid 0.2 %).
+  (Measured on CALCE CS2_35: a
   charge -> rest interval is up to 60 s long; the trapezoid there books half of it as charge,
   and the per-cycle discharge capacity then exceeds Arbin's own counter by 0.5 % median, 3.7 %
   worst; with this rule the median difference is 8e-6.) An interval is booked to *charge* if
@@ -217,6 +221,12 @@ class FeatureConfig:
     # |mean current| of an interval above this books it to charge/discharge, A. Same 1 mA as
     # readers.base.REST_CURRENT_THRESHOLD_A: far above a lab channel's offset, far below C/50.
     rest_current_threshold_a: float = 1e-3
+    # True when the source logs a step's last point at the instant the step ends (Arbin, Maccor,
+    # Digatron, our simulator): an interval crossing a step change then belongs to the new step.
+    # False where the switching instant falls somewhere between two samples (NASA PCoE, step
+    # types derived from current): the trapezoid is then the unbiased estimate. The features
+    # asset takes it from the cell's reader (`CyclerReader.logs_step_end`).
+    step_end_logging: bool = True
     # An interval crossing a step_index change that is longer than gap_factor x the 99th
     # percentile of the cell's within-step intervals is an unlogged gap (not integrated).
     # Measured: NASA B0005 steps change within <= 20 s of logging, its gaps are >= 71 s
@@ -430,6 +440,7 @@ class _Arrays:
     step_type: np.ndarray
     step_index: np.ndarray
     gap_s: float  # a step-changing interval longer than this is an unlogged gap
+    step_end_logging: bool  # FeatureConfig.step_end_logging
 
     @property
     def n_cycles(self) -> int:
@@ -456,6 +467,7 @@ class _Cell:
     w: np.ndarray  # effective interval length j -> j+1 (0 if not integrated), padded to n
     i_mid: np.ndarray  # current over interval j -> j+1 (see `_interval_values`)
     step_change: np.ndarray  # interval j -> j+1 crosses a step_index change, padded to n
+    boundary: np.ndarray  # step changes booked to the later sample (see `_interval_values`)
 
     @property
     def n_cycles(self) -> int:
@@ -514,6 +526,7 @@ def _load(frame: pd.DataFrame, config: FeatureConfig) -> _Arrays:
         step_type=col(_step_codes(frame["step_type"])),
         step_index=step_index,
         gap_s=gap_s,
+        step_end_logging=config.step_end_logging,
     )
 
 
@@ -538,6 +551,7 @@ def _block(arrays: _Arrays, c0: int, c1: int) -> _Cell:
     valid[-1:] = False  # the pad
     valid &= ~is_gap
     w = dt * valid  # dt is finite: a multiply is ~4x cheaper than np.where
+    boundary = step_change if arrays.step_end_logging else np.zeros(n, dtype=bool)
     return _Cell(
         starts=starts,
         counts=counts,
@@ -549,8 +563,9 @@ def _block(arrays: _Arrays, c0: int, c1: int) -> _Cell:
         ir=arrays.ir[sl],
         step_type=arrays.step_type[sl],
         w=w,
-        i_mid=_interval_values(i, step_change),
+        i_mid=_interval_values(i, boundary),
         step_change=step_change,
+        boundary=boundary,
     )
 
 
@@ -607,8 +622,8 @@ def _summary(cell: _Cell, nominal_capacity_ah: float | None, config: FeatureConf
     dis = i_mid < -thr
     w_chg = w * chg
     w_dis = w * dis
-    v_mid = _interval_values(v, cell.step_change)
-    p_mid = _interval_values(v * i, cell.step_change)
+    v_mid = _interval_values(v, cell.boundary)
+    p_mid = _interval_values(v * i, cell.boundary)
     t_chg, t_dis = ssum(w_chg), ssum(w_dis)
     q_chg = ssum(i_mid * w_chg) / 3600.0
     q_dis = -ssum(i_mid * w_dis) / 3600.0

@@ -62,6 +62,7 @@ LABEL_COLUMNS: list[str] = [
     "censored",
 ]
 SOH_REFERENCES = ("nominal", "initial")
+CAPACITY_SOURCES = ("integrated", "source")
 INPUT_COLUMNS = ("cell_id", "cycle_number", "discharge_capacity_ah")
 _MAX_EXAMPLES = 3
 
@@ -76,10 +77,17 @@ class LabelConfig:
     eol_capacity_ah: float | None = None  # absolute EOL capacity, Ah; overrides eol_threshold
     eol_consecutive: int = 3  # m: cycles (with a capacity) the capacity must stay below
     trailing_run_counts: bool = True  # a below-threshold run reaching the last cycle counts
+    # Which per-cycle capacity the labels use: "integrated" (our cycle_features, from current)
+    # or "source" (the source's own per-cycle capacity where it reports one, e.g. NASA's
+    # Capacity field, on which NASA's 1.4 Ah end-of-life criterion and the published SOH
+    # benchmarks are defined). The features asset resolves it; compute_labels just takes a column.
+    capacity_source: str = "integrated"
 
     def __post_init__(self):
         if self.soh_reference not in SOH_REFERENCES:
             raise ValueError(f"soh_reference must be one of {SOH_REFERENCES}, got {self.soh_reference!r}")
+        if self.capacity_source not in CAPACITY_SOURCES:
+            raise ValueError(f"capacity_source must be one of {CAPACITY_SOURCES}, got {self.capacity_source!r}")
         if int(self.initial_cycles) != self.initial_cycles or self.initial_cycles < 1:
             raise ValueError(f"initial_cycles must be an integer >= 1, got {self.initial_cycles!r}")
         if int(self.eol_consecutive) != self.eol_consecutive or self.eol_consecutive < 1:

@@ -78,3 +78,38 @@ def test_summary_level_source_lands_in_the_feature_table(tmp_path, instance, dat
     assert table["charge_voltage_mean_v"].to_numpy() == pytest.approx(expected["voltage mean"].to_numpy())
     assert table["resistance_dcir_ohm"].isna().all()  # not in the source: missing, not invented
     assert len(labels) == len(table)
+
+
+def test_nasa_b0005_end_of_life_falls_where_the_files_capacity_puts_it(tmp_path, instance, datasets):
+    """NASA's 1.4 Ah criterion is defined on the file's Capacity field (their trapezoid up to the
+    first sample below 2.7 V); the labels use it through the reader's cycle summary, mapped to
+    the pipeline's cycle numbers. Our integrated capacity (the whole discharge, plus the charge
+    opening spike) reads 0.37 % higher and would put EOL one cycle later (128)."""
+    import scipy.io
+
+    from battery_pipeline.science.labels import LabelConfig, compute_labels
+
+    source = dataset_file(datasets, "nasa_pcoe/B0005.mat")
+    data = tmp_path / "incoming"
+    data.mkdir()
+    (data / source.name).symlink_to(source)
+    db = tmp_path / "warehouse.duckdb"
+    (key,) = register(instance, data)
+    assert run(instance, data, db, key).success
+    with duckdb.connect(str(db), read_only=True) as conn:
+        table = conn.execute(
+            "SELECT f.cycle_number, f.discharge_capacity_ah, l.eol_cycle, l.censored "
+            "FROM cycle_features f JOIN cycle_labels l USING (cell_id, cycle_number) "
+            "WHERE cell_id = ? ORDER BY 1", [key]).df()
+    ops = scipy.io.loadmat(source, squeeze_me=True, struct_as_record=False)["B0005"].cycle
+    file_capacity = [float(op.data.Capacity) for op in ops if op.type == "discharge"]
+    discharged = table[table["discharge_capacity_ah"] > 0.5].copy()  # one per discharge operation
+    assert len(discharged) == len(file_capacity) == 168
+    relative = discharged["discharge_capacity_ah"].to_numpy() / file_capacity - 1
+    assert abs(relative).max() < 0.005, abs(relative).max()
+    discharged["discharge_capacity_ah"] = file_capacity
+    discharged["cell_id"] = key
+    expected = compute_labels(discharged, nominal_capacity_ah=2.0, config=LabelConfig(eol_capacity_ah=1.4))
+    expected_eol = int(expected["eol_cycle"].iloc[0])
+    assert not table["censored"].any()
+    assert set(table["eol_cycle"].astype(int)) == {expected_eol}

@@ -21,6 +21,7 @@ from battery_pipeline.science.features import (
 )
 from battery_pipeline.science.readers import detect_format
 from battery_pipeline.science.readers.base import finalize_samples
+from battery_pipeline.science.readers.nasa_mat import NasaPcoeMatReader
 from battery_pipeline.science.validation import CellLimits, validate_samples
 from battery_pipeline_tests.conftest import dataset_file
 
@@ -191,6 +192,19 @@ def test_constant_current_integrates_exactly():
     assert np.isnan(row.charge_current_skewness) and np.isnan(row.charge_current_kurtosis)
     assert row.charge_current_entropy == 0.0
     assert np.isnan(row.re_ohm) and np.isnan(row.resistance_cycler_ohm)
+
+
+def test_step_change_interval_follows_the_sources_logging_convention():
+    """Rest at t=0,10 s, then 2 A discharge logged at t=20..3620 s: the 10 s interval into the
+    discharge is all discharge when the cycler logs step ends, half of it (trapezoid) when the
+    switching instant is unknown."""
+    rest = step(1, 1, [0.0, 10.0], 3.9, 0.0)
+    discharge = step(1, 2, np.arange(20.0, 3620.1, 10.0), 3.6, -2.0)
+    samples = canonical([rest, discharge])
+    logged = one_row(compute_cycle_features(samples), 1)
+    unknown = one_row(compute_cycle_features(samples, config=FeatureConfig(step_end_logging=False)), 1)
+    assert logged["discharge_capacity_ah"] == pytest.approx(2.0 * 3610 / 3600, rel=1e-12)
+    assert unknown["discharge_capacity_ah"] == pytest.approx(2.0 * 3605 / 3600, rel=1e-12)
 
 
 def test_cv_phase_of_a_cc_cv_charge():
@@ -368,13 +382,16 @@ def nasa_b0005(datasets):
 
 def test_nasa_b0005_discharge_capacity_matches_the_files_capacity(nasa_b0005):
     samples, impedance, reference = nasa_b0005
-    feats = compute_cycle_features(samples, nominal_capacity_ah=2.0, impedance=impedance)
+    config = FeatureConfig(step_end_logging=NasaPcoeMatReader.logs_step_end)
+    feats = compute_cycle_features(samples, nominal_capacity_ah=2.0, impedance=impedance, config=config)
     assert len(feats) == samples["cycle_number"].nunique()
     # cycles with a discharge operation (the others only hold the ~2 mAh spike that opens a charge)
     discharged = feats[feats["discharge_capacity_ah"] > 0.5]
     assert len(discharged) == len(reference) == 168
     rel = discharged["discharge_capacity_ah"].to_numpy() / reference - 1.0
     assert np.abs(rel).max() < 0.01
+    # the file integrates to the first sample below 2.7 V, we to the load switching off
+    assert 0 < np.median(rel) < 0.004
     assert feats["re_ohm"].isna().all()  # the rebuilt B0005 has no impedance operations
     # sanity of the rest on real data
     assert discharged["resistance_dcir_ohm"].between(0.05, 0.2).all()

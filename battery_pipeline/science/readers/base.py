@@ -80,6 +80,11 @@ class CyclerReader:
     registry: ClassVar[dict[str, type[CyclerReader]]] = {}
     # Sniffing order: more specific formats first (lower runs earlier).
     priority: ClassVar[int] = 50
+    # The cycler logs a step's last point at the instant the step ends, so an interval crossing
+    # a step change belongs to the new step (Arbin/Maccor/Digatron). False where steps are
+    # derived from the current and the switch happened somewhere between two samples; the
+    # features then integrate that interval with the trapezoid (FeatureConfig.step_end_logging).
+    logs_step_end: ClassVar[bool] = True
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

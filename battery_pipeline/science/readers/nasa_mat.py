@@ -47,6 +47,10 @@ Canonical conventions this reader produces (see `science.schema`):
     discharge capacity within 0.2 % (the few-second negative spike at the start of the cycle's
     charge adds ~0.002 Ah to the cycle's discharge counter, as it would on an Arbin); B0006,
     B0007 and B0025 were discharged below 2.7 V and moved 1-3 % more than `Capacity` says.
+  - `ReadResult.cycle_summary`: `Capacity` per discharge operation (cell_id, cycle_number,
+    discharge_capacity_ah, source_file, source_row = operation index). NASA's end-of-life
+    criterion (1.4 Ah) and published SOH benchmarks are defined on this field, so the labels of
+    this dataset use it (`capacity_source: "source"` in data/label_settings.json).
   - `source_file` = file name; `source_row` = 0-based running index of the sample in the file
     in operation-major order (all samples of the first charge/discharge operation, then those
     of the next; impedance operations hold no samples and take no rows).
@@ -153,6 +157,7 @@ class NasaPcoeMatReader(CyclerReader):
     """NASA PCoE battery aging .mat (see the module docstring for every convention)."""
 
     format_name = "nasa_pcoe_mat"
+    logs_step_end = False  # steps derived from the current between samples
     extensions = (".mat",)
     priority = 30
 
@@ -195,6 +200,7 @@ class NasaPcoeMatReader(CyclerReader):
         paths = [Path(p) for p in paths]
         parts: list[dict[str, np.ndarray]] = []
         impedance_rows: list[dict] = []
+        summary_rows: list[dict] = []
         t0: float | None = None
         cycles_so_far = 0  # cycle number of the operation being read
         discharged_in_cycle = False
@@ -259,6 +265,15 @@ class NasaPcoeMatReader(CyclerReader):
                     )
                 v, i, t, op_time = columns
                 n = len(op_time)
+                if op_type == "discharge" and "Capacity" in data_fields:
+                    summary_rows.append(
+                        {
+                            "cycle_number": cycles_so_far,
+                            "discharge_capacity_ah": _scalar(data, "Capacity"),
+                            "source_file": path.name,
+                            "source_row": k,  # the operation's index in the file's cycle array
+                        }
+                    )
                 series["v"].append(v)
                 series["i"].append(i)
                 series["t"].append(t)
@@ -314,10 +329,13 @@ class NasaPcoeMatReader(CyclerReader):
                 "source_file": str,
             }
         )[IMPEDANCE_COLUMNS]
+        summary = pd.DataFrame(summary_rows, columns=["cycle_number", "discharge_capacity_ah", "source_file", "source_row"])
+        summary.insert(0, "cell_id", cell_id)
         return ReadResult(
             samples=finalize_samples(frame, cell_id),
             cell=cls.describe(paths),
             impedance=impedance,
+            cycle_summary=summary,
         )
 
 

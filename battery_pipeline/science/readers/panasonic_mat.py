@@ -192,6 +192,7 @@ class Panasonic18650PFMatReader(CyclerReader):
     """Panasonic 18650PF `meas` .mat files (see the module docstring for every convention)."""
 
     format_name = "panasonic_18650pf_mat"
+    logs_step_end = False  # steps derived from the current between samples
     extensions = (".mat",)
     priority = 30
 

@@ -49,8 +49,11 @@ def curves_plot(curves: pd.DataFrame, curve: str, ylabel: str, title: str) -> dg
     colours = plt.cm.viridis([i / max(len(cycles) - 1, 1) for i in range(len(cycles))])
     for colour, (cycle, group) in zip(colours, selected.groupby("cycle_number", sort=True)):
         ax.plot(group["voltage_v"], group["value"], color=colour, linewidth=1, label=str(cycle))
-    if cycles:
-        ax.legend(title="cycle", fontsize=6, title_fontsize=7, ncol=2, loc="best")
+    if 0 < len(cycles) <= 8:
+        ax.legend(title="cycle", fontsize=6, title_fontsize=7, loc="best")
+    elif cycles:  # a legend of dozens of cycles would cover the curves: a colour bar instead
+        norm = plt.Normalize(vmin=cycles[0], vmax=cycles[-1])
+        fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap="viridis"), ax=ax, label="cycle")
     ax.set_xlabel("voltage [V]")
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)

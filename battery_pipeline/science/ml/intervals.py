@@ -1,0 +1,211 @@
+"""Prediction intervals for any regressor: split conformal prediction.
+
+`ConformalRegressor(estimator)` holds out a calibration part of the training data, fits a clone
+of `estimator` on the rest, and keeps the sorted nonconformity scores of the calibration rows.
+`predict_interval(X, alpha)` then returns, for any alpha chosen at predict time,
+
+  * method "absolute" (default): [f(x) - q, f(x) + q], score |y - f(x)|;
+  * method "cqr" (conformalized quantile regression, Romano et al. 2019; the estimator must have
+    `predict_interval`, e.g. `boosting.QuantileGradientBoosting`): [lo(x) - q, hi(x) + q], score
+    max(lo(x) - y, y - hi(x)), so the width adapts to x;
+
+with q the ceil((n + 1)(1 - alpha))-th smallest of the n calibration scores (q = +inf when that
+rank exceeds n: too few calibration rows for that alpha, the honest answer is "no bound").
+
+Coverage guarantee (Vovk et al. 2005; Lei et al. 2018): if the calibration rows and a test row
+are exchangeable, P(y in interval) >= 1 - alpha, and <= 1 - alpha + 1/(n + 1) when the scores have
+no ties. It is *marginal* (on average over test rows, not for every x) and holds whatever the
+model, however bad: a bad model gives wide intervals, not wrong ones.
+
+Calibration split: with `groups` (cell ids) whole cells are held out, never rows of a cell that
+is also in the training part. Rows of one cell are strongly correlated, so calibrating on held-out
+rows of training cells would measure interpolation error inside known cells and under-cover a new
+cell. Cell-wise calibration reflects the error on unseen cells; the guarantee above then holds
+for a test row drawn like a random calibration row (cells exchangeable and equally represented),
+and the coverage achieved on one particular new cell varies with how few cells calibrate it.
+Without `groups` rows are split at random (exchangeable rows, e.g. one row per cell).
+
+The point model sees only (1 - calibration_fraction) of the data; it is not refitted on all of
+it, because the guarantee needs a model that never saw the calibration rows.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+
+import numpy as np
+from scipy.sparse import issparse
+from sklearn.base import BaseEstimator, RegressorMixin, clone
+from sklearn.utils.validation import check_is_fitted, column_or_1d
+
+SCORE_METHODS = ("absolute", "cqr")
+
+
+def conformal_quantile(sorted_scores: np.ndarray, alpha: float) -> float:
+    """The ceil((n+1)(1-alpha))-th smallest score (1-based), +inf if that exceeds n."""
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must be in (0, 1), got {alpha!r}")
+    n = len(sorted_scores)
+    # the tiny epsilon keeps e.g. (999+1)*0.9 = 900.0000000000001 from rounding up to 901
+    rank = math.ceil((n + 1) * (1 - alpha) - 1e-9)
+    if rank > n:
+        return math.inf
+    return float(sorted_scores[max(rank, 1) - 1])
+
+
+def take_rows(X, rows: np.ndarray):
+    """Rows of an array (any number of dimensions) or DataFrame by position."""
+    return X.iloc[rows] if hasattr(X, "iloc") else np.asarray(X)[rows]
+
+
+def accepts_groups(method) -> bool:
+    """Does this fit/predict take a `groups` keyword (e.g. `lstm.LSTMRegressor`)?"""
+    return "groups" in inspect.signature(method).parameters
+
+
+def calibration_split(
+    n_samples: int, fraction: float, groups=None, random_state: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """(train_rows, calibration_rows) as sorted row indices; whole groups when `groups` is given.
+
+    At least one group (row) goes to each side; deterministic for a given random_state.
+    """
+    if not 0 < fraction < 1:
+        raise ValueError(f"calibration_fraction must be in (0, 1), got {fraction!r}")
+    rng = np.random.default_rng(random_state)
+    if groups is None:
+        if n_samples < 2:
+            raise ValueError(f"conformal calibration needs at least 2 rows (n_samples = {n_samples})")
+        n_cal = min(max(1, round(fraction * n_samples)), n_samples - 1)
+        calibration = np.zeros(n_samples, dtype=bool)
+        calibration[rng.permutation(n_samples)[:n_cal]] = True
+    else:
+        groups = np.asarray(groups)
+        if len(groups) != n_samples:
+            raise ValueError(f"groups has {len(groups)} entries for {n_samples} rows")
+        names = np.unique(groups.astype(str))  # sorted: the split does not depend on row order
+        if len(names) < 2:
+            raise ValueError("group-wise conformal calibration needs at least 2 groups (cells)")
+        n_cal = min(max(1, round(fraction * len(names))), len(names) - 1)
+        held_out = names[rng.permutation(len(names))[:n_cal]]
+        calibration = np.isin(groups.astype(str), held_out)
+    return np.flatnonzero(~calibration), np.flatnonzero(calibration)
+
+
+class ConformalRegressor(RegressorMixin, BaseEstimator):
+    """Split-conformal wrapper giving `predict_interval` to any regressor (see module docstring).
+
+    Parameters
+    ----------
+    estimator : regressor or None, default None
+        Cloned and fitted on the training part; None -> `linear.RidgeBaseline()`.
+    alpha : float, default 0.1
+        Default miscoverage for `predict_interval` (nominal coverage 1 - alpha).
+    calibration_fraction : float, default 0.25
+        Share of the cells (with groups) or rows held out for calibration.
+    method : {"absolute", "cqr"}, default "absolute"
+    random_state : int, default 0
+        Seeds the calibration split.
+
+    `fit(X, y, groups=None)`; X is passed through to the estimator unchanged (2-D or 3-D arrays,
+    DataFrames; NaN handling is the estimator's). Fitted: `estimator_`, `calibration_scores_`
+    (sorted), `n_calibration_`, `calibration_groups_` (held-out cell ids, or None).
+    """
+
+    def __init__(
+        self,
+        estimator=None,
+        alpha: float = 0.1,
+        calibration_fraction: float = 0.25,
+        method: str = "absolute",
+        random_state: int = 0,
+    ):
+        self.estimator = estimator
+        self.alpha = alpha
+        self.calibration_fraction = calibration_fraction
+        self.method = method
+        self.random_state = random_state
+
+    def _base(self):
+        if self.estimator is not None:
+            return clone(self.estimator)
+        from battery_pipeline.science.ml.linear import RidgeBaseline
+
+        return RidgeBaseline()
+
+    def fit(self, X, y, groups=None):
+        if self.method not in SCORE_METHODS:
+            raise ValueError(f"method must be one of {SCORE_METHODS}, got {self.method!r}")
+        conformal_quantile(np.zeros(1), self.alpha)  # validates alpha before any work
+        if issparse(X):
+            raise TypeError("sparse input is not supported: pass a dense array or DataFrame")
+        y = column_or_1d(y, warn=True)
+        if np.iscomplexobj(y):
+            raise ValueError("Complex data not supported")
+        y = y.astype(np.float64)
+        if not hasattr(X, "shape"):
+            X = np.asarray(X)
+        n = X.shape[0]
+        if len(y) != n:
+            raise ValueError(f"X has {n} rows, y has {len(y)}")
+        if not np.isfinite(y).all():
+            raise ValueError("y must be finite (drop unlabelled rows first)")
+        train, cal = calibration_split(n, self.calibration_fraction, groups, self.random_state)
+        estimator = self._base()
+        if self.method == "cqr" and not hasattr(estimator, "predict_interval"):
+            raise ValueError("method='cqr' needs an estimator with predict_interval")
+        groups_array = None if groups is None else np.asarray(groups)
+        fit_kwargs = {}
+        if groups_array is not None and accepts_groups(estimator.fit):
+            fit_kwargs["groups"] = groups_array[train]
+        estimator.fit(take_rows(X, train), y[train], **fit_kwargs)
+        self.estimator_ = estimator
+        cal_groups = None if groups_array is None else groups_array[cal]
+        self.calibration_scores_ = np.sort(self._scores(take_rows(X, cal), y[cal], cal_groups))
+        self.n_calibration_ = len(cal)
+        self.calibration_groups_ = None if cal_groups is None else sorted(set(cal_groups.astype(str)))
+        if hasattr(estimator, "n_features_in_"):
+            self.n_features_in_ = estimator.n_features_in_
+        if hasattr(estimator, "feature_names_in_"):
+            self.feature_names_in_ = estimator.feature_names_in_
+        return self
+
+    def _call(self, name: str, X, groups=None):
+        method = getattr(self.estimator_, name)
+        if groups is not None and accepts_groups(method):
+            return method(X, groups=groups)
+        return method(X)
+
+    def _scores(self, X, y: np.ndarray, groups=None) -> np.ndarray:
+        if self.method == "cqr":
+            lower, upper = self._call("predict_interval", X, groups)
+            return np.maximum(lower - y, y - upper)
+        return np.abs(y - self._call("predict", X, groups))
+
+    def predict(self, X, groups=None) -> np.ndarray:
+        """The wrapped estimator's point prediction."""
+        check_is_fitted(self, "estimator_")
+        return np.asarray(self._call("predict", X, groups), dtype=np.float64)
+
+    def predict_interval(self, X, alpha: float | None = None, groups=None) -> tuple[np.ndarray, np.ndarray]:
+        """(lower, upper) with nominal coverage 1 - alpha (default: the `alpha` parameter)."""
+        check_is_fitted(self, "estimator_")
+        q = conformal_quantile(self.calibration_scores_, self.alpha if alpha is None else alpha)
+        if self.method == "cqr":
+            lower, upper = self._call("predict_interval", X, groups)
+        else:
+            lower = upper = self.predict(X, groups)
+        lower = np.asarray(lower, dtype=np.float64) - q
+        upper = np.asarray(upper, dtype=np.float64) + q
+        if self.method == "cqr" and q < 0:
+            # a negative q (quantile bands too wide on calibration) shrinks the band, possibly
+            # past zero width; an empty interval makes no sense, so collapse it to its midpoint
+            middle = (lower + upper) / 2
+            lower, upper = np.minimum(lower, middle), np.maximum(upper, middle)
+        return lower, upper
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = True
+        return tags

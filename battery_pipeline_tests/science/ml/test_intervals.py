@@ -1,0 +1,91 @@
+"""Split-conformal intervals: the quantile rule, cell-wise calibration, coverage near nominal."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from battery_pipeline.science.ml.boosting import QuantileGradientBoosting
+from battery_pipeline.science.ml.intervals import ConformalRegressor, calibration_split, conformal_quantile
+from battery_pipeline.science.ml.linear import RidgeBaseline
+from battery_pipeline.science.ml.metrics import interval_metrics
+
+
+def test_conformal_quantile_rank():
+    scores = np.arange(1.0, 20.0)  # n = 19
+    # ceil(20 * 0.9) = 18th smallest
+    assert conformal_quantile(scores, 0.1) == 18.0
+    # ceil(20 * 0.5) = 10th
+    assert conformal_quantile(scores, 0.5) == 10.0
+    # ceil(20 * 0.99) = 20 > n: no finite bound is honest
+    assert conformal_quantile(scores, 0.01) == math.inf
+    # (999 + 1) * 0.9 is 900.0000000000001 in floating point: still the 900th, not the 901st
+    assert conformal_quantile(np.arange(1.0, 1000.0), 0.1) == 900.0
+    with pytest.raises(ValueError, match="alpha"):
+        conformal_quantile(scores, 1.0)
+
+
+def test_calibration_split_holds_out_whole_cells_deterministically():
+    groups = np.repeat(["a", "b", "c", "d", "e", "f", "g", "h"], 5)
+    train, cal = calibration_split(len(groups), 0.25, groups, random_state=3)
+    assert len(set(groups[cal])) == 2  # 25 % of 8 cells
+    assert not set(groups[train]) & set(groups[cal])
+    assert sorted(np.r_[train, cal].tolist()) == list(range(len(groups)))
+    shuffled = groups[np.random.default_rng(0).permutation(len(groups))]
+    _, cal_shuffled = calibration_split(len(groups), 0.25, shuffled, random_state=3)
+    assert set(shuffled[cal_shuffled]) == set(groups[cal])  # row order does not pick the cells
+    assert not np.array_equal(calibration_split(len(groups), 0.25, groups, random_state=4)[1], cal)
+    with pytest.raises(ValueError, match="2 groups"):
+        calibration_split(3, 0.25, ["a", "a", "a"])
+
+
+def _linear_problem(n: int, seed: int):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, 3))
+    return X, X @ np.array([1.0, -2.0, 0.5]) + rng.normal(0.0, 0.5, n)
+
+
+def test_coverage_near_nominal_on_2000_new_points():
+    X, y = _linear_problem(1000, seed=1)
+    X_new, y_new = _linear_problem(2000, seed=2)
+    model = ConformalRegressor(RidgeBaseline(), alpha=0.1, random_state=0).fit(X, y)
+    assert model.n_calibration_ == 250 and model.calibration_groups_ is None
+    lower, upper = model.predict_interval(X_new)
+    result = interval_metrics(y_new, lower, upper)
+    assert abs(result["coverage"] - 0.90) <= 0.05
+    # with noise sd 0.5 the ideal 90 % interval is +-1.645 x 0.5 wide
+    assert result["mean_interval_width"] == pytest.approx(2 * 1.645 * 0.5, rel=0.15)
+    # alpha at predict time: a smaller alpha gives a wider interval with more coverage
+    wide = interval_metrics(y_new, *model.predict_interval(X_new, alpha=0.02))
+    assert wide["coverage"] > result["coverage"] and wide["mean_interval_width"] > result["mean_interval_width"]
+    np.testing.assert_allclose(model.predict(X_new), (lower + upper) / 2, rtol=0, atol=1e-12)
+
+
+def test_group_calibration_uses_held_out_cells_only():
+    X, y = _linear_problem(400, seed=4)
+    groups = np.repeat([f"cell{i}" for i in range(8)], 50)
+    model = ConformalRegressor(RidgeBaseline(), calibration_fraction=0.25).fit(X, y, groups=groups)
+    assert len(model.calibration_groups_) == 2
+    assert model.n_calibration_ == 100  # two whole cells of 50 rows
+    lower, upper = model.predict_interval(X)
+    assert (upper - lower > 0).all()
+
+
+def test_conformalized_quantile_regression():
+    rng = np.random.default_rng(6)
+    X = rng.uniform(-2, 2, size=(1500, 2))
+    # noise grows with |x0|: the adaptive (cqr) band should follow it
+    y = X[:, 0] + rng.normal(0.0, 0.1 + 0.4 * np.abs(X[:, 0]))
+    model = ConformalRegressor(
+        QuantileGradientBoosting(alpha=0.1, max_iter=60), method="cqr", alpha=0.1
+    ).fit(X[:1000], y[:1000])
+    lower, upper = model.predict_interval(X[1000:])
+    assert (lower <= upper).all()
+    assert abs(interval_metrics(y[1000:], lower, upper)["coverage"] - 0.9) <= 0.06
+    width = upper - lower
+    calm, wild = np.abs(X[1000:, 0]) < 0.5, np.abs(X[1000:, 0]) > 1.5
+    assert width[wild].mean() > 2 * width[calm].mean()
+    with pytest.raises(ValueError, match="predict_interval"):
+        ConformalRegressor(RidgeBaseline(), method="cqr").fit(X, y)

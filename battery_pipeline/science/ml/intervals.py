@@ -164,7 +164,7 @@ class ConformalRegressor(RegressorMixin, BaseEstimator):
         cal_groups = None if groups_array is None else groups_array[cal]
         self.calibration_scores_ = np.sort(self._scores(take_rows(X, cal), y[cal], cal_groups))
         self.n_calibration_ = len(cal)
-        self.calibration_groups_ = None if cal_groups is None else sorted(set(cal_groups.astype(str)))
+        self.calibration_groups_ = None if cal_groups is None else sorted({str(g) for g in cal_groups})
         if hasattr(estimator, "n_features_in_"):
             self.n_features_in_ = estimator.n_features_in_
         if hasattr(estimator, "feature_names_in_"):

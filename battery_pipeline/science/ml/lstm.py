@@ -245,7 +245,7 @@ class LSTMRegressor(RegressorMixin, BaseEstimator):
         else:
             train, val = np.arange(len(y)), np.zeros(0, dtype=np.int64)
         self.validation_groups_ = (
-            sorted(set(np.asarray(groups).astype(str)[val])) if use_groups and len(val) else None
+            sorted({str(g) for g in np.asarray(groups)[val]}) if use_groups and len(val) else None
         )
 
         with _torch_determinism(self.num_threads), torch.random.fork_rng(devices=[]):

@@ -122,13 +122,32 @@ def soh_per_sample(data: pd.DataFrame, default: float) -> np.ndarray:
     return data["soh"].astype("float64").ffill().fillna(float(default)).to_numpy()
 
 
-def hold_intervals(time_s: np.ndarray, max_gap_s: float | None) -> np.ndarray:
-    """Sample-and-hold interval of each sample: t[k+1] - t[k], 0 after the last sample.
+HOLD_CONVENTIONS = ("backward", "forward")
 
-    Intervals longer than `max_gap_s` (a logging outage: nothing is known about the current
-    there) count as 0, so nothing is integrated across them.
+
+def held_increments(time_s: np.ndarray, rate: np.ndarray, hold: str, max_gap_s: float | None,
+                    previous: tuple[float, float] | None = None) -> np.ndarray:
+    """Increment of the integral of a sampled, piecewise-constant `rate` arriving at each sample.
+
+    hold "backward": rate[k] held over (t[k-1], t[k]] (a BMS reporting each interval's mean, as
+    pack_sim does); "forward": rate[k] held over [t[k], t[k+1]) (a sampled value that holds until
+    the next sample). `previous` is (time, rate) of the sample before this batch; without it the
+    first sample's interval is unknown and adds 0. Intervals longer than `max_gap_s` (a logging
+    outage: nothing is known about them) add 0. Either way a rate that changes only at sample
+    instants, in the chosen convention, is integrated exactly.
     """
-    dt = np.diff(time_s, append=time_s[-1] if len(time_s) else 0.0)
+    time_s = np.asarray(time_s, dtype="float64")
+    rate = np.asarray(rate, dtype="float64")
+    if not len(time_s):
+        return np.empty(0)
+    before_time, before_rate = previous if previous is not None else (time_s[0], 0.0)
+    dt = np.diff(time_s, prepend=before_time)
+    if np.any(dt < 0):
+        raise ValueError("time goes backwards (or the batch starts before the previous one ended); sort by time")
     if max_gap_s is not None:
         dt = np.where(dt > max_gap_s, 0.0, dt)
-    return dt
+    if hold == "forward":
+        rate = np.concatenate(([before_rate], rate[:-1]))
+    elif hold != "backward":
+        raise ValueError(f"hold must be one of {', '.join(HOLD_CONVENTIONS)}, got {hold!r}")
+    return rate * dt

@@ -201,3 +201,23 @@ def test_a_new_model_runs_from_settings_without_other_edits(tmp_path, monkeypatc
     frame["pack_current_a"] = [1.0, 2.0, 3.0, 4.0, 5.0]
     out = run_models(frame, settings, "pack_telemetry")
     assert out[name]["scaled_current"].tolist() == [0.5, 1.0, 1.5, 2.0, 2.5]
+
+
+def test_runner_on_single_cell_canonical_samples():
+    # Canonical cycler columns (schema.py): a 1 h rest, then 30 min at -1 A, at 60 s sampling.
+    n_rest, n_dis = 61, 30
+    frame = pd.DataFrame({
+        "time_s": np.arange(n_rest + n_dis) * 60.0,
+        "current_a": np.r_[np.zeros(n_rest), np.full(n_dis, -1.0)],
+        "voltage_v": np.r_[np.full(n_rest, 3.70), np.linspace(3.65, 3.55, n_dis)],
+        "temperature_c": 25.0,
+    })
+    settings = load_settings(DEFAULT_SETTINGS_FILE, with_local=False)
+    out = run_models(frame, settings, "single_cell", parameters={"nominal_capacity_ah": 2.0})
+    soc = out["soc_ocv_estimation"]["soc_cells"]
+    assert list(soc.columns) == ["cell"]
+    assert out["soc_ocv_estimation"]["rest_anchor"].sum() == 1
+    # 30 min at 1 A from a 2 Ah cell: a quarter of the SOC and of an equivalent cycle.
+    assert soc["cell"].iloc[n_rest - 1] - soc["cell"].iloc[-1] == pytest.approx(0.25, abs=1e-12)
+    assert out["eq_cycles"]["eq_cycles"].iloc[-1] == pytest.approx(0.25, abs=1e-12)
+    assert out["voltage_monitor"]["alerts"].empty

@@ -9,6 +9,7 @@ import pytest
 from battery_pipeline.science.features import SOH_LEAKAGE_COLUMNS
 from battery_pipeline.science.labels import LABEL_COLUMNS, compute_labels
 from battery_pipeline.science.ml.datasets import (
+    RELATIVE_COLUMNS,
     RUL_FORBIDDEN_INPUTS,
     RUL_HISTORY_COLUMNS,
     cycle_life_dataset,
@@ -34,6 +35,15 @@ def test_soh_table_has_no_same_cycle_capacity(fleet_tables):
     np.testing.assert_array_equal(joined["soh"].to_numpy(), table.y.to_numpy())
     with pytest.raises(ValueError, match="not allowed"):
         soh_dataset(features, labels, feature_columns=["charge_capacity_ah", "discharge_energy_wh"])
+
+
+def test_charge_capacity_relative_to_the_cell_reference(fleet_tables):
+    features, labels, cells = fleet_tables
+    table = soh_dataset(features, labels)
+    nominal = cells.set_index("cell_id")["nominal_capacity_ah"].loc[table.cell_id].to_numpy()
+    np.testing.assert_allclose(table.X["charge_capacity_fraction"], table.X["charge_capacity_ah"] / nominal)
+    assert set(RELATIVE_COLUMNS.values()) <= set(table.feature_columns)
+    assert not set(RELATIVE_COLUMNS.values()) & set(soh_dataset(features, labels, relative=False).feature_columns)
 
 
 def test_columns_empty_in_the_training_cells_are_dropped(fleet_tables):

@@ -1,0 +1,153 @@
+"""The model zoo by name: which estimator, for which tasks, with which default hyperparameters.
+
+`make_estimator(name, task="soh", seed=0, intervals=False, **overrides)` returns an unfitted
+estimator: the class's defaults, then the registry's defaults for that task, then `overrides`;
+`seed` becomes `random_state` wherever the estimator has randomness. With `intervals=True` an
+estimator without its own `predict_interval` is wrapped in `intervals.ConformalRegressor`
+(calibrated on held-out cells when `fit` gets `groups`), so every entry can give intervals.
+Classes are imported when first made (the LSTM's import of torch costs about a second).
+
+`fit_on`, `predict_on` and `interval_on` run any of them on a `datasets.TrainingTable`, passing
+the table's cells as `groups` to the estimators that take them (LSTM windows, conformal
+calibration), so training code need not know which ones do.
+
+Tasks: "soh" and "rul" (per-cycle tables of `datasets`), "cycle_life" (one row per cell,
+Severson features).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from battery_pipeline.science.ml.datasets import TASKS, TrainingTable
+from battery_pipeline.science.ml.intervals import ConformalRegressor, accepts_groups
+
+PER_CYCLE_TASKS = ("soh", "rul")
+
+
+@dataclass(frozen=True)
+class EstimatorSpec:
+    """One zoo entry: `target` "module:Class" under battery_pipeline.science.ml."""
+
+    name: str
+    target: str
+    description: str
+    tasks: tuple[str, ...] = PER_CYCLE_TASKS
+    defaults: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # task -> params
+    seeded: bool = True  # takes random_state
+    wraps: str | None = None  # "module:Class" of the inner estimator (conformal entries)
+
+    def estimator_class(self):
+        return _resolve(self.target)
+
+
+def _resolve(target: str):
+    module, name = target.split(":")
+    return getattr(importlib.import_module(f"battery_pipeline.science.ml.{module}"), name)
+
+
+ESTIMATORS: dict[str, EstimatorSpec] = {
+    spec.name: spec
+    for spec in (
+        EstimatorSpec("dummy", "dummy:DummyBaseline", "mean of the training targets", seeded=False),
+        EstimatorSpec("linear", "linear:LinearBaseline", "least squares on standardised features", seeded=False),
+        EstimatorSpec("ridge", "linear:RidgeBaseline", "ridge regression, alpha 1", seeded=False),
+        EstimatorSpec("random_forest", "forest:RandomForestBaseline", "random forest, 100 trees"),
+        EstimatorSpec("gradient_boosting", "boosting:GradientBoostingBaseline", "histogram gradient boosting"),
+        EstimatorSpec(
+            "quantile_gbm",
+            "boosting:QuantileGradientBoosting",
+            "gradient boosting with 5 % / 95 % quantile boosters",
+        ),
+        EstimatorSpec(
+            "conformal_gbm",
+            "intervals:ConformalRegressor",
+            "split-conformal intervals (cell-wise calibration) around gradient boosting",
+            wraps="boosting:GradientBoostingBaseline",
+        ),
+        EstimatorSpec("lstm", "lstm:LSTMRegressor", "2-layer LSTM, 32 units, windows of 10 cycles"),
+        EstimatorSpec(
+            "severson_variance",
+            "severson:SeversonCycleLife",
+            "Severson et al. 2019 variance model",
+            tasks=("cycle_life",),
+            defaults={"cycle_life": {"feature_set": "variance"}},
+            seeded=False,
+        ),
+        EstimatorSpec(
+            "severson_discharge",
+            "severson:SeversonCycleLife",
+            "Severson et al. 2019 discharge model",
+            tasks=("cycle_life",),
+            defaults={"cycle_life": {"feature_set": "discharge"}},
+            seeded=False,
+        ),
+        EstimatorSpec(
+            "severson_full",
+            "severson:SeversonCycleLife",
+            "Severson et al. 2019 full model",
+            tasks=("cycle_life",),
+            defaults={"cycle_life": {"feature_set": "full"}},
+            seeded=False,
+        ),
+    )
+}
+
+
+def estimator_names(task: str | None = None) -> list[str]:
+    """Registered names, those usable for `task` when given."""
+    return [name for name, spec in ESTIMATORS.items() if task is None or task in spec.tasks]
+
+
+def make_estimator(name: str, task: str = "soh", seed: int = 0, intervals: bool = False, **overrides):
+    """An unfitted estimator for `task` (module docstring); unknown name or task -> ValueError.
+
+    For "conformal_gbm" the overrides are parameters of the ConformalRegressor (alpha,
+    calibration_fraction, ...) and the inner booster's go as `estimator__max_iter=...`
+    (scikit-learn's nested-parameter syntax, applied with set_params); the booster gets the seed.
+    """
+    if name not in ESTIMATORS:
+        raise ValueError(f"unknown estimator {name!r}; known: {sorted(ESTIMATORS)}")
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+    spec = ESTIMATORS[name]
+    if task not in spec.tasks:
+        raise ValueError(f"{name!r} is for tasks {spec.tasks}, not {task!r}")
+    params: dict[str, Any] = dict(spec.defaults.get(task, {}))
+    if spec.seeded:
+        params["random_state"] = int(seed)
+    if spec.wraps is not None:
+        params["estimator"] = _resolve(spec.wraps)(random_state=int(seed))
+    params.update({k: v for k, v in overrides.items() if "__" not in k})
+    estimator = spec.estimator_class()(**params)
+    estimator.set_params(**{k: v for k, v in overrides.items() if "__" in k})
+    if intervals and not hasattr(estimator, "predict_interval"):
+        estimator = ConformalRegressor(estimator, random_state=int(seed))
+    return estimator
+
+
+def _groups(method, table: TrainingTable) -> dict:
+    return {"groups": table.groups} if accepts_groups(method) else {}
+
+
+def fit_on(estimator, table: TrainingTable):
+    """`estimator.fit(table.X, table.y)` (+ groups where taken); returns the estimator."""
+    return estimator.fit(table.X, table.y.to_numpy(), **_groups(estimator.fit, table))
+
+
+def predict_on(estimator, table: TrainingTable) -> np.ndarray:
+    """Predictions for the table's rows."""
+    return np.asarray(estimator.predict(table.X, **_groups(estimator.predict, table)), dtype=np.float64)
+
+
+def interval_on(estimator, table: TrainingTable, alpha: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(lower, upper) for the table's rows; the estimator must have `predict_interval`."""
+    kwargs = _groups(estimator.predict_interval, table)
+    if alpha is not None:
+        kwargs["alpha"] = alpha
+    return estimator.predict_interval(table.X, **kwargs)

@@ -71,29 +71,16 @@ ESTIMATORS: dict[str, EstimatorSpec] = {
             wraps="boosting:GradientBoostingBaseline",
         ),
         EstimatorSpec("lstm", "lstm:LSTMRegressor", "2-layer LSTM, 32 units, windows of 10 cycles"),
-        EstimatorSpec(
-            "severson_variance",
-            "severson:SeversonCycleLife",
-            "Severson et al. 2019 variance model",
-            tasks=("cycle_life",),
-            defaults={"cycle_life": {"feature_set": "variance"}},
-            seeded=False,
-        ),
-        EstimatorSpec(
-            "severson_discharge",
-            "severson:SeversonCycleLife",
-            "Severson et al. 2019 discharge model",
-            tasks=("cycle_life",),
-            defaults={"cycle_life": {"feature_set": "discharge"}},
-            seeded=False,
-        ),
-        EstimatorSpec(
-            "severson_full",
-            "severson:SeversonCycleLife",
-            "Severson et al. 2019 full model",
-            tasks=("cycle_life",),
-            defaults={"cycle_life": {"feature_set": "full"}},
-            seeded=False,
+        *(
+            EstimatorSpec(
+                f"severson_{feature_set}",
+                "severson:SeversonCycleLife",
+                f"Severson et al. 2019 {feature_set} model",
+                tasks=("cycle_life",),
+                defaults={"cycle_life": {"feature_set": feature_set}},
+                seeded=False,
+            )
+            for feature_set in ("variance", "discharge", "full")
         ),
     )
 }

@@ -16,7 +16,7 @@ EXPECTED_ASSETS = {
     "quarantined_samples": {"raw_samples", "cells"},
     "cycle_features": {"validated_samples", "cells", "cell_impedance", "source_cycle_summaries"},
     "cycle_curves": {"validated_samples"},
-    "cycle_labels": {"cycle_features", "cells"},
+    "cycle_labels": {"cycle_features", "cells", "source_cycle_summaries"},
 }
 EXPECTED_CHECKS = {
     ("raw_samples", "raw_schema_conformance"),

@@ -22,6 +22,7 @@ Targets: SOH RMSE <= 0.02 (NASA LOCO), <= 0.012 (XJTU); RUL RMSE >= 2x better th
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -37,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from battery_pipeline.science.features import FeatureConfig, compute_cycle_features  # noqa: E402
-from battery_pipeline.science.labels import LabelConfig, compute_labels  # noqa: E402
+from battery_pipeline.science.labels import compute_labels, label_config_for, with_source_capacity  # noqa: E402
 from battery_pipeline.science.ml.datasets import rul_dataset, soh_dataset  # noqa: E402
 from battery_pipeline.science.ml.metrics import rul_metrics, soh_metrics  # noqa: E402
 from battery_pipeline.science.ml.registry import ESTIMATORS, fit_on, make_estimator, predict_on  # noqa: E402
@@ -48,7 +49,7 @@ from battery_pipeline.science.validation import CellLimits, validate_samples  # 
 NASA_CELLS = ("B0005", "B0006", "B0007")
 CALCE_CELLS = ("CS2_33", "CS2_34", "CS2_35", "CS2_36", "CS2_37", "CS2_38")
 NOMINAL_AH = {"nasa": 2.0, "calce": 1.1}
-LABEL_SETTINGS = json.loads((ROOT / "data" / "label_settings.json").read_text())
+LABEL_SETTINGS = ROOT / "data" / "label_settings.json"
 TARGETS = {"nasa_soh": 0.02, "xjtu_soh": 0.012, "calce_rul_ratio": 2.0}
 
 
@@ -60,13 +61,6 @@ def _validated(result) -> pd.DataFrame:
     cell = result.cell
     limits = CellLimits(cell.voltage_min_v, cell.voltage_max_v, cell.nominal_capacity_ah, cell.max_abs_current_a)
     return validate_samples(result.samples, limits).valid
-
-
-def _label_config(dataset: str) -> LabelConfig:
-    params = dict(LABEL_SETTINGS["default"])
-    if dataset == "nasa":
-        params.update(LABEL_SETTINGS["datasets"]["NASA PCoE Battery Data Set"])
-    return LabelConfig(**params)
 
 
 def _sample_cell(dataset: str, paths: list[Path], cell_id: str) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -81,14 +75,13 @@ def _sample_cell(dataset: str, paths: list[Path], cell_id: str) -> tuple[pd.Data
         impedance=result.impedance,
         config=FeatureConfig(step_end_logging=reader.logs_step_end),
     )
-    config = _label_config(dataset)
+    config = label_config_for(result.cell.dataset, LABEL_SETTINGS)
     cycles = feats
     if dataset == "nasa":
-        # Only cycles holding a discharge operation; labels on the file's Capacity, as the
-        # features asset's _source_capacities does (NASA's 1.4 Ah EOL is defined on it).
+        # Only cycles holding a discharge operation
         feats = feats[feats["discharge_capacity_ah"] > 0.5 * nominal].reset_index(drop=True)
-        source = result.cycle_summary.groupby("cycle_number")["discharge_capacity_ah"].max()
-        cycles = feats.assign(discharge_capacity_ah=feats["cycle_number"].map(source).astype("float64"))
+    if config.capacity_source == "source":  # NASA: labels on the file's Capacity, as the pipeline
+        cycles = with_source_capacity(feats, result.cycle_summary)
     return feats, compute_labels(cycles, nominal, config)
 
 
@@ -97,10 +90,9 @@ def _xjtu_cell(path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     result = reader.read([path], f"xjtu_{path.stem}")
     feats = result.cycle_summary.drop(columns=["source_file", "source_row"], errors="ignore")
     nominal = result.cell.nominal_capacity_ah
-    if nominal and np.isfinite(nominal):
-        config = LabelConfig(**LABEL_SETTINGS["default"])
-    else:  # no datasheet capacity: SOH against the cell's first cycles
-        config = LabelConfig(**{**LABEL_SETTINGS["default"], "soh_reference": "initial"})
+    config = label_config_for(result.cell.dataset, LABEL_SETTINGS)
+    if not (nominal and np.isfinite(nominal)):  # no datasheet capacity: SOH against the first cycles
+        config = dataclasses.replace(config, soh_reference="initial")
         nominal = None
     return feats, compute_labels(feats, nominal, config)
 

@@ -7,7 +7,6 @@ feature table with the columns they have.
 """
 
 import dataclasses
-import json
 
 import dagster as dg
 import pandas as pd
@@ -25,7 +24,13 @@ from battery_pipeline.science.features import (
     compute_cycle_features,
     soh_feature_columns,
 )
-from battery_pipeline.science.labels import LABEL_COLUMNS, LabelConfig, check_label_consistency, compute_labels
+from battery_pipeline.science.labels import (
+    LABEL_COLUMNS,
+    check_label_consistency,
+    compute_labels,
+    label_config_for,
+    with_source_capacity,
+)
 from battery_pipeline.science.readers import CyclerReader
 from battery_pipeline.science.schema import SAMPLE_COLUMNS
 
@@ -42,14 +47,6 @@ def feature_config_for(cell: pd.Series) -> FeatureConfig:
     """Feature settings for a cell: how its cycler logs step changes comes from its reader."""
     reader = CyclerReader.registry.get(str(cell.get("source_format")))
     return FeatureConfig(step_end_logging=reader.logs_step_end if reader else True)
-
-
-def label_config_for(dataset: str | None, settings_path=LABEL_SETTINGS_FILE) -> LabelConfig:
-    """Default label settings, overridden per dataset (e.g. NASA's absolute 1.4 Ah end of life)."""
-    settings = json.loads(settings_path.read_text())
-    values = dict(settings.get("default", {}))
-    values.update(settings.get("datasets", {}).get(dataset or "", {}))
-    return LabelConfig(**values)
 
 
 @dg.multi_asset(
@@ -130,21 +127,15 @@ def _summary_features(warehouse: Warehouse, key: str) -> pd.DataFrame:
 
 
 def _source_capacities(warehouse: Warehouse, key: str, cycles: pd.DataFrame) -> pd.DataFrame:
-    """The source's own per-cycle capacity on the feature table's cycles (NaN where it has none)."""
     summary = (
         warehouse.read_partition("source_cycle_summaries", "cell_id", key)
         if warehouse.table_exists("source_cycle_summaries")
-        else pd.DataFrame()
+        else None
     )
-    if summary.empty or summary["discharge_capacity_ah"].isna().all():
-        raise dg.Failure(
-            description=f"cell {key!r}: label settings ask for the source's capacity "
-            "(capacity_source = source), but its source reports no per-cycle capacity"
-        )
-    source = summary.groupby("cycle_number")["discharge_capacity_ah"].max()
-    return cycles[["cell_id", "cycle_number"]].assign(
-        discharge_capacity_ah=cycles["cycle_number"].map(source).astype("float64")
-    )
+    try:
+        return with_source_capacity(cycles, summary)
+    except ValueError as exc:
+        raise dg.Failure(description=f"cell {key!r}: {exc} (label settings: {LABEL_SETTINGS_FILE})") from exc
 
 
 @dg.asset(
@@ -167,7 +158,7 @@ def cycle_labels(context: dg.AssetExecutionContext, warehouse: Warehouse):
     key = context.partition_key
     features = warehouse.read_partition("cycle_features", "cell_id", key)
     cell = warehouse.read_partition("cells", "cell_id", key).iloc[0]
-    config = label_config_for(cell.get("dataset"))
+    config = label_config_for(cell.get("dataset"), LABEL_SETTINGS_FILE)
     nominal = _nominal(cell)
     if nominal is None and config.soh_reference == "nominal":
         # No rated capacity known (no sidecar): SOH against the cell's own first cycles, and

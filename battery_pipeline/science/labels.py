@@ -46,8 +46,10 @@ per-cell Python loop).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -98,6 +100,26 @@ class LabelConfig:
             np.isfinite(self.eol_capacity_ah) and self.eol_capacity_ah > 0
         ):
             raise ValueError(f"eol_capacity_ah must be a positive number of Ah, got {self.eol_capacity_ah!r}")
+
+
+def label_config_for(dataset: str | None, settings_path: Path | str) -> LabelConfig:
+    """Settings file (e.g. data/label_settings.json): "default", overridden per dataset name."""
+    settings = json.loads(Path(settings_path).read_text())
+    values = dict(settings.get("default", {}))
+    values.update(settings.get("datasets", {}).get(dataset or "", {}))
+    return LabelConfig(**values)
+
+
+def with_source_capacity(cycles: pd.DataFrame, summary: pd.DataFrame | None) -> pd.DataFrame:
+    """`cycles` (cell_id, cycle_number) with discharge_capacity_ah taken from the source's own
+    per-cycle summary (`capacity_source = "source"`); NaN on cycles the source reports nothing for.
+    ValueError when the source reports no capacity at all."""
+    if summary is None or summary.empty or summary["discharge_capacity_ah"].isna().all():
+        raise ValueError("capacity_source = source, but the source reports no per-cycle capacity")
+    source = summary.groupby("cycle_number")["discharge_capacity_ah"].max()
+    return cycles[["cell_id", "cycle_number"]].assign(
+        discharge_capacity_ah=cycles["cycle_number"].map(source).astype("float64")
+    )
 
 
 def _nominal_per_cell(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -13,6 +15,8 @@ from battery_pipeline.science.labels import (
     LabelConfig,
     check_label_consistency,
     compute_labels,
+    label_config_for,
+    with_source_capacity,
 )
 from battery_pipeline_tests.conftest import dataset_file
 
@@ -270,3 +274,19 @@ def test_xjtu_r25_periodic_dips_do_not_end_life_early(datasets):
     # 80 % of the initial capacity (~1.89 Ah -> ~1.51 Ah) is never reached: censored.
     initial = compute_labels(summary, 2.0, LabelConfig(soh_reference="initial"))
     assert initial["censored"].all() and initial["rul_cycles"].iloc[-1] == 0
+
+
+def test_source_capacity_replaces_the_integrated_one_and_a_source_without_it_is_refused():
+    cycles = pd.DataFrame({"cell_id": "c", "cycle_number": [1, 2, 3], "discharge_capacity_ah": [2.0, 1.9, 1.8]})
+    summary = pd.DataFrame({"cycle_number": [1, 3], "discharge_capacity_ah": [1.95, 1.75]})
+    out = with_source_capacity(cycles, summary)
+    np.testing.assert_array_equal(out["discharge_capacity_ah"], [1.95, np.nan, 1.75])
+    with pytest.raises(ValueError, match="reports no per-cycle capacity"):
+        with_source_capacity(cycles, summary.assign(discharge_capacity_ah=np.nan))
+
+
+def test_label_settings_file_overrides_per_dataset():
+    settings = Path(__file__).resolve().parents[2] / "data" / "label_settings.json"
+    nasa = label_config_for("NASA PCoE Battery Data Set", settings)
+    assert (nasa.eol_capacity_ah, nasa.capacity_source) == (1.4, "source")
+    assert label_config_for("anything else", settings) == LabelConfig()

@@ -20,10 +20,16 @@ is read and the runner can order and verify models without knowing them:
                                                        from the data; needs depends_on
   },
   "outputs": {
-    "eq_cycles": {"unit": "1", "description": "...", "kind": "series"}
+    "eq_cycles": {"unit": "1", "description": "...", "kind": "series",
+                  "table": "equivalent_cycles"}
                  kind "series": one value per input sample, same index as the data;
                  "columns": a DataFrame, same index as the data, one column per cell id;
                  "records": a DataFrame of events/rows with its own index (e.g. alerts)
+                 table (optional): the warehouse table that stores the output, named for what
+                 it holds. Outputs of one kind may share a table ("series": one row per
+                 sample; "columns": one row per sample and cell); a "records" output has its
+                 own. Default: <model> for series, <model>_cells for columns,
+                 <model>_<output> for records.
   },
   "config": {
     "nominal_capacity_ah": {"type": "number", "default": null, "required": true,
@@ -41,11 +47,13 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
 
 INPUT_KINDS = ("column", "columns")
+TABLE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 OUTPUT_KINDS = ("series", "columns", "records")
 PARAM_TYPES = ("number", "integer", "boolean", "string")
 
@@ -82,6 +90,7 @@ class OutputSpec:
     unit: str
     description: str
     kind: str = "series"
+    table: str = ""  # warehouse table; parse_manifest fills the default (see the module docstring)
 
 
 @dataclass(frozen=True)
@@ -183,18 +192,24 @@ def parse_manifest(raw: Mapping, where: str = "model.json") -> Manifest:
         path = f"outputs.{key}."
         if not isinstance(spec, dict):
             raise _fail(where, f"outputs.{key}", "expected an object")
-        _no_extra(spec, {"unit", "description", "kind"}, where, path)
+        _no_extra(spec, {"unit", "description", "kind", "table"}, where, path)
         kind = _expect(spec, "kind", str, where, path, required=False) or "series"
         if kind not in OUTPUT_KINDS:
             raise _fail(where, f"{path}kind", f"{kind!r} is not one of {', '.join(OUTPUT_KINDS)}")
+        default_table = {"series": name, "columns": f"{name}_cells", "records": f"{name}_{key}"}[kind]
+        table = _expect(spec, "table", str, where, path, required=False) or default_table.lower()
+        if not TABLE_NAME.match(table):
+            raise _fail(where, f"{path}table", f"{table!r} is not a table name (lower-case letters, digits, _)")
         outputs[key] = OutputSpec(
             name=key,
             unit=_expect(spec, "unit", str, where, path),
             description=_expect(spec, "description", str, where, path),
             kind=kind,
+            table=table,
         )
     if not outputs:
         raise _fail(where, "outputs", "a model must declare at least one output")
+    _check_output_tables(outputs, where)
 
     config = {}
     for key, spec in (_expect(raw, "config", dict, where, "", required=False) or {}).items():
@@ -235,6 +250,17 @@ def parse_manifest(raw: Mapping, where: str = "model.json") -> Manifest:
 
     return Manifest(name=name, version=version, description=description, inputs=inputs, outputs=outputs,
                     config=config, depends_on=tuple(depends_on), stateful=stateful)
+
+
+def _check_output_tables(outputs: Mapping[str, OutputSpec], where: str) -> None:
+    """Outputs share a table only when they have the same per-sample grain (see the docstring)."""
+    kinds: dict[str, tuple[str, str]] = {}
+    for spec in outputs.values():
+        first = kinds.setdefault(spec.table, (spec.kind, spec.name))
+        if first[1] != spec.name and (spec.kind == "records" or first[0] != spec.kind):
+            raise _fail(where, f"outputs.{spec.name}.table",
+                        f"table {spec.table!r} is also output {first[1]!r}'s ({first[0]}); only "
+                        "series outputs, or columns outputs, may share a table")
 
 
 def read_json_object(path: Path, error: type[Exception], missing: str) -> dict:

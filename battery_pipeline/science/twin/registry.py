@@ -72,7 +72,8 @@ def _discover(package_name: str) -> tuple[tuple[str, type[TwinModel]], ...]:
 
 
 def check_dependencies(models: Mapping[str, type[TwinModel]]) -> None:
-    """Every depends_on names a known model, every `from` a declared output, and no cycles."""
+    """Every depends_on names a known model, every `from` a declared output, no two models
+    write the same warehouse table, and no cycles."""
     for name, cls in models.items():
         manifest = cls.manifest
         for dep in manifest.depends_on:
@@ -88,6 +89,15 @@ def check_dependencies(models: Mapping[str, type[TwinModel]]) -> None:
                 raise ModelDiscoveryError(
                     f"{manifest.path}: inputs.{spec.name}.from: model {spec.from_model!r} has no output "
                     f"{spec.from_output!r} (it has: {', '.join(outputs)})"
+                )
+    owners: dict[str, str] = {}
+    for name, cls in sorted(models.items()):
+        for spec in cls.manifest.outputs.values():
+            owner = owners.setdefault(spec.table, name)
+            if owner != name:
+                raise ModelDiscoveryError(
+                    f"{cls.manifest.path}: outputs.{spec.name}.table: table {spec.table!r} already stores "
+                    f"outputs of model {owner!r}; every model writes its own tables"
                 )
     dependency_order(models, models)
 

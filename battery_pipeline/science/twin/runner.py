@@ -65,17 +65,33 @@ def run_models(data: pd.DataFrame, settings: TwinSettings, source_kind: str,
         )
     results = TwinOutputs()
     for name in order:
-        cls = classes[name]
-        params = dict(settings.models[name].parameters)
-        params.update({p: v for p, v in parameters.items() if p in cls.manifest.config})
-        params = resolve_parameters(cls.manifest, params, where=f"model {name!r} (settings + run parameters)")
-        model = cls(params)
-        inputs = resolve_inputs(name, data, settings, source_kind, upstream=results)
-        if cls.manifest.stateful:
-            outputs = model.process(inputs, state=(state or {}).get(name))
-            results.state[name] = model.last_state
-        else:
-            outputs = model.process(inputs)
-        _check_outputs(name, cls.manifest, outputs, data)
-        results[name] = dict(outputs)
+        outputs, model_state = run_model(name, data, settings, source_kind, upstream=results,
+                                         state=(state or {}).get(name), parameters=parameters)
+        if classes[name].manifest.stateful:
+            results.state[name] = model_state
+        results[name] = outputs
     return results
+
+
+def run_model(name: str, data: pd.DataFrame, settings: TwinSettings, source_kind: str,
+              upstream: Mapping[str, Mapping[str, Any]] | None = None,
+              state: Mapping[str, Any] | None = None,
+              parameters: Mapping[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """One model on `data`: (its checked outputs, its state after the batch or None).
+
+    For callers that run each model on its own (one Dagster asset per model): `upstream` holds
+    the outputs of the models it depends on (model -> outputs, e.g. read back from storage);
+    `parameters` are the run's facts (see run_models), of which the model takes those it declares.
+    """
+    cls = settings.model_classes()[name]
+    params = dict(settings.models[name].parameters)
+    params.update({p: v for p, v in (parameters or {}).items() if p in cls.manifest.config})
+    params = resolve_parameters(cls.manifest, params, where=f"model {name!r} (settings + run parameters)")
+    model = cls(params)
+    inputs = resolve_inputs(name, data, settings, source_kind, upstream=upstream)
+    if cls.manifest.stateful:
+        outputs = model.process(inputs, state=dict(state) if state is not None else None)
+    else:
+        outputs = model.process(inputs)
+    _check_outputs(name, cls.manifest, outputs, data)
+    return dict(outputs), model.last_state if cls.manifest.stateful else None

@@ -13,6 +13,10 @@ ALERT_COLUMNS = [
     "cell", "kind", "severity", "start_time_s", "end_time_s", "cleared_time_s", "duration_s",
     "extreme_v", "limit_v", "active_at_end",
 ]
+# Types of an alert table with no rows, so that it is typed like one with rows (a warehouse
+# table created from an untyped empty frame would store times as text).
+_ALERT_DTYPES = {c: "float64" for c in ALERT_COLUMNS} | {"cell": object, "kind": object, "severity": object,
+                                                        "active_at_end": bool}
 
 
 def excursion_alarm(x: np.ndarray, limit: np.ndarray, time_s: np.ndarray, hysteresis: float,
@@ -89,6 +93,6 @@ class VoltageMonitor(TwinModel):
                     "limit_v": limit_at,
                     "active_at_end": open_,
                 }))
-        alerts = (pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=ALERT_COLUMNS))
+        alerts = (pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=ALERT_COLUMNS).astype(_ALERT_DTYPES))
         alerts = alerts.sort_values(["start_time_s", "cell", "kind"], ignore_index=True)[ALERT_COLUMNS]
         return {"alerts": alerts, "alert_active": pd.Series(alarm_any, index=data.index, name="alert_active")}

@@ -4,11 +4,17 @@ Environment variables (all optional):
   BATTERY_PIPELINE_DUCKDB     warehouse file           (default: data/warehouse.duckdb)
   BATTERY_PIPELINE_DATA_DIRS  data folders, os.pathsep-separated (default: data/incoming)
   BATTERY_PIPELINE_DEMO_DIR   demo fleet folder        (default: data/demo)
+  BATTERY_PIPELINE_MODEL_DIR  trained-model artifacts  (default: data/models, beside the warehouse)
+  BATTERY_PIPELINE_RESULTS_DIR  metrics JSON for audit (default: results)
+  BATTERY_PIPELINE_REPORTS_DIR  model and data cards   (default: reports)
 """
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -43,6 +49,18 @@ def default_data_dirs() -> list[str]:
 
 def default_demo_dir() -> str:
     return os.environ.get("BATTERY_PIPELINE_DEMO_DIR", str(DATA_DIR / "demo"))
+
+
+def default_model_dir() -> str:
+    return os.environ.get("BATTERY_PIPELINE_MODEL_DIR", str(DATA_DIR / "models"))
+
+
+def default_results_dir() -> str:
+    return os.environ.get("BATTERY_PIPELINE_RESULTS_DIR", str(PROJECT_ROOT / "results"))
+
+
+def default_reports_dir() -> str:
+    return os.environ.get("BATTERY_PIPELINE_REPORTS_DIR", str(PROJECT_ROOT / "reports"))
 
 
 _DUCKDB_TYPES = {"str": "VARCHAR", "int64": "BIGINT", "float64": "DOUBLE"}
@@ -133,6 +151,41 @@ class Warehouse(DuckDBResource):
                 conn.execute("ROLLBACK")
                 raise
 
+    def replace_table(self, table: str, frame: pd.DataFrame) -> int:
+        """Replace a whole (unpartitioned) table, layout included, in one transaction: for tables
+        whose columns follow the data, e.g. a training set after a feature was added."""
+        name = _quote_identifier(table)
+        with self.connection() as conn:
+            conn.execute("BEGIN TRANSACTION")
+            try:
+                conn.register("_incoming", pa.Table.from_pandas(frame, preserve_index=False))
+                conn.execute(f"CREATE OR REPLACE TABLE {name} AS SELECT * FROM _incoming")
+                conn.unregister("_incoming")
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        return len(frame)
+
+    def append_rows(self, table: str, frame: pd.DataFrame, then: tuple[str, list] | None = None) -> None:
+        """Append rows (creating the table from the frame's layout), and optionally run one more
+        statement `then` = (sql, params), all in one transaction: e.g. a decision log and the
+        state it decided, which must never disagree."""
+        name = _quote_identifier(table)
+        with self.connection() as conn:
+            self.ensure_table(conn, table, frame)
+            conn.execute("BEGIN TRANSACTION")
+            try:
+                conn.register("_incoming", pa.Table.from_pandas(frame, preserve_index=False))
+                conn.execute(f"INSERT INTO {name} BY NAME SELECT * FROM _incoming")
+                conn.unregister("_incoming")
+                if then is not None:
+                    conn.execute(*then)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
     def read_partition(self, table: str, key_column: str, key: str, columns: list[str] | None = None) -> pd.DataFrame:
         name, column = _quote_identifier(table), _quote_identifier(key_column)
         selected = ", ".join(_quote_identifier(c) for c in columns) if columns else "*"
@@ -177,3 +230,78 @@ class SourceCatalog(ConfigurableResource):
 
     def discover(self) -> source_discovery.Catalog:
         return source_discovery.discover(self.roots())
+
+
+MODEL_SIDECAR = "model.json"
+
+
+class ModelStore(ConfigurableResource):
+    """Files beside the warehouse: model artifacts, the audit JSON of the metrics, and reports.
+
+    `models_dir/<model_id>/` holds the artifact (`science.ml.persistence`) and `model.json`, the
+    sidecar that says what the model is; `models_dir/current/<model_name>.json` names the model id
+    that asset `<model_name>` produced last. A model directory is written under a temporary name
+    and renamed into place, so a run killed midway never leaves a half-written model behind.
+    """
+
+    models_dir: str = Field(default_factory=default_model_dir)
+    results_dir: str = Field(default_factory=default_results_dir)
+    reports_dir: str = Field(default_factory=default_reports_dir)
+
+    def model_dir(self, model_id: str) -> Path:
+        return Path(self.models_dir) / model_id
+
+    def save(self, model_id: str, estimator, sidecar: dict) -> Path:
+        from battery_pipeline.science.ml.persistence import save_estimator
+
+        target = self.model_dir(model_id)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{model_id}-", dir=target.parent))
+        try:
+            files = save_estimator(estimator, staging)
+            _write_json(staging / MODEL_SIDECAR, {**sidecar, "artifact_files": files})
+            if target.exists():  # same id = same data, code, parameters and seed: replace it
+                shutil.rmtree(target)
+            staging.rename(target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return target
+
+    def set_current(self, model_name: str, model_id: str) -> None:
+        _write_json(Path(self.models_dir) / "current" / f"{model_name}.json", {"model_id": model_id})
+
+    def current(self, model_name: str) -> str | None:
+        path = Path(self.models_dir) / "current" / f"{model_name}.json"
+        return json.loads(path.read_text())["model_id"] if path.exists() else None
+
+    def sidecar(self, model_id: str) -> dict:
+        path = self.model_dir(model_id) / MODEL_SIDECAR
+        if not path.exists():
+            raise LookupError(f"model {model_id!r} has no artifact in {self.models_dir} (train it first)")
+        return json.loads(path.read_text())
+
+    def load(self, model_id: str):
+        from battery_pipeline.science.ml.persistence import load_estimator
+
+        self.sidecar(model_id)  # a clear error when the model is unknown
+        return load_estimator(self.model_dir(model_id))
+
+    def write_result(self, name: str, payload: dict) -> Path:
+        return _write_json(Path(self.results_dir) / name, payload)
+
+    def write_report(self, relative_path: str, text: str) -> Path:
+        path = Path(self.reports_dir) / relative_path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(text)
+        tmp.replace(path)
+        return path
+
+
+def _write_json(path: Path, payload) -> Path:
+    """Write JSON atomically (temp file + rename): readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str, allow_nan=True))
+    tmp.replace(path)
+    return path

@@ -159,6 +159,12 @@ CYCLE_FEATURE_COLUMNS: list[str] = [
     "charge_current_kurtosis",
     "charge_current_slope_a_per_s",
     "charge_current_entropy",
+    "charge_start_voltage_v",
+    "cc_window_time_s",
+    "cc_window_charge_ah",
+    "cv_current_decay_s",
+    "discharge_early_voltage_v",
+    "discharge_early_temperature_rise_c",
     "delta_q_min_ah",
     "delta_q_mean_ah",
     "delta_q_variance_ah2",
@@ -172,7 +178,9 @@ DELTA_Q_COLUMNS = [c for c in CYCLE_FEATURE_COLUMNS if c.startswith("delta_q_")]
 DQDV_COLUMNS = [c for c in CYCLE_FEATURE_COLUMNS if c.startswith("dqdv_")]
 
 # Columns that must never be a feature when the label is the SOH (discharge capacity) of the
-# *same* cycle, because they are computed from that very discharge's charge throughput:
+# *same* cycle. The rule: SOH is estimated from what is measured before or independently of that
+# discharge reaching its cut-off, so nothing computed from the cycle's *full* discharge (whose end
+# is where the capacity is exhausted) may enter:
 #   - discharge_capacity_ah IS the label (SOH = it / nominal);
 #   - discharge_energy_wh = integral of V*|I| over the same discharge ~ mean voltage x capacity;
 #   - coulombic_efficiency and energy_efficiency have the label (or its energy) as numerator;
@@ -181,12 +189,21 @@ DQDV_COLUMNS = [c for c in CYCLE_FEATURE_COLUMNS if c.startswith("dqdv_")]
 #   - delta_q_* are statistics of Q_n(V) - Q_ref(V), built from the same discharge's
 #     Q(V): delta_q_mean/min are close to (capacity - reference capacity) over the window;
 #   - dqdv_peak_* come from the derivative of the same discharge Q(V) (the peak height scales
-#     with capacity; the curve integrates to the discharged charge).
-# Kept on purpose: discharge_voltage_mean_v and discharge_end_voltage_v (mean V = E/Q, the
-# capacity cancels; the end voltage is the cut-off; both are resistance/OCV-shape indicators),
-# charge-side features (measured before that discharge; charge_capacity_ah is a strong but
-# legitimate predictor), resistances, temperatures (over the whole cycle; heating saturates
-# within the thermal time constant, so they barely follow the discharge's length).
+#     with capacity; the curve integrates to the discharged charge);
+#   - discharge_voltage_mean_v is a summary of the whole discharge curve down to the cut-off: it
+#     needs the full discharge (i.e. a capacity test) and moves with where that discharge ends;
+#     discharge_end_voltage_v is the voltage at that end (the cut-off setting: no information
+#     but the protocol, which on NASA differs per cell, 2.7/2.5/2.2 V, i.e. a cell label);
+#   - temperature_mean_c / _max_c / _rise_c are over the whole cycle: the cell heats through
+#     the discharge (NASA: +14 degC, the maximum at its end, not saturated), so they grow with
+#     the discharge's duration = capacity / current.
+# Their replacements that are allowed: discharge_early_voltage_v and
+# discharge_early_temperature_rise_c (at a fixed `early_discharge_s` into the discharge, long
+# before any cut-off: they depend on resistance, OCV near full charge and heating, not on how
+# long the discharge will last). Allowed on purpose: every charge-side feature (the charge is
+# measured before that discharge; charge_capacity_ah is a strong but legitimate predictor: after a
+# full discharge it is about the charge the cell can take, read off the charge, not the
+# discharge), resistances, impedance.
 SOH_LEAKAGE_COLUMNS: list[str] = [
     "discharge_capacity_ah",
     "discharge_energy_wh",
@@ -194,9 +211,20 @@ SOH_LEAKAGE_COLUMNS: list[str] = [
     "energy_efficiency",
     "cycle_duration_s",
     "n_samples",
+    "discharge_voltage_mean_v",
+    "discharge_end_voltage_v",
+    "temperature_mean_c",
+    "temperature_max_c",
+    "temperature_rise_c",
     *DELTA_Q_COLUMNS,
     *DQDV_COLUMNS,
 ]
+
+# Not capacity, but not a property of the cell either: cycle_start_time_s is the time since the
+# lab's test started, an age proxy that a field cell (or a cell tested on another schedule) does
+# not share. Left out of the default SOH features (`soh_feature_columns`); a caller may still ask
+# for it explicitly (`datasets.soh_dataset(feature_columns=...)`).
+SOH_CLOCK_COLUMNS: list[str] = ["cycle_start_time_s"]
 
 # Identifiers, never features at all.
 _ID_COLUMNS = ("cell_id", "cycle_number")
@@ -206,11 +234,11 @@ CURVE_COLUMNS = ["cell_id", "cycle_number", "curve", "voltage_v", "value"]
 
 
 def soh_feature_columns(columns) -> list[str]:
-    """The given columns that may be features for SOH of the same cycle (order kept).
+    """The given columns that are SOH features of the same cycle by default (order kept).
 
-    Drops `SOH_LEAKAGE_COLUMNS` and the identifiers cell_id / cycle_number.
+    Drops `SOH_LEAKAGE_COLUMNS`, `SOH_CLOCK_COLUMNS` and the identifiers cell_id / cycle_number.
     """
-    banned = set(SOH_LEAKAGE_COLUMNS) | set(_ID_COLUMNS)
+    banned = set(SOH_LEAKAGE_COLUMNS) | set(SOH_CLOCK_COLUMNS) | set(_ID_COLUMNS)
     return [c for c in columns if c not in banned]
 
 
@@ -246,6 +274,16 @@ class FeatureConfig:
     dcir_max_interval_s: float = 30.0
     # Histogram bins of the charge voltage/current entropy.
     entropy_bins: int = 64
+    # Fixed voltage window of the CC charge for cc_window_time_s / cc_window_charge_ah, V. Set a
+    # priori (not tuned): 3.9-4.1 V sits on the upper, sloped part of a 4.2 V cell's CC charge
+    # (graphite/NMC, LCO), below the CV band; a cell whose charge never reaches it gets NaN.
+    charge_window_v: tuple[float, float] = (3.9, 4.1)
+    # cv_current_decay_s: exponential time constant of the CV current from the times it first
+    # falls to these fractions of the CC current (80 % -> 20 %): dt / ln(0.8 / 0.2).
+    cv_decay_fractions: tuple[float, float] = (0.8, 0.2)
+    # discharge_early_*: this many seconds into the cycle's main discharge run (300 s is 8 % of a
+    # 1C discharge, 25 % of a 3C one: far from the cut-off of any cell with SOH > 0.3 at <= 3C).
+    early_discharge_s: float = 300.0
     # Impedance attached only within this time distance of a cycle (None: always the nearest).
     impedance_max_distance_s: float | None = None
     # --- curves -----------------------------------------------------------------------------
@@ -709,6 +747,8 @@ def _summary(cell: _Cell, nominal_capacity_ah: float | None, config: FeatureConf
     out["cc_charge_capacity_ah"] = np.where(has_chg, q_chg - q_cv, np.nan)
     out["cv_charge_capacity_ah"] = np.where(has_chg, q_cv, np.nan)
 
+    out.update(_charge_shape(cell, chg_idx, s_c, n_c, cv_c, i_cc, w_chg, config))
+
     # --- resistances (resistance_dcir_ohm: cell-level, see `_dcir`) ---------------------------
     ir = cell.ir
     finite_ir = np.isfinite(ir)
@@ -740,6 +780,65 @@ def _summary(cell: _Cell, nominal_capacity_ah: float | None, config: FeatureConf
         slope[n_c < 2] = np.nan
         out[f"{prefix}_slope{unit}_per_s"] = slope
         out[f"{prefix}_entropy"] = _entropy(x, s_c, n_c, bins)
+    return out
+
+
+def _crossing(level, acc, x, s_c, n_c, allowed=None):
+    """Per segment: x interpolated where the running maximum `acc` first reaches `level`, NaN
+    when it never does or already starts at/above it (or the crossing sample is not `allowed`)."""
+    out = np.full(len(n_c), np.nan)
+    first = _first_index_in_segments(np.flatnonzero(acc >= level), s_c, s_c + n_c)
+    ok = first > s_c  # found (>= 0) and not the segment's first sample
+    if allowed is not None:
+        ok &= allowed[np.maximum(first, 0)]
+    b = first[ok]
+    a = b - 1
+    frac = (level - acc[a]) / (acc[b] - acc[a])  # acc[a] < level <= acc[b]
+    out[ok] = x[a] + frac * (x[b] - x[a])
+    return out
+
+
+def _charge_shape(cell: _Cell, chg_idx, s_c, n_c, cv_c, i_cc, w_chg, config: FeatureConfig) -> dict:
+    """charge_start_voltage_v, cc_window_*, cv_current_decay_s (module docstring)."""
+    n_cyc = len(n_c)
+    has = n_c > 0
+    v_c = cell.v[chg_idx]
+    i_c = cell.i[chg_idx]
+    out = {name: np.full(n_cyc, np.nan) for name in (
+        "charge_start_voltage_v", "cc_window_time_s", "cc_window_charge_ah", "cv_current_decay_s")}
+    if chg_idx.size == 0:
+        return out
+    out["charge_start_voltage_v"][has] = v_c[s_c[has]]
+    # integrated charge time and Ah since the segment's first charge sample (at each sample: the
+    # intervals before it; unlogged gaps have weight 0)
+    w = w_chg[chg_idx]
+    dq = cell.i_mid[chg_idx] * w / 3600.0
+    base_t, base_q = np.zeros(n_cyc), np.zeros(n_cyc)
+    cum_t = np.cumsum(w) - w
+    cum_q = np.cumsum(dq) - dq
+    base_t[has], base_q[has] = cum_t[s_c[has]], cum_q[s_c[has]]
+    cum_t -= np.repeat(base_t, n_c)
+    cum_q -= np.repeat(base_q, n_c)
+    # running maximum of the voltage inside each segment, in one accumulate (offset per segment)
+    seg = np.repeat(np.arange(n_cyc, dtype=np.float64), n_c)
+    span = 2.0 * float(v_c.max() - v_c.min()) + 1.0
+    acc = np.maximum.accumulate(v_c + seg * span) - seg * span
+    lo, hi = sorted(float(x) for x in config.charge_window_v)
+    cc = ~cv_c
+    out["cc_window_time_s"] = _crossing(hi, acc, cum_t, s_c, n_c, cc) - _crossing(lo, acc, cum_t, s_c, n_c, cc)
+    out["cc_window_charge_ah"] = _crossing(hi, acc, cum_q, s_c, n_c, cc) - _crossing(lo, acc, cum_q, s_c, n_c, cc)
+    # CV current decay: first CV sample at or below each fraction of the CC current
+    f0, f1 = sorted((float(x) for x in config.cv_decay_fractions), reverse=True)
+    i_ref = np.repeat(i_cc, n_c)
+    times = []
+    for fraction in (f0, f1):
+        with np.errstate(invalid="ignore"):
+            hit = np.flatnonzero(cv_c & (i_c <= fraction * i_ref))
+        first = _first_index_in_segments(hit, s_c, s_c + n_c)
+        times.append(np.where(first >= 0, cum_t[np.maximum(first, 0)], np.nan))
+    with np.errstate(invalid="ignore"):
+        decay = (times[1] - times[0]) / np.log(f0 / f1)
+    out["cv_current_decay_s"] = np.where(decay > 0, decay, np.nan)
     return out
 
 
@@ -842,13 +941,16 @@ class _Runs:
     lengths: np.ndarray  # (n_cycles,) samples in the run (0 without one)
     v: np.ndarray  # voltage of all runs' samples, run after run
     q_ah: np.ndarray  # Ah discharged since the run's first sample, per run sample
+    early_voltage_v: np.ndarray  # (n_cycles,) voltage early_discharge_s into the run
+    early_temperature_rise_c: np.ndarray  # (n_cycles,) temperature then minus at the run's start
 
     @staticmethod
     def concat(parts: list[_Runs]) -> _Runs:
         if len(parts) == 1:
             return parts[0]
         return _Runs(*(np.concatenate([getattr(p, f) for p in parts]) for f in
-                       ("has", "capacity_ah", "lengths", "v", "q_ah")))
+                       ("has", "capacity_ah", "lengths", "v", "q_ah", "early_voltage_v",
+                        "early_temperature_rise_c")))
 
 
 def _main_discharge_runs(cell: _Cell, config: FeatureConfig) -> _Runs:
@@ -856,7 +958,7 @@ def _main_discharge_runs(cell: _Cell, config: FeatureConfig) -> _Runs:
     n_cyc = cell.n_cycles
     dis_idx = np.flatnonzero(cell.step_type == _DISCHARGE)
     nothing = _Runs(np.zeros(n_cyc, bool), np.full(n_cyc, np.nan), np.zeros(n_cyc, np.int64),
-                    np.zeros(0), np.zeros(0))
+                    np.zeros(0), np.zeros(0), np.full(n_cyc, np.nan), np.full(n_cyc, np.nan))
     if dis_idx.size == 0:
         return nothing
     codes = cell.codes[dis_idx]
@@ -899,7 +1001,27 @@ def _main_discharge_runs(cell: _Cell, config: FeatureConfig) -> _Runs:
     q[0] = 0.0
     q[1:] = csum[:-1]
     q -= np.repeat(q[sel_starts], sel_len)
-    return _Runs(has, capacity, lengths, cell.v[dis_idx[pos]], q)
+    samples = dis_idx[pos]
+    v_run = cell.v[samples]
+    # early point: early_discharge_s of integrated discharge time into the run (interpolated
+    # between the samples around it; NaN when the run ends before, i.e. never near the cut-off)
+    w_run = cell.w[samples] * inside[pos]
+    t_run = np.cumsum(w_run) - w_run
+    t_run -= np.repeat(t_run[sel_starts], sel_len)
+    temp_run = cell.temp[samples]
+    early_v = np.full(n_cyc, np.nan)
+    early_rise = np.full(n_cyc, np.nan)
+    first = _first_index_in_segments(np.flatnonzero(t_run >= config.early_discharge_s), sel_starts,
+                                     sel_starts + sel_len)
+    ok = first > sel_starts
+    b = first[ok]
+    a = b - 1
+    frac = (config.early_discharge_s - t_run[a]) / (t_run[b] - t_run[a])
+    rows = run_code[best][ok]
+    early_v[rows] = v_run[a] + frac * (v_run[b] - v_run[a])
+    with np.errstate(invalid="ignore"):
+        early_rise[rows] = temp_run[a] + frac * (temp_run[b] - temp_run[a]) - temp_run[sel_starts[ok]]
+    return _Runs(has, capacity, lengths, v_run, q, early_v, early_rise)
 
 
 def complete_discharge_mask(
@@ -1135,10 +1257,12 @@ def _cell_pass(frame, nominal_capacity_ah, config, summary: bool = True, runs: b
 
 
 def _cell_feature_frame(frame, nominal_capacity_ah, impedance, config) -> pd.DataFrame:
-    arrays, values, runs = _cell_pass(frame, nominal_capacity_ah, config, runs=config.curve_features)
+    arrays, values, runs = _cell_pass(frame, nominal_capacity_ah, config)
     n_cyc = arrays.n_cycles
     values["re_ohm"], values["rct_ohm"] = _attach_impedance(arrays, impedance, config)
-    curves = _discharge_curves(arrays.cycles, runs, nominal_capacity_ah, config) if runs else None
+    values["discharge_early_voltage_v"] = runs.early_voltage_v
+    values["discharge_early_temperature_rise_c"] = runs.early_temperature_rise_c
+    curves = _discharge_curves(arrays.cycles, runs, nominal_capacity_ah, config) if config.curve_features else None
     values.update(_curve_features(curves, config, n_cyc))
     values["cell_id"] = np.full(n_cyc, arrays.cell_id, dtype=object)
     values["cycle_number"] = arrays.cycles

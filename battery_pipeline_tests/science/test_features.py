@@ -103,7 +103,7 @@ def plateau_cell(capacities, dt=5.0):
 
 
 def test_column_contract_and_leakage_list():
-    assert len(CYCLE_FEATURE_COLUMNS) == len(set(CYCLE_FEATURE_COLUMNS)) == 44
+    assert len(CYCLE_FEATURE_COLUMNS) == len(set(CYCLE_FEATURE_COLUMNS)) == 50
     assert CYCLE_FEATURE_COLUMNS[:5] == ["cell_id", "cycle_number", "cycle_start_time_s", "cycle_duration_s", "n_samples"]
     assert set(SOH_LEAKAGE_COLUMNS) <= set(CYCLE_FEATURE_COLUMNS)
     must_leak = {
@@ -119,12 +119,30 @@ def test_column_contract_and_leakage_list():
         "delta_q_kurtosis",
         "dqdv_peak_voltage_v",
         "dqdv_peak_height_ah_per_v",
+        # summaries of the full discharge down to the cut-off, and whole-cycle temperatures
+        "discharge_voltage_mean_v",
+        "discharge_end_voltage_v",
+        "temperature_mean_c",
+        "temperature_max_c",
+        "temperature_rise_c",
     }
     assert must_leak <= set(SOH_LEAKAGE_COLUMNS)
     allowed = soh_feature_columns(CYCLE_FEATURE_COLUMNS)
     assert not set(allowed) & set(SOH_LEAKAGE_COLUMNS)
     assert "cell_id" not in allowed and "cycle_number" not in allowed
-    for kept in ("charge_capacity_ah", "cc_charge_capacity_ah", "resistance_dcir_ohm", "charge_voltage_entropy"):
+    assert "cycle_start_time_s" not in allowed  # the lab's test clock (SOH_CLOCK_COLUMNS)
+    for kept in (
+        "charge_capacity_ah",
+        "cc_charge_capacity_ah",
+        "resistance_dcir_ohm",
+        "charge_voltage_entropy",
+        "charge_start_voltage_v",
+        "cc_window_time_s",
+        "cc_window_charge_ah",
+        "cv_current_decay_s",
+        "discharge_early_voltage_v",
+        "discharge_early_temperature_rise_c",
+    ):
         assert kept in allowed
     assert allowed == [c for c in CYCLE_FEATURE_COLUMNS if c in allowed]  # order kept
 
@@ -230,6 +248,43 @@ def test_cv_phase_of_a_cc_cv_charge():
     assert only_cc.cv_charge_time_s == 0.0 and only_cc.cv_charge_capacity_ah == 0.0
 
 
+def test_charge_window_start_voltage_and_cv_decay():
+    """CC 1.5 A with the voltage rising linearly 3.7 -> 4.2 V over 3000 s, then CV with an
+    exponential taper (tau 300 s): 3.9 -> 4.1 V takes 1200 s and 0.5 Ah; tau comes back."""
+    dt, tau = 2.0, 300.0
+    t_cc = np.arange(0.0, 3000.0 + 1, dt)
+    cc = step(1, 0, t_cc, 3.7 + 0.5 * t_cc / 3000.0, 1.5)
+    t_rel = np.arange(dt, tau * np.log(1.5 / 0.05), dt)
+    cv = step(1, 1, 3000.0 + t_rel, 4.2, 1.5 * np.exp(-t_rel / tau))
+    row = compute_cycle_features(canonical([cc, cv])).iloc[0]
+    assert row.charge_start_voltage_v == pytest.approx(3.7)
+    assert row.cc_window_time_s == pytest.approx(1200.0, abs=1e-6)
+    assert row.cc_window_charge_ah == pytest.approx(1.5 * 1200.0 / 3600.0, rel=1e-9)
+    # first samples at or below 80 % / 20 % of 1.5 A: within one logging interval of the truth
+    assert row.cv_current_decay_s == pytest.approx(tau, abs=dt / np.log(4.0))
+    # a charge that starts inside the window has no window value (its start is unknown)
+    late = compute_cycle_features(canonical([cc[cc.voltage_v > 3.95], cv])).iloc[0]
+    assert np.isnan(late.cc_window_time_s) and np.isnan(late.cc_window_charge_ah)
+    assert late.charge_start_voltage_v > 3.95
+    # other window bounds from the config
+    other = compute_cycle_features(canonical([cc, cv]), config=FeatureConfig(charge_window_v=(3.8, 4.0))).iloc[0]
+    assert other.cc_window_time_s == pytest.approx(1200.0, abs=1e-6)
+
+
+def test_early_discharge_voltage_and_temperature_rise():
+    """A 2 A discharge whose voltage falls 1 mV/s from 4.0 V and whose temperature rises
+    0.01 degC/s: at 300 s, 3.7 V and +3 degC. A discharge shorter than 300 s gives NaN."""
+    t = np.arange(0.0, 1200.0 + 1, 10.0)
+    charge = step(1, 0, np.arange(0.0, 601.0, 10.0), 4.0, 1.0)
+    discharge = step(1, 1, 700.0 + t, 4.0 - 1e-3 * t, -2.0, temp=25.0 + 0.01 * t)
+    row = compute_cycle_features(canonical([charge, discharge])).iloc[0]
+    assert row.discharge_early_voltage_v == pytest.approx(3.7, abs=1e-9)
+    assert row.discharge_early_temperature_rise_c == pytest.approx(3.0, abs=1e-9)
+    short = discharge[discharge.time_s < 700.0 + 250.0]
+    row = compute_cycle_features(canonical([charge, short])).iloc[0]
+    assert np.isnan(row.discharge_early_voltage_v) and np.isnan(row.discharge_early_temperature_rise_c)
+
+
 def test_dcir_recovers_r0_from_current_steps():
     r0, ocv = 0.05, 3.8
     parts, t = [], 0.0
@@ -315,7 +370,11 @@ def test_one_row_per_cycle_and_finite_where_data_allow(fleet_samples):
     assert not feats.duplicated(["cell_id", "cycle_number"]).any()
     np.testing.assert_array_equal(feats["n_samples"].to_numpy(), expected.to_numpy())
     body = feats[feats["cycle_number"] > 1]  # cycle 1 starts from a partial state of charge
-    finite_cols = [c for c in CYCLE_FEATURE_COLUMNS if c not in ("cell_id", "re_ohm", "rct_ohm")]
+    # the 3.9-4.1 V charge window exists only for cells charged through it (not the LFP cell)
+    window = ["cc_window_time_s", "cc_window_charge_ah"]
+    per_cell = body.groupby("cell_id")[window].apply(lambda f: f.notna().mean())
+    assert per_cell.isin([0.0, 1.0]).all().all() and (per_cell == 1.0).any().all()
+    finite_cols = [c for c in CYCLE_FEATURE_COLUMNS if c not in ("cell_id", "re_ohm", "rct_ohm", *window)]
     nan_counts = body[finite_cols].isna().sum()
     # only the reference cycles (dQ = 0: no skewness/kurtosis) may have NaN, nothing else
     assert set(nan_counts[nan_counts > 0].index) <= {"delta_q_skewness", "delta_q_kurtosis"}

@@ -147,8 +147,8 @@ def frame_hash(frame: pd.DataFrame, salt: str = "") -> str:
     chunk(_HASH_FORMAT)
     chunk(salt.encode())
     chunk(f"{frame.shape[0]}x{frame.shape[1]}".encode())
-    for name in frame.columns:
-        column = frame[name]
+    for position, name in enumerate(frame.columns):
+        column = frame.iloc[:, position]  # by position: a RUL table has cycle_number as key and feature
         chunk(str(name).encode())
         if (is_integer_dtype(column.dtype) or is_bool_dtype(column.dtype)) and not column.isna().any():
             chunk(b"i8")

@@ -1,0 +1,131 @@
+"""Governance rules on training sets and models, as pure functions (tests call them directly).
+
+split_disjoint      no cell has rows in two of train / validation / test (rows of one cell are
+                    correlated, so a shared cell turns "unseen cell" accuracy into interpolation)
+no_feature_leakage  no label, and for SOH no same-cycle capacity column, among the features
+beats_dummy         the model's test error is below the dummy baseline's on the same cells
+interval_coverage   the share of test truths inside the prediction intervals is near nominal
+promotion_gate      the candidate beats the dummy and is not worse than the previously promoted
+                    model beyond a tolerance (blocking: inference keeps the old model otherwise)
+model_card_complete every section of a model card has content
+"""
+
+from __future__ import annotations
+
+import math
+
+import dagster as dg
+import pandas as pd
+
+from battery_pipeline.science.features import SOH_LEAKAGE_COLUMNS
+from battery_pipeline.science.labels import LABEL_COLUMNS
+from battery_pipeline.science.ml.datasets import RUL_FORBIDDEN_INPUTS
+from battery_pipeline.science.ml.splits import CellSplit, check_disjoint
+
+SPLITS = ("train", "validation", "test")
+
+
+def split_from_rows(rows: pd.DataFrame) -> CellSplit:
+    """The cell split as stored: for each split name the cells having a row in it."""
+    cells = {name: tuple(sorted(rows.loc[rows["split"] == name, "cell_id"].astype(str).unique())) for name in SPLITS}
+    return CellSplit(train=cells["train"], validation=cells["validation"], test=cells["test"])
+
+
+def split_disjoint_check(rows: pd.DataFrame, asset: str) -> dg.AssetCheckResult:
+    """Each cell's rows all sit in one split, and train has a cell."""
+    result = check_disjoint(split_from_rows(rows))
+    unknown = sorted(set(rows["split"].unique()) - set(SPLITS))
+    passed = result.passed and not unknown and result.counts.get("train", 0) > 0
+    description = result.description
+    if unknown:
+        description += f"; unknown split names {unknown}"
+    if result.counts.get("train", 0) == 0:
+        description += "; no training cell"
+    return dg.AssetCheckResult(
+        check_name="split_disjoint",
+        asset_key=asset,
+        passed=passed,
+        metadata={**result.to_metadata(), "rows_by_split": rows["split"].value_counts().to_dict()},
+        description=description,
+    )
+
+
+def forbidden_features(task: str) -> set[str]:
+    labels = set(LABEL_COLUMNS) - {"cell_id", "cycle_number"}
+    if task == "soh":
+        return labels | set(SOH_LEAKAGE_COLUMNS)
+    # RUL sees the observed history, the current SOH included; never what only the future
+    # tells (end of life, remaining cycles, whether the cell was censored).
+    return set(RUL_FORBIDDEN_INPUTS)
+
+
+def no_feature_leakage_check(task: str, feature_columns: list[str], asset: str) -> dg.AssetCheckResult:
+    leaked = sorted(forbidden_features(task) & set(feature_columns))
+    return dg.AssetCheckResult(
+        check_name="no_feature_leakage",
+        asset_key=asset,
+        passed=not leaked,
+        metadata={"features": len(feature_columns), "leaked": dg.MetadataValue.json(leaked)},
+        description=f"label or same-cycle capacity columns among the features: {leaked}" if leaked else None,
+    )
+
+
+def beats_dummy_check(error: float, dummy_error: float, metric: str, asset: str) -> dg.AssetCheckResult:
+    """Warns (does not block): a model that loses to the mean is stored and reported, never promoted."""
+    known = math.isfinite(error) and math.isfinite(dummy_error)
+    passed = known and error < dummy_error
+    return dg.AssetCheckResult(
+        check_name="beats_dummy",
+        asset_key=asset,
+        passed=passed,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={f"test_{metric}": error, f"dummy_test_{metric}": dummy_error},
+        description=(
+            "no test rows to compare on" if not known
+            else f"test {metric} {error:.4g} vs dummy {dummy_error:.4g}"
+        ),
+    )
+
+
+def interval_coverage_check(
+    coverage: float, nominal: float, asset: str, tolerance: float = 0.10
+) -> dg.AssetCheckResult:
+    """Coverage within `tolerance` below nominal (above is conservative, not wrong): warns only,
+    since with few test cells the coverage of one split varies a lot."""
+    known = math.isfinite(coverage)
+    passed = known and coverage >= nominal - tolerance
+    return dg.AssetCheckResult(
+        check_name="interval_coverage",
+        asset_key=asset,
+        passed=passed,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={"coverage": coverage, "nominal": nominal, "tolerance": tolerance},
+        description="no test rows" if not known else f"coverage {coverage:.1%} at nominal {nominal:.0%}",
+    )
+
+
+def promotion_gate_check(decision: dict, asset: str) -> dg.AssetCheckResult:
+    """`decision` from `assets.models.promotion_decision`: passed, reasons and the figures."""
+    return dg.AssetCheckResult(
+        check_name="promotion_gate",
+        asset_key=asset,
+        passed=bool(decision["passed"]),
+        metadata={k: dg.MetadataValue.json(v) if isinstance(v, (dict, list)) else v for k, v in decision.items() if v is not None},
+        description="; ".join(decision["reasons"]),
+    )
+
+
+def model_card_complete_check(cards: dict[str, dict[str, str]], required: tuple[str, ...], asset: str) -> dg.AssetCheckResult:
+    """Every card has every required section, each with text."""
+    missing = {
+        name: [section for section in required if not str(sections.get(section) or "").strip()]
+        for name, sections in cards.items()
+    }
+    missing = {name: sections for name, sections in missing.items() if sections}
+    return dg.AssetCheckResult(
+        check_name="model_card_complete",
+        asset_key=asset,
+        passed=bool(cards) and not missing,
+        metadata={"cards": len(cards), "missing_sections": dg.MetadataValue.json(missing)},
+        description="no model cards" if not cards else (f"incomplete cards: {missing}" if missing else None),
+    )

@@ -25,19 +25,21 @@ class TabularRegressor(RegressorMixin, BaseEstimator):
 
     Subclasses define `__init__` (parameters only) and `_make_model()` (or override
     `_fit_model` when they fit more than one model), and set
-    `_scale_features = False` when scaling is pointless (trees). Fitted attributes:
+    `_scale_features = False` when scaling is pointless (trees), `_clip_features = True` to clip
+    features to the training range (models that extrapolate linearly). Fitted attributes:
     `preprocessor_` (the MedianImputeScaler), `model_` (the fitted scikit-learn model),
     `n_features_in_` and, for DataFrame input, `feature_names_in_`.
     """
 
     _scale_features = True
+    _clip_features = False  # True: clip to the training range at predict time (linear models)
 
     def _make_model(self):
         raise NotImplementedError
 
     def fit(self, X, y):
         X, y = validate_data(self, X, y, ensure_all_finite="allow-nan", dtype=np.float64, y_numeric=True)
-        self.preprocessor_ = MedianImputeScaler(scale=self._scale_features).fit(X)
+        self.preprocessor_ = MedianImputeScaler(scale=self._scale_features, clip=self._clip_features).fit(X)
         self._fit_model(self.preprocessor_.transform(X), y)
         return self
 

@@ -4,6 +4,8 @@ Both fit on median-imputed, standardised features (`preprocessing`), so ridge's 
 every feature alike whatever its unit, and coefficients (`model_.coef_`) are per standard
 deviation of the feature. Least squares uses scipy's lstsq: with collinear features (charge
 capacity and energy, say) it returns the minimum-norm solution instead of failing.
+Features are clipped to their training range before use (`MedianImputeScaler(clip=True)`): a
+linear model would otherwise extrapolate a feature of an odd cycle of a new cell without bound.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ class LinearBaseline(TabularRegressor):
     fit_intercept : bool, default True
     """
 
+    _clip_features = True  # no extrapolation beyond the training range (preprocessing docstring)
+
     def __init__(self, fit_intercept: bool = True):
         self.fit_intercept = fit_intercept
 
@@ -37,6 +41,8 @@ class RidgeBaseline(TabularRegressor):
         Penalty strength, in units of the summed squared error (scikit-learn's Ridge).
     fit_intercept : bool, default True
     """
+
+    _clip_features = True
 
     def __init__(self, alpha: float = 1.0, fit_intercept: bool = True):
         self.alpha = alpha

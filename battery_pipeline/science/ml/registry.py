@@ -70,6 +70,12 @@ ESTIMATORS: dict[str, EstimatorSpec] = {
             "split-conformal intervals (cell-wise calibration) around gradient boosting",
             wraps="boosting:GradientBoostingBaseline",
         ),
+        EstimatorSpec(
+            "selected_forest",
+            "selection:CellwiseSelectedRegressor",
+            "random forest on at most 4 features chosen by forward selection, scored on held-out "
+            "training cells (nested: the test cells are never seen)",
+        ),
         EstimatorSpec("lstm", "lstm:LSTMRegressor", "2-layer LSTM, 32 units, windows of 10 cycles"),
         *(
             EstimatorSpec(

@@ -15,6 +15,7 @@ from battery_pipeline.science.ml.forest import RandomForestBaseline
 from battery_pipeline.science.ml.intervals import ConformalRegressor
 from battery_pipeline.science.ml.linear import LinearBaseline, RidgeBaseline
 from battery_pipeline.science.ml.preprocessing import MedianImputeScaler
+from battery_pipeline.science.ml.selection import CellwiseSelectedRegressor
 from battery_pipeline_tests.science.ml.synthetic import learnable_regression, rmse
 
 # Small settings keep every fit well under a second on two cores.
@@ -39,6 +40,8 @@ SEEDED = ("random_forest",)
         QuantileGradientBoosting(max_iter=10),
         ConformalRegressor(),
         MedianImputeScaler(),
+        MedianImputeScaler(clip=True),
+        CellwiseSelectedRegressor(RidgeBaseline(), RidgeBaseline(), max_features=2),
     ]
 )
 def test_scikit_learn_estimator_checks(estimator, check):

@@ -1,0 +1,75 @@
+"""Forward feature selection scored on held-out cells, and range clipping of the linear models."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from battery_pipeline.science.ml.linear import RidgeBaseline
+from battery_pipeline.science.ml.preprocessing import MedianImputeScaler
+from battery_pipeline.science.ml.registry import make_estimator
+from battery_pipeline.science.ml.selection import CellwiseSelectedRegressor, cell_folds
+
+
+def cells_with_a_local_shortcut(n_cells: int = 4, rows: int = 60, seed: int = 0):
+    """y = x0 in every cell (x0 transfers); x1 = y + a large per-cell offset (fits each cell
+    perfectly on its own, useless on a new cell); x2 is noise."""
+    rng = np.random.default_rng(seed)
+    X, y, groups = [], [], []
+    for cell in range(n_cells):
+        target = rng.uniform(0.6, 1.0, rows)
+        X.append(np.column_stack([target + rng.normal(0, 0.01, rows), target + 0.5 * cell, rng.normal(size=rows)]))
+        y.append(target)
+        groups += [f"c{cell}"] * rows
+    return np.vstack(X), np.concatenate(y), np.array(groups)
+
+
+def test_cell_folds_hold_out_whole_cells_or_blocks():
+    groups = np.array(["b", "a", "b", "c", "a", "c", "d"])
+    folds = cell_folds(len(groups), groups, max_folds=5)  # 4 cells <= 5: leave-one-cell-out
+    assert [sorted(set(groups[f])) for f in folds] == [["a"], ["b"], ["c"], ["d"]]
+    folds = cell_folds(len(groups), groups, max_folds=2)  # round-robin over sorted cells
+    assert [sorted(set(groups[f])) for f in folds] == [["a", "c"], ["b", "d"]]
+    blocks = cell_folds(10, None, max_folds=3)  # no cells: contiguous blocks
+    assert [list(b) for b in blocks] == [[0, 1, 2, 3], [4, 5, 6], [7, 8, 9]]
+    with pytest.raises(ValueError, match="max_folds"):
+        cell_folds(10, None, max_folds=1)
+
+
+def test_selection_keeps_the_feature_that_transfers_across_cells():
+    X, y, groups = cells_with_a_local_shortcut()
+    model = CellwiseSelectedRegressor(
+        estimator=RidgeBaseline(alpha=1e-6), selection_estimator=RidgeBaseline(alpha=1e-6), max_features=3
+    ).fit(X, y, groups=groups)
+    assert model.selected_names_ == ["x0"]  # the per-cell shortcut x1 never helps an unseen cell
+    assert [step["feature"] for step in model.selection_path_] == ["x0"]
+    X_new, y_new, _ = cells_with_a_local_shortcut(n_cells=6, seed=1)
+    assert np.sqrt(np.mean((model.predict(X_new[-60:]) - y_new[-60:]) ** 2)) < 0.02
+
+
+def test_selected_forest_from_the_registry_is_deterministic_and_names_columns():
+    import pandas as pd
+
+    X, y, groups = cells_with_a_local_shortcut(n_cells=3, rows=40)
+    frame = pd.DataFrame(X, columns=["transfers", "shortcut", "noise"])
+    first = make_estimator("selected_forest", "soh", seed=3)
+    assert first.get_params()["random_state"] == 3
+    first.fit(frame, y, groups=groups)
+    again = make_estimator("selected_forest", "soh", seed=3).fit(frame, y, groups=groups)
+    assert first.selected_names_[0] == "transfers"
+    np.testing.assert_array_equal(first.predict(frame), again.predict(frame))
+
+
+def test_clip_holds_values_to_the_training_range():
+    X = np.array([[0.0, np.nan], [1.0, np.nan], [np.nan, np.nan], [2.0, np.nan]])
+    scaler = MedianImputeScaler(scale=False, clip=True).fit(X)
+    out = scaler.transform(np.array([[-5.0, 7.0], [5.0, np.nan], [np.nan, 1.0]]))
+    # column 0 clipped to [0, 2], NaN imputed with the median 1; column 1 had no values: no bounds
+    np.testing.assert_array_equal(out, [[0.0, 7.0], [2.0, 0.0], [1.0, 1.0]])
+    assert np.array_equal(MedianImputeScaler(scale=False).fit(X).transform([[-5.0, 7.0]]), [[-5.0, 7.0]])
+
+
+def test_ridge_does_not_extrapolate_beyond_its_training_range():
+    x = np.linspace(0.0, 1.0, 50)[:, None]
+    model = RidgeBaseline(alpha=1e-9).fit(x, 2.0 * x[:, 0])
+    np.testing.assert_allclose(model.predict([[10.0], [-3.0]]), [2.0, 0.0], atol=1e-6)

@@ -94,6 +94,26 @@ def _quote_identifier(name: str) -> str:
     return f'"{name}"'
 
 
+@contextmanager
+def _transaction(conn: duckdb.DuckDBPyConnection):
+    """All statements inside commit together or not at all (a killed run rolls back)."""
+    conn.execute("BEGIN TRANSACTION")
+    try:
+        yield conn
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
+def _insert(conn: duckdb.DuckDBPyConnection, table: str, frame: pd.DataFrame) -> None:
+    # Arrow hands DuckDB the columns without a per-value conversion: about twice as fast as
+    # registering the pandas frame (categoricals especially).
+    conn.register("_incoming", pa.Table.from_pandas(frame, preserve_index=False))
+    conn.execute(f"INSERT INTO {_quote_identifier(table)} BY NAME SELECT * FROM _incoming")
+    conn.unregister("_incoming")
+
+
 class Warehouse(DuckDBResource):
     """The DuckDB warehouse, on top of Dagster's DuckDB integration (connection retry on lock).
 
@@ -135,56 +155,32 @@ class Warehouse(DuckDBResource):
         with self.connection() as conn:
             for table, frame in frames.items():
                 self.ensure_table(conn, table, frame)
-            conn.execute("BEGIN TRANSACTION")
-            try:
+            with _transaction(conn):
                 for table, frame in frames.items():
-                    name = _quote_identifier(table)
-                    conn.execute(f"DELETE FROM {name} WHERE {column} = ?", [key])
+                    conn.execute(f"DELETE FROM {_quote_identifier(table)} WHERE {column} = ?", [key])
                     if len(frame):
-                        # Arrow hands DuckDB the columns without a per-value conversion: about
-                        # twice as fast as registering the pandas frame (categoricals especially).
-                        conn.register("_incoming", pa.Table.from_pandas(frame, preserve_index=False))
-                        conn.execute(f"INSERT INTO {name} BY NAME SELECT * FROM _incoming")
-                        conn.unregister("_incoming")
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
+                        _insert(conn, table, frame)
 
     def replace_table(self, table: str, frame: pd.DataFrame) -> int:
         """Replace a whole (unpartitioned) table, layout included, in one transaction: for tables
         whose columns follow the data, e.g. a training set after a feature was added."""
         name = _quote_identifier(table)
-        with self.connection() as conn:
-            conn.execute("BEGIN TRANSACTION")
-            try:
-                conn.register("_incoming", pa.Table.from_pandas(frame, preserve_index=False))
-                conn.execute(f"CREATE OR REPLACE TABLE {name} AS SELECT * FROM _incoming")
-                conn.unregister("_incoming")
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
+        with self.connection() as conn, _transaction(conn):
+            conn.register("_incoming", pa.Table.from_pandas(frame, preserve_index=False))
+            conn.execute(f"CREATE OR REPLACE TABLE {name} AS SELECT * FROM _incoming")
+            conn.unregister("_incoming")
         return len(frame)
 
     def append_rows(self, table: str, frame: pd.DataFrame, then: tuple[str, list] | None = None) -> None:
         """Append rows (creating the table from the frame's layout), and optionally run one more
         statement `then` = (sql, params), all in one transaction: e.g. a decision log and the
         state it decided, which must never disagree."""
-        name = _quote_identifier(table)
         with self.connection() as conn:
             self.ensure_table(conn, table, frame)
-            conn.execute("BEGIN TRANSACTION")
-            try:
-                conn.register("_incoming", pa.Table.from_pandas(frame, preserve_index=False))
-                conn.execute(f"INSERT INTO {name} BY NAME SELECT * FROM _incoming")
-                conn.unregister("_incoming")
+            with _transaction(conn):
+                _insert(conn, table, frame)
                 if then is not None:
                     conn.execute(*then)
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
 
     def read_partition(self, table: str, key_column: str, key: str, columns: list[str] | None = None) -> pd.DataFrame:
         name, column = _quote_identifier(table), _quote_identifier(key_column)

@@ -100,7 +100,106 @@ def run_all(
         f"\n{len(outcomes) - failed} of {len(outcomes)} cell(s) succeeded. Browse runs, assets and checks "
         f"with `make ui` (http://127.0.0.1:3000); DAGSTER_HOME={os.environ['DAGSTER_HOME']}"
     )
+    if not only:  # --partition names cells; models and packs run with the full run
+        succeeded = [key for key, outcome in outcomes.items() if outcome[0]]
+        failed += run_models(instance, succeeded)
+        failed += run_packs(instance)
     return failed
+
+
+def job_def(name: str):
+    """A job of the code location by name; `build_reconstructable_job` calls it in step processes."""
+    from battery_pipeline.definitions import defs
+
+    return defs.resolve_job_def(name)
+
+
+def run_models(instance, cells: list[str]) -> int:
+    """Train, register and promote every model on the cells' features (`train_models_job`), then
+    score each cell with the promoted models (`score_cells_job`); returns the failed runs."""
+    from dagster import build_reconstructable_job, execute_job
+
+    from battery_pipeline.resources import ModelStore
+
+    def run(name: str, tags: dict | None = None):
+        job = build_reconstructable_job("battery_pipeline.cli", "job_def", reconstructable_args=(name,))
+        with execute_job(job, instance=instance, tags=tags or {}, run_config=QUIET_CONSOLE) as result:
+            return result.success, _failure_text(result)
+
+    print("\nTraining every model on all cells (train_models_job) ...")
+    started = time.perf_counter()
+    ok, text = run("train_models_job")
+    print(f"  train_models_job {'ok' if ok else 'FAILED: ' + text} ({time.perf_counter() - started:.0f} s)")
+    if not ok:
+        return 1
+    print_model_summary()
+    print(f"  metrics: {ModelStore().results_dir}/soh_results.json, rul_results.json; model cards: {ModelStore().reports_dir}/model_cards/")
+    failed = 0
+    for key in cells:
+        ok, text = run("score_cells_job", {"dagster/partition": key})
+        failed += not ok
+        if not ok:
+            print(f"  scoring {key} FAILED: {text}")
+    print(f"  scored {len(cells) - failed} of {len(cells)} cell(s) with the promoted models (soh_predictions, rul_predictions)")
+    return failed
+
+
+def print_model_summary() -> None:
+    from battery_pipeline.resources import Warehouse
+
+    models = Warehouse().query(
+        """
+        SELECT task, model_name, round(validation_error, 4) AS validation_error, round(test_error, 4) AS test_error,
+               round(dummy_test_error, 4) AS dummy_test_error, promoted
+        FROM model_registry WHERE current ORDER BY task, test_error
+        """
+    )
+    print("  current models (errors: SOH RMSE as a fraction, RUL RMSE in cycles; test = unseen cells):")
+    print("    " + models.to_string(index=False).replace("\n", "\n    "))
+
+
+def pack_pipeline_job_def():
+    """Module-level factory so that `reconstructable` can rebuild the job in step processes."""
+    from battery_pipeline.definitions import defs
+
+    return defs.resolve_job_def("pack_pipeline_job")
+
+
+def run_packs(instance) -> int:
+    """Register every pack found (demo packs when the pack folders are empty), run
+    `pack_pipeline_job` for each, print one line per pack; returns the number of failed runs."""
+    from dagster import execute_job, reconstructable
+
+    from battery_pipeline.pack_resources import PackSourceCatalog
+    from battery_pipeline.partitions import pack_partitions
+
+    packs = PackSourceCatalog().discover()
+    known = set(instance.get_dynamic_partitions(pack_partitions.name))
+    instance.add_dynamic_partitions(pack_partitions.name, [k for k in packs.keys() if k not in known])
+    print(f"\n{len(packs)} pack(s) in {[str(r) for r in PackSourceCatalog().roots()]}:")
+    failed = 0
+    for key in packs.keys():
+        with execute_job(reconstructable(pack_pipeline_job_def), instance=instance,
+                         tags={"dagster/partition": key}, run_config=QUIET_CONSOLE) as result:
+            ok, text = result.success, _failure_text(result)
+        failed += not ok
+        print(f"  {key:<40} {'ok' if ok else 'FAILED':<6} {pack_summary(key) if ok else text}")
+    return failed
+
+
+def pack_summary(key: str) -> str:
+    """Cells, samples and the latest twin figures of one pack, from the warehouse."""
+    from battery_pipeline.resources import Warehouse
+
+    warehouse = Warehouse()
+    facts = [warehouse.query("SELECT n_cells || ' cells, ' || samples || ' samples' FROM packs WHERE pack_id = ?", [key])]
+    figures = {
+        "equivalent_cycles": "SELECT round(max(eq_cycles), 2) || ' eq. cycles' FROM equivalent_cycles WHERE pack_id = ?",
+        "soc_estimates": "SELECT 'SOC ' || round(100 * arg_max(soc_pack, sample)) || ' %' FROM soc_estimates WHERE pack_id = ?",
+        "voltage_alerts": "SELECT count(*) || ' voltage alert(s)' FROM voltage_alerts WHERE pack_id = ?",
+    }
+    facts += [warehouse.query(sql, [key]) for table, sql in figures.items() if warehouse.table_exists(table)]
+    return ", ".join(str(f.iloc[0, 0]) for f in facts if len(f) and f.iloc[0, 0] is not None)
 
 
 def _failure_text(result) -> str:

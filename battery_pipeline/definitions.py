@@ -2,12 +2,22 @@
 
 import dagster as dg
 
-from battery_pipeline.assets import features, ingest, validation
-from battery_pipeline.jobs import cell_pipeline_job, register_sources_job
-from battery_pipeline.resources import SourceCatalog, Warehouse
+from battery_pipeline.assets import features, ingest, models, reports, twin, validation
+from battery_pipeline.jobs import (
+    cell_pipeline_job,
+    pack_pipeline_job,
+    register_pack_sources_job,
+    register_sources_job,
+    score_cells_job,
+    train_models_job,
+)
+from battery_pipeline.pack_resources import PackSourceCatalog
+from battery_pipeline.resources import ModelStore, SourceCatalog, Warehouse
 
 defs = dg.Definitions(
-    assets=dg.load_assets_from_modules([ingest, validation, features]),
-    jobs=[cell_pipeline_job, register_sources_job],
-    resources={"warehouse": Warehouse(), "catalog": SourceCatalog()},
+    assets=dg.load_assets_from_modules([ingest, validation, features, models, reports, twin]),
+    jobs=[cell_pipeline_job, register_sources_job, train_models_job, score_cells_job, pack_pipeline_job,
+          register_pack_sources_job],
+    resources={"warehouse": Warehouse(), "catalog": SourceCatalog(), "model_store": ModelStore(),
+               "pack_catalog": PackSourceCatalog()},
 )

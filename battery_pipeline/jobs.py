@@ -3,7 +3,8 @@
 
 import dagster as dg
 
-from battery_pipeline.partitions import cell_partitions
+from battery_pipeline.pack_resources import PackSourceCatalog
+from battery_pipeline.partitions import cell_partitions, pack_partitions
 from battery_pipeline.resources import SourceCatalog
 
 # The main job: every per-cell asset that exists so far, for one cell partition per run.
@@ -14,6 +15,20 @@ cell_pipeline_job = dg.define_asset_job(
         "Everything per cell: cells registry, raw, validated and quarantined samples, "
         "per-cycle features and curves, labels."
     ),
+)
+
+# Across cells: training sets, every model, registry, promotion, metrics report and model cards.
+train_models_job = dg.define_asset_job(
+    "train_models_job",
+    selection=dg.AssetSelection.groups("models", "reports"),
+    description="Train every model on all cells' features, register, promote through the gate, report.",
+)
+
+# Per cell: the promoted models' SOH and RUL predictions (also for cells that arrive later).
+score_cells_job = dg.define_asset_job(
+    "score_cells_job",
+    selection=dg.AssetSelection.groups("predictions"),
+    description="Score one cell partition with the promoted SOH and RUL models.",
 )
 
 
@@ -38,3 +53,33 @@ def register_cell_sources(context: dg.OpExecutionContext, catalog: SourceCatalog
 @dg.job(description="Register cell partitions for the files in the data folders (no data is read).")
 def register_sources_job():
     register_cell_sources()
+
+
+# Per pack: the pack's telemetry and every enabled twin model, for one pack partition per run.
+pack_pipeline_job = dg.define_asset_job(
+    "pack_pipeline_job",
+    selection=dg.AssetSelection.groups("telemetry", "twin"),
+    description="Everything per pack: packs registry, telemetry, and the outputs of every enabled twin model.",
+)
+
+
+@dg.op(description="Scan the pack folders (and the cells named as one-cell packs) and add a `packs` partition for each.")
+def register_pack_sources(context: dg.OpExecutionContext, pack_catalog: PackSourceCatalog) -> list[str]:
+    found = pack_catalog.discover()
+    known = set(context.instance.get_dynamic_partitions(pack_partitions.name))
+    new = [key for key in found.keys() if key not in known]
+    if new:
+        context.instance.add_dynamic_partitions(pack_partitions.name, new)
+    context.add_output_metadata(
+        {
+            "packs_found": len(found),
+            "new_partitions": dg.MetadataValue.json(new),
+            "unreadable_files": dg.MetadataValue.json({s.pack_id: s.problem for s in found if s.problem}),
+        }
+    )
+    return new
+
+
+@dg.job(description="Register pack partitions for the pack files found (no data is read).")
+def register_pack_sources_job():
+    register_pack_sources()

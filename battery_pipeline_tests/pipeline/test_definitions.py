@@ -6,6 +6,13 @@ import sys
 from battery_pipeline.definitions import defs
 from battery_pipeline_tests.conftest import REPO_ROOT
 
+# The zoo's per-cycle estimators, spelled out: adding one to science.ml.registry adds two model
+# assets, and this list must then be updated on purpose.
+MODEL_ESTIMATORS = (
+    "dummy", "linear", "ridge", "random_forest", "selected_forest", "gradient_boosting", "quantile_gbm",
+    "conformal_gbm", "lstm",
+)
+
 # Snapshot of the graph: an unintended change to assets, checks or edges fails here.
 EXPECTED_ASSETS = {
     "cells": set(),
@@ -17,6 +24,26 @@ EXPECTED_ASSETS = {
     "cycle_features": {"validated_samples", "cells", "cell_impedance", "source_cycle_summaries"},
     "cycle_curves": {"validated_samples"},
     "cycle_labels": {"cycle_features", "cells", "source_cycle_summaries"},
+    # Models, across cells: one model asset per estimator of science.ml.registry and task.
+    **{f"{task}_training_set": {"cycle_features", "cycle_labels"} for task in ("soh", "rul")},
+    **{
+        f"{task}_{estimator}_model": {f"{task}_training_set"}
+        for task in ("soh", "rul")
+        for estimator in MODEL_ESTIMATORS
+    },
+    "model_registry": {f"{task}_{estimator}_model" for task in ("soh", "rul") for estimator in MODEL_ESTIMATORS},
+    **{f"promoted_{task}_model": {"model_registry", f"{task}_training_set"} for task in ("soh", "rul")},
+    "model_metrics_report": {"model_registry", "promoted_soh_model", "promoted_rul_model"},
+    "model_cards": {"model_registry", "promoted_soh_model", "promoted_rul_model"},
+    **{f"{task}_predictions": {"cycle_features", "cycle_labels", f"promoted_{task}_model"} for task in ("soh", "rul")},
+    # Digital twin, per pack: one asset per enabled twin model (data/twin_settings.json).
+    "packs": set(),
+    "telemetry": {"validated_samples", "cells"},
+    "eq_cycles": {"telemetry", "packs"},
+    "soc_ocv_estimation": {"telemetry", "packs"},
+    "voltage_monitor": {"telemetry", "packs"},
+    "imbalance_analysis": {"telemetry", "packs"},
+    "available_energy": {"telemetry", "packs", "soc_ocv_estimation"},
 }
 EXPECTED_CHECKS = {
     ("raw_samples", "raw_schema_conformance"),
@@ -31,6 +58,21 @@ EXPECTED_CHECKS = {
     ("cycle_features", "efficiencies_physical"),
     ("cycle_labels", "labels_consistent"),
     ("cycle_labels", "no_label_leakage"),
+    *((f"{task}_training_set", name) for task in ("soh", "rul") for name in ("split_disjoint", "no_feature_leakage")),
+    *((f"{task}_{estimator}_model", "interval_coverage") for task in ("soh", "rul") for estimator in MODEL_ESTIMATORS),
+    *(
+        (f"{task}_{estimator}_model", "beats_dummy")
+        for task in ("soh", "rul")
+        for estimator in MODEL_ESTIMATORS
+        if estimator != "dummy"
+    ),
+    *((f"promoted_{task}_model", "promotion_gate") for task in ("soh", "rul")),
+    ("model_cards", "model_card_complete"),
+    ("telemetry", "telemetry_row_accounting"),
+    ("eq_cycles", "eq_cycles_non_decreasing"),
+    ("soc_ocv_estimation", "soc_within_bounds"),
+    ("voltage_monitor", "alerts_complete"),
+    ("imbalance_analysis", "imbalance_confidence_within_bounds"),
 }
 
 

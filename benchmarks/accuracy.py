@@ -8,14 +8,18 @@ Data ($BATTERY_DATASETS or ../shared/datasets, see its README):
     (> 0.5 x nominal; the others hold only the spike that opens a charge);
   * CALCE CS2_33..38, whichever exist (Arbin .xlsx, 1.1 Ah): defaults (SOH vs nominal, EOL 80 %);
   * XJTU (55 cells, summary tables only): the reader's cycle_summary is the feature table.
-Per-cell feature/label tables are cached as parquet (`--cache`, default a temp folder), so
-reruns skip the slow .xlsx / .mat reads.
+Per-cell feature/label tables are cached as parquet (`--cache`, default a temp folder), keyed
+by a hash of the feature/label code, so reruns skip the slow .xlsx / .mat reads.
 
 Experiments, every estimator against the dummy (mean of the training targets):
   1. SOH, leave-one-cell-out on NASA;  2. SOH, leave-one-cell-out on CALCE;
   3. SOH on XJTU, split_cells(seed 0): fit on train + validation, score on test;
   4. RUL (cycles), leave-one-cell-out on NASA and on CALCE (uncensored rows, rul_cycles >= 0).
 LOCO figures pool the held-out predictions of all folds, then take RMSE / MAE.
+No tuning on test cells: every hyperparameter is the registry's default, fixed a priori, except
+what `selected_forest` chooses itself (its features, by leave-one-cell-out on the training cells
+of each fold only). SOH features are `features.soh_feature_columns`: no same-cycle capacity, no
+summary of the full discharge, no test clock (features.SOH_LEAKAGE_COLUMNS / SOH_CLOCK_COLUMNS).
 Targets: SOH RMSE <= 0.02 (NASA LOCO), <= 0.012 (XJTU); RUL RMSE >= 2x better than dummy (CALCE).
 """
 
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import os
 import sys
@@ -97,6 +102,15 @@ def _xjtu_cell(path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     return feats, compute_labels(feats, nominal, config)
 
 
+def _code_version() -> str:
+    """Short hash of the code that makes the cached tables: a changed feature stales the cache."""
+    digest = hashlib.sha256()
+    for module in ("features.py", "labels.py", "validation.py"):
+        digest.update((ROOT / "battery_pipeline" / "science" / module).read_bytes())
+    digest.update(LABEL_SETTINGS.read_bytes())
+    return digest.hexdigest()[:10]
+
+
 def load(dataset: str, cache: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """All cells of a dataset (features, labels), through the parquet cache."""
     root = datasets_root()
@@ -111,8 +125,10 @@ def load(dataset: str, cache: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     else:
         jobs = [(p.stem, lambda p=p: _xjtu_cell(p)) for p in sorted((root / "xjtu_features").glob("*.csv"))]
     feats, labels = [], []
+    version = _code_version()
     for name, make in jobs:
-        f_path, l_path = cache / f"{dataset}_{name}_features.parquet", cache / f"{dataset}_{name}_labels.parquet"
+        f_path = cache / f"{dataset}_{name}_{version}_features.parquet"
+        l_path = cache / f"{dataset}_{name}_{version}_labels.parquet"
         if f_path.exists() and l_path.exists():
             f, lab = pd.read_parquet(f_path), pd.read_parquet(l_path)
         else:

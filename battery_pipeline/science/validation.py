@@ -9,6 +9,11 @@ Two layers:
 
 A row failing several rules is quarantined once, under the first rule in `RULE_ORDER`, so the
 row accounting `raw = valid + quarantined` holds exactly.
+
+The seed's data rules on sampling gaps and outliers (`science.sample_quality`) run here too:
+gaps of under 5 samples are interpolated (and every interpolated value is recorded in the flag
+ledger, `ValidationResult.flags`), cycles with over 10 % of their samples missing are quarantined
+whole (`cycle_incomplete`), and 3-sigma outliers are flagged in the ledger, never dropped.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import numpy as np
 import pandas as pd
 import pandera.errors
 
+from battery_pipeline.science import sample_quality
 from battery_pipeline.science.schema import (
     QUARANTINE_COLUMNS,
     REQUIRED_MEASUREMENTS,
@@ -37,6 +43,7 @@ RULE_ORDER = (
     "temperature_out_of_range",
     "duplicate_sample",
     "time_not_monotonic",
+    "cycle_incomplete",
 )
 
 
@@ -50,6 +57,11 @@ class ValidationRules:
     # Lab cells rarely see more than 10C; above 20C it is almost surely mA read as A.
     max_c_rate: float = 20.0
     temperature_range_c: tuple[float, float] = TEMPERATURE_RANGE_C
+    # The seed's data rules: interpolate gaps under 5 points, drop cycles with over 10 % missing,
+    # flag 3-sigma outliers (`science.sample_quality`). 0 points = never interpolate.
+    max_gap_points: int = 4
+    max_missing_share: float = 0.10
+    outlier_sigma: float = 3.0
 
 
 @dataclass(frozen=True)
@@ -84,11 +96,38 @@ class CellLimits:
 class ValidationResult:
     valid: pd.DataFrame
     quarantined: pd.DataFrame
+    # Ledger of values in `valid` that are not plain measurements: `interpolated` (filled gap) or
+    # `outlier` (kept, flagged); columns `sample_quality.FLAG_COLUMNS`.
+    flags: pd.DataFrame = None
+    # Cycles with a missing sample: rows, missing rows, share, and whether the cycle was dropped.
+    missing_by_cycle: pd.DataFrame = None
+
+    def __post_init__(self):
+        if self.flags is None:
+            self.flags = sample_quality.empty_flags()
+        if self.missing_by_cycle is None:
+            self.missing_by_cycle = sample_quality.missing_share_by_cycle(
+                np.zeros(0, dtype=np.int64), np.zeros(0, dtype=bool)
+            ).assign(dropped=pd.Series(dtype=bool))
 
     def counts_by_reason(self) -> dict[str, int]:
         if self.quarantined.empty:
             return {}
         return {k: int(v) for k, v in self.quarantined["reason_code"].value_counts().items()}
+
+    def flag_counts(self) -> dict[str, dict[str, int]]:
+        """{flag: {channel: count}} of the ledger, e.g. {"interpolated": {"voltage_v": 3}}."""
+        if self.flags.empty:
+            return {}
+        counts = self.flags.groupby(["flag", "channel"]).size()
+        out: dict[str, dict[str, int]] = {}
+        for (flag, channel), count in counts.items():
+            out.setdefault(str(flag), {})[str(channel)] = int(count)
+        return out
+
+    def dropped_cycles(self) -> list[int]:
+        table = self.missing_by_cycle
+        return [int(c) for c in table.loc[table["dropped"].astype(bool), "cycle_number"]]
 
 
 class FrameShapeError(ValueError):
@@ -125,9 +164,26 @@ def validate_samples(
     current = frame["current_a"].to_numpy(dtype="float64", na_value=np.nan)
     temperature = frame["temperature_c"].to_numpy(dtype="float64", na_value=np.nan)
     cycle = frame["cycle_number"].to_numpy()
+    step = frame["step_index"].to_numpy()
+
+    # Sampling gaps (seed's data rules): which cycles are too incomplete to keep, which short
+    # gaps of the others can be interpolated. Decided on the raw values; `frame` is never changed.
+    judged = rule_of_row == 0  # the schema has not rejected the row
+    incomplete = ~np.isfinite(time_s) | ~np.isfinite(voltage) | ~np.isfinite(current)
+    missing_by_cycle = sample_quality.missing_share_by_cycle(cycle, incomplete)
+    missing_by_cycle["dropped"] = missing_by_cycle["missing_share"] > rules.max_missing_share
+    dropped_cycles = missing_by_cycle.loc[missing_by_cycle["dropped"], "cycle_number"].to_numpy()
+    in_dropped_cycle = np.isin(cycle, dropped_cycles) if len(dropped_cycles) else np.zeros(n, dtype=bool)
+    segment = sample_quality.segment_breaks(cycle, step)
+    blocked = ~judged | ~np.isfinite(time_s) | in_dropped_cycle
+    gap_rows, gap_left, gap_right, gap_length = sample_quality.fillable_runs(
+        incomplete, blocked, time_s, segment, rules.max_gap_points
+    )
+    fillable = np.zeros(n, dtype=bool)
+    fillable[gap_rows] = True
 
     for column, values in (("time_s", time_s), ("voltage_v", voltage), ("current_a", current)):
-        reject(~np.isfinite(values), "missing_value", f"{column} is missing or not a number")
+        reject(~np.isfinite(values) & ~fillable, "missing_value", f"{column} is missing or not a number")
 
     v_low = limits.voltage_min_v - rules.voltage_margin_low_v
     v_high = limits.voltage_max_v + rules.voltage_margin_high_v
@@ -179,21 +235,141 @@ def validate_samples(
         ],
     )
 
+    # An interpolation is only as good as its two measured ends: a gap whose end sample was
+    # rejected by a rule above is quarantined after all.
+    if len(gap_rows):
+        bad_end = (rule_of_row[gap_left] != 0) | (rule_of_row[gap_right] != 0)
+        undone = np.zeros(n, dtype=bool)
+        undone[gap_rows[bad_end]] = True
+        ends = dict(zip(gap_rows[bad_end], zip(gap_left[bad_end], gap_right[bad_end])))
+        reject(
+            undone,
+            "missing_value",
+            lambda rows: [
+                f"a measurement is missing; the gap could not be interpolated because sample "
+                f"{_row_name(frame, ends[r][0])} or {_row_name(frame, ends[r][1])} around it was rejected"
+                for r in np.flatnonzero(rows)
+            ],
+        )
+    share_of = dict(zip(missing_by_cycle["cycle_number"], zip(missing_by_cycle["missing_rows"], missing_by_cycle["rows"])))
+    reject(
+        in_dropped_cycle,
+        "cycle_incomplete",
+        lambda rows: [
+            f"cycle {c}: {share_of[c][0]} of {share_of[c][1]} samples miss a measurement "
+            f"({share_of[c][0] / share_of[c][1]:.1%} > {rules.max_missing_share:.0%}): cycle dropped"
+            for c in cycle[rows]
+        ],
+    )
+
     rejected = rule_of_row != 0
-    if not rejected.any():  # the common case: no copy of a large frame
-        return ValidationResult(valid=frame[SAMPLE_COLUMNS], quarantined=_empty_quarantine(frame))
+    fills = _gap_fills(
+        {"voltage_v": voltage, "current_a": current}, time_s, gap_rows, gap_left, gap_right, gap_length, rejected
+    )
+    fills += _temperature_fills(temperature, time_s, segment, blocked, rejected, rules.max_gap_points)
+    if not rejected.any() and not fills:  # the common case: no copy of a large frame
+        valid = frame[SAMPLE_COLUMNS]
+        flags = _flags(valid, np.arange(n), np.arange(n), fills, rules)
+        return ValidationResult(valid=valid, quarantined=_empty_quarantine(frame), flags=flags,
+                                missing_by_cycle=missing_by_cycle)
+    if not rejected.any():
+        valid = _coerce(frame[SAMPLE_COLUMNS].copy())
+        for fill in fills:
+            valid.iloc[fill.rows, valid.columns.get_loc(fill.column)] = fill.values
+        return ValidationResult(valid=valid, quarantined=_empty_quarantine(frame),
+                                flags=_flags(valid, np.arange(n), np.arange(n), fills, rules), missing_by_cycle=missing_by_cycle)
     reason = np.empty(n, dtype=object)
     for rule_id, batches in messages_of_rule.items():
         for rows, text in batches:
             reason[rows] = text
     rejected_rows = np.flatnonzero(rejected)
-    valid = frame.loc[~rejected, SAMPLE_COLUMNS].reset_index(drop=True)
+    valid = _coerce(frame.loc[~rejected, SAMPLE_COLUMNS].reset_index(drop=True))
+    position_in_valid = np.cumsum(~rejected) - 1
+    for fill in fills:
+        valid.iloc[position_in_valid[fill.rows], valid.columns.get_loc(fill.column)] = fill.values
     quarantined = frame.iloc[rejected_rows].copy()
     quarantined["reason_code"] = np.asarray(RULE_ORDER, dtype=object)[rule_of_row[rejected_rows] - 1]
     quarantined["reason"] = reason[rejected_rows]
     return ValidationResult(
-        valid=_coerce(valid), quarantined=quarantined[QUARANTINE_COLUMNS].reset_index(drop=True)
+        valid=valid,
+        quarantined=quarantined[QUARANTINE_COLUMNS].reset_index(drop=True),
+        flags=_flags(valid, position_in_valid, np.flatnonzero(~rejected), fills, rules),
+        missing_by_cycle=missing_by_cycle,
     )
+
+
+def _row_name(frame: pd.DataFrame, position: int) -> str:
+    return f"{frame['source_file'].iat[position]}:{int(frame['source_row'].iat[position])}"
+
+
+def _gap_fills(channels, time_s, rows, left, right, length, rejected) -> list[sample_quality.GapFill]:
+    """Interpolated values of the required channels for the gap rows that end valid."""
+    keep = ~rejected[rows]
+    rows, left, right, length = rows[keep], left[keep], right[keep], length[keep]
+    fills = []
+    for column, values in channels.items():
+        missing = ~np.isfinite(values[rows])
+        if missing.any():
+            r, lft, rgt = rows[missing], left[missing], right[missing]
+            fills.append(sample_quality.GapFill(column, r, sample_quality.interpolate(values, time_s, r, lft, rgt), lft, rgt, length[missing]))
+    return fills
+
+
+def _temperature_fills(temperature, time_s, segment, blocked, rejected, max_gap) -> list[sample_quality.GapFill]:
+    """Short temperature gaps between two valid measured temperatures of the same step."""
+    hole = ~np.isfinite(temperature)
+    if not hole.any() or hole.all():
+        return []
+    rows, left, right, length = sample_quality.fillable_runs(hole, blocked, time_s, segment, max_gap)
+    keep = ~rejected[rows] & ~rejected[left] & ~rejected[right]
+    if not keep.any():
+        return []
+    rows, left, right, length = rows[keep], left[keep], right[keep], length[keep]
+    return [sample_quality.GapFill("temperature_c", rows, sample_quality.interpolate(temperature, time_s, rows, left, right), left, right, length)]
+
+
+def _flags(valid: pd.DataFrame, position_in_valid: np.ndarray, original_position: np.ndarray, fills,
+           rules: ValidationRules) -> pd.DataFrame:
+    """The ledger: every interpolated value, then every 3-sigma outlier of the valid samples.
+    `position_in_valid[i]`: where raw row i is in `valid`; `original_position[j]`: the raw row of
+    valid row j."""
+    parts = []
+    interpolated = np.zeros(len(valid), dtype=bool)
+    for fill in fills:
+        rows = position_in_valid[fill.rows]
+        interpolated[rows] = True
+        detail = _fill_details(valid, position_in_valid, fill)
+        parts.append(sample_quality.flag_frame(valid, rows, "interpolated", fill.column, fill.values,
+                                               np.full(len(rows), np.nan), detail))
+    if len(valid):
+        # a rejected sample between two valid ones breaks the segment: its neighbours were not
+        # logged next to each other
+        after_hole = np.zeros(len(valid), dtype=bool)
+        after_hole[1:] = np.diff(original_position) > 1
+        cycle = valid["cycle_number"].to_numpy()
+        segment = sample_quality.segment_breaks(cycle, valid["step_index"].to_numpy()) + np.cumsum(after_hole)
+        for column in sample_quality.OUTLIER_CHANNELS:
+            values = valid[column].to_numpy(dtype="float64", na_value=np.nan)
+            rows, reference, score, sigma = sample_quality.outliers(
+                values, segment, rules.outlier_sigma, sample_quality.SIGMA_FLOOR[column], exclude=interpolated
+            )
+            if len(rows):
+                detail = [f"{s:+.1f} sigma from the median of the 5 samples around it (sigma {sigma:.3g})" for s in score]
+                parts.append(sample_quality.flag_frame(valid, rows, "outlier", column, values[rows], reference, detail))
+    if not parts:
+        return sample_quality.empty_flags()
+    return pd.concat(parts, ignore_index=True)
+
+
+def _fill_details(valid: pd.DataFrame, position_in_valid: np.ndarray, fill) -> list[str]:
+    # The end samples are valid (a gap with a rejected end is quarantined), so they are in `valid`.
+    files = valid["source_file"].astype(str).to_numpy()
+    source_rows = valid["source_row"].to_numpy()
+    a, b = position_in_valid[fill.left], position_in_valid[fill.right]
+    return [
+        f"interpolated linearly in time between {files[i]}:{source_rows[i]} and {files[j]}:{source_rows[j]} ({k}-point gap)"
+        for i, j, k in zip(a, b, fill.gap_points)
+    ]
 
 
 def _failure_cases(frame: pd.DataFrame) -> pd.DataFrame | None:

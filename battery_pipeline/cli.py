@@ -1,7 +1,9 @@
 """`battery-pipeline`: run the main job on the data folders from a shell, or open the UI.
 
     battery-pipeline run        register every cell found, run `cell_pipeline_job` for each,
-                                print a summary (uses the demo fleet when no data is present)
+                                print a summary (uses the demo fleet when no data is present);
+                                then train, promote and report (`train_models_job`), score every
+                                cell (`score_cells_job`) and run every pack (`pack_pipeline_job`)
     battery-pipeline ui         start `dagster dev` on this project (webserver + daemon)
     battery-pipeline demo DIR   write the demo fleet to DIR
 

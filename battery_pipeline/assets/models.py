@@ -208,13 +208,15 @@ def _plain(value):
     return repr(value)
 
 
-def split_metrics(task: str, truth: np.ndarray, prediction: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> dict:
-    """The task's metrics with interval coverage and width; {"n": 0} when there are no rows."""
+def split_metrics(task: str, truth: np.ndarray, prediction: np.ndarray, lower=None, upper=None) -> dict:
+    """The task's metrics, with interval coverage and width when an interval is given;
+    {"n": 0} when there are no rows."""
     if len(truth) == 0:
         return {"n": 0.0}
     if task == "soh":
         return soh_metrics(truth, prediction, lower, upper)
-    return {**rul_metrics(truth, prediction), **interval_metrics(truth, lower, upper)}
+    intervals = interval_metrics(truth, lower, upper) if lower is not None else {}
+    return {**rul_metrics(truth, prediction), **intervals}
 
 
 def model_id_for(task: str, estimator: str, hyperparameters: dict, data_hash: str, seed: int, version: str) -> str:
@@ -255,7 +257,7 @@ def train_and_evaluate(task: str, estimator_name: str, table: TrainingTable, spl
     for name in SPLITS:
         rows = split_of_row == name
         metrics[name] = split_metrics(task, truth[rows], prediction[rows], lower[rows], upper[rows])
-        dummy_metrics[name] = split_metrics(task, truth[rows], dummy_prediction[rows], dummy_prediction[rows], dummy_prediction[rows])
+        dummy_metrics[name] = split_metrics(task, truth[rows], dummy_prediction[rows])  # a point baseline
     error = ERROR_METRIC[task]
     test = split_of_row == "test"
     rmse = lambda t, p: float(np.sqrt(np.mean((t - p) ** 2)))  # noqa: E731
@@ -311,7 +313,7 @@ def _model_asset(task: str, estimator_name: str):
             model_name=name,
             code_version=version,
             created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            run_id=context.run_id,
+            run_id=context.run.run_id,
         )
         path = model_store.save(model_id, estimator, record)
         predictions.insert(0, "model_name", name)
@@ -503,7 +505,7 @@ def _promotion_asset(task: str):
         decided_at = pd.Timestamp.now(tz="UTC").tz_localize(None)
         log = pd.DataFrame(
             [{
-                "task": task, "decided_at": decided_at, "run_id": context.run_id, "candidate_model_id": decision["model_id"],
+                "task": task, "decided_at": decided_at, "run_id": context.run.run_id, "candidate_model_id": decision["model_id"],
                 "passed": decision["passed"], "reasons": "; ".join(decision["reasons"]),
                 "previous_model_id": decision.get("previous_model_id"),
             }]

@@ -66,7 +66,10 @@ def no_feature_leakage_check(task: str, feature_columns: list[str], asset: str) 
         asset_key=asset,
         passed=not leaked,
         metadata={"features": len(feature_columns), "leaked": dg.MetadataValue.json(leaked)},
-        description=f"label or same-cycle capacity columns among the features: {leaked}" if leaked else None,
+        description=(
+            f"label or same-cycle capacity columns among the features: {leaked}" if leaked
+            else f"none of the {len(feature_columns)} features is a label or (SOH) same-cycle capacity"
+        ),
     )
 
 

@@ -181,6 +181,7 @@ def _training_set_asset(task: str):
             metadata={
                 "dagster/row_count": len(rows),
                 "data_hash": table.data_hash(),
+                "code_version": code_version(),
                 "cells_by_split": dg.MetadataValue.json(split.to_dict()),
                 "rows_by_split": dg.MetadataValue.json(rows["split"].value_counts().to_dict()),
                 "features": dg.MetadataValue.json(list(table.feature_columns)),
@@ -586,7 +587,18 @@ def _predictions_asset(task: str):
         sidecar = model_store.sidecar(model_id)
         features = warehouse.read_partition("cycle_features", "cell_id", key)
         labels = warehouse.read_partition("cycle_labels", "cell_id", key)
-        scored = score_cell(task, features, labels, sidecar, model_store.load(model_id))
+        try:
+            scored = score_cell(task, features, labels, sidecar, model_store.load(model_id))
+        except Exception as exc:
+            if sidecar["code_version"] == code_version():
+                raise
+            # A pickled model can break when the code that defined it changed: say so, and how to fix it.
+            raise dg.Failure(
+                description=(
+                    f"promoted model {model_id} was trained with {sidecar['code_version']} and cannot score with "
+                    f"{code_version()} ({type(exc).__name__}: {exc}); retrain with train_models_job"
+                )
+            ) from exc
         warehouse.replace_partition(name, scored, "cell_id", key)
         known = scored["truth"].notna()
         error = np.sqrt(np.mean((scored.loc[known, "truth"] - scored.loc[known, "prediction"]) ** 2)) if known.any() else math.nan

@@ -14,6 +14,7 @@ import pandas as pd
 from battery_pipeline.assets.metadata import typed_feature_frame
 from battery_pipeline.assets.plots import capacity_fade_plot, curves_plot
 from battery_pipeline.checks import feature_quality
+from battery_pipeline.lineage import lineage_metadata, partition_hash
 from battery_pipeline.partitions import cell_partitions
 from battery_pipeline.resources import DATA_DIR, DUCKDB_POOL, Warehouse
 from battery_pipeline.science.features import (
@@ -81,6 +82,7 @@ def feature_config_for(cell: pd.Series) -> FeatureConfig:
 )
 def cycle_features(context: dg.AssetExecutionContext, warehouse: Warehouse):
     key = context.partition_key
+    inputs = partition_hash(warehouse, ("validated_samples", "cells", "cell_impedance", "source_cycle_summaries"), "cell_id", key)
     samples = warehouse.read_partition("validated_samples", "cell_id", key, columns=SAMPLE_COLUMNS)
     cell = warehouse.read_partition("cells", "cell_id", key).iloc[0]
     nominal = _nominal(cell)
@@ -103,6 +105,7 @@ def cycle_features(context: dg.AssetExecutionContext, warehouse: Warehouse):
         "origin": origin,
         "cycles": len(features),
         "features_available": int(features.drop(columns=["cell_id", "cycle_number"]).notna().any().sum()),
+        **lineage_metadata(inputs),
     }
     if features["discharge_capacity_ah"].notna().any():
         metadata["capacity_fade"] = capacity_fade_plot(features, nominal)
@@ -110,7 +113,7 @@ def cycle_features(context: dg.AssetExecutionContext, warehouse: Warehouse):
         metadata["delta_q_curves"] = curves_plot(curves, "delta_q", "Q(V) - Q_ref(V) [Ah]", f"Q(V) difference: {key}")
         metadata["dqdv_curves"] = curves_plot(curves, "dqdv", "dQ/dV [Ah/V]", f"Incremental capacity: {key}")
     yield dg.MaterializeResult(asset_key="cycle_features", metadata=metadata)
-    yield dg.MaterializeResult(asset_key="cycle_curves", metadata={"dagster/row_count": len(curves)})
+    yield dg.MaterializeResult(asset_key="cycle_curves", metadata={"dagster/row_count": len(curves), **lineage_metadata(inputs)})
     yield feature_quality.features_finite_check(features)
     yield feature_quality.one_row_per_cycle_check(features)
     yield feature_quality.capacity_plausible_check(features, nominal)
@@ -156,6 +159,7 @@ def _source_capacities(warehouse: Warehouse, key: str, cycles: pd.DataFrame) -> 
 )
 def cycle_labels(context: dg.AssetExecutionContext, warehouse: Warehouse):
     key = context.partition_key
+    inputs = partition_hash(warehouse, ("cycle_features", "cells", "source_cycle_summaries"), "cell_id", key)
     features = warehouse.read_partition("cycle_features", "cell_id", key)
     cell = warehouse.read_partition("cells", "cell_id", key).iloc[0]
     config = label_config_for(cell.get("dataset"), LABEL_SETTINGS_FILE)
@@ -174,6 +178,7 @@ def cycle_labels(context: dg.AssetExecutionContext, warehouse: Warehouse):
             "dagster/row_count": len(labels),
             "label_config": dg.MetadataValue.json(config.__dict__),
             "censored": bool(labels["censored"].iloc[0]) if len(labels) else None,
+            **lineage_metadata(inputs),
         }
     )
     yield feature_quality.labels_consistent_check(check_label_consistency(labels, cycles), labels)

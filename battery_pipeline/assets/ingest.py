@@ -5,12 +5,15 @@ only looks up the partition's files, calls them, stores the frames and describes
 """
 
 
+import hashlib
+import json
 import time
 
 import dagster as dg
 import pandas as pd
 
 from battery_pipeline.assets.metadata import frame_preview, table_schema
+from battery_pipeline.lineage import files_hash, lineage_metadata
 from battery_pipeline.partitions import cell_partitions
 from battery_pipeline.resources import DUCKDB_POOL, SourceCatalog, Warehouse
 from battery_pipeline.assets.metadata import typed_feature_frame
@@ -87,6 +90,10 @@ def cells(context: dg.AssetExecutionContext, catalog: SourceCatalog, warehouse: 
             "voltage_window_v": f"{record['voltage_min_v']:g}-{record['voltage_max_v']:g}",
             "dataset": str(record["dataset"]),
             "metadata_origin": str(record["metadata_origin"]),
+            # the record is everything this asset derives from (reader defaults + sidecar)
+            **lineage_metadata("sha256:" + hashlib.sha256(
+                json.dumps(frame.iloc[0].to_dict(), sort_keys=True, default=str).encode()
+            ).hexdigest()),
         }
     )
 
@@ -161,6 +168,7 @@ def raw_samples(context: dg.AssetExecutionContext, catalog: SourceCatalog, wareh
     )
 
     n = len(samples)
+    lineage = lineage_metadata(files_hash(source.files))
     yield dg.MaterializeResult(
         asset_key="raw_samples",
         metadata={
@@ -172,13 +180,14 @@ def raw_samples(context: dg.AssetExecutionContext, catalog: SourceCatalog, wareh
             "read_seconds": round(read_seconds, 3),
             "samples_per_second": round(n / read_seconds) if read_seconds > 0 else None,
             "preview": frame_preview(samples),
+            **lineage,
         },
     )
     yield dg.MaterializeResult(
-        asset_key="cell_impedance", metadata={"dagster/row_count": len(impedance)}
+        asset_key="cell_impedance", metadata={"dagster/row_count": len(impedance), **lineage}
     )
     yield dg.MaterializeResult(
         asset_key="source_cycle_summaries",
-        metadata={"dagster/row_count": 0 if result.cycle_summary is None else len(result.cycle_summary)},
+        metadata={"dagster/row_count": 0 if result.cycle_summary is None else len(result.cycle_summary), **lineage},
     )
     yield shape

@@ -1,4 +1,5 @@
-"""Validation: `raw_samples` -> `validated_samples` + `quarantined_samples` (per cell partition).
+"""Validation: `raw_samples` -> `validated_samples` + `quarantined_samples` + `sample_flags` (per cell
+partition).
 
 The rules live in `science.validation`; the governance checks in `checks.data_quality` run here,
 on what was just stored, so that a failed blocking check stops downstream assets in the run.
@@ -10,9 +11,11 @@ import dagster as dg
 from battery_pipeline.assets.ingest import INGEST_GROUP
 from battery_pipeline.assets.metadata import frame_preview, table_schema
 from battery_pipeline.checks import data_quality
+from battery_pipeline.lineage import lineage_metadata, partition_hash
 from battery_pipeline.partitions import cell_partitions
 from battery_pipeline.resources import DUCKDB_POOL, Warehouse
 from battery_pipeline.science.schema import SAMPLE_COLUMNS, CellCycleSample, QuarantinedSample
+from battery_pipeline.science.sample_quality import FLAG_COLUMNS
 from battery_pipeline.science.validation import CellLimits, ValidationRules, validate_samples
 
 
@@ -23,13 +26,68 @@ class ValidationConfig(dg.Config):
     voltage_margin_high_v: float = 0.1
     max_c_rate: float = 20.0
     max_quarantine_rate: float = 0.05  # the quarantine_rate check warns above this share
+    # The seed's data rules (science.sample_quality): interpolate gaps under 5 points, drop cycles
+    # with over 10 % of their samples missing, flag 3-sigma outliers.
+    max_gap_points: int = 4
+    max_missing_share: float = 0.10
+    outlier_sigma: float = 3.0
 
     def rules(self) -> ValidationRules:
         return ValidationRules(
             voltage_margin_low_v=self.voltage_margin_low_v,
             voltage_margin_high_v=self.voltage_margin_high_v,
             max_c_rate=self.max_c_rate,
+            max_gap_points=self.max_gap_points,
+            max_missing_share=self.max_missing_share,
+            outlier_sigma=self.outlier_sigma,
         )
+
+
+_MISSING = "NOT coalesce(isfinite({0}), false)"  # NULL, NaN or infinite
+
+
+def stored_cycle_accounting(warehouse: Warehouse, key: str):
+    """Per cycle of the stored partition: raw rows, raw rows missing a measurement, validated rows."""
+    missing = " OR ".join(_MISSING.format(c) for c in ("time_s", "voltage_v", "current_a"))
+    return warehouse.query(
+        f"""
+        WITH raw AS (
+            SELECT cycle_number, count(*) AS raw_rows, count(*) FILTER (WHERE {missing}) AS missing_rows
+            FROM raw_samples WHERE cell_id = ? GROUP BY cycle_number
+        ), valid AS (
+            SELECT cycle_number, count(*) AS validated_rows FROM validated_samples WHERE cell_id = ? GROUP BY cycle_number
+        )
+        SELECT raw.cycle_number, raw.raw_rows, raw.missing_rows, coalesce(valid.validated_rows, 0) AS validated_rows
+        FROM raw LEFT JOIN valid USING (cycle_number) ORDER BY raw.cycle_number
+        """,
+        [key, key],
+    )
+
+
+def stored_filled_values(warehouse: Warehouse, key: str):
+    """(source_file, source_row, channel) of every value missing in raw_samples but present in
+    validated_samples: what validation filled in, read back from storage."""
+    selects = [
+        f"""SELECT r.source_file, r.source_row, '{c}' AS channel FROM raw_samples r
+            JOIN validated_samples v ON v.cell_id = r.cell_id AND v.source_file = r.source_file AND v.source_row = r.source_row
+            WHERE r.cell_id = ? AND {_MISSING.format('r.' + c)} AND NOT {_MISSING.format('v.' + c)}"""
+        for c in ("voltage_v", "current_a", "temperature_c")
+    ]
+    return warehouse.query(" UNION ALL ".join(selects), [key] * 3)
+
+
+def stored_outliers(warehouse: Warehouse, key: str):
+    """The partition's outlier marks with the value stored in validated_samples (NaN if none)."""
+    return warehouse.query(
+        """
+        SELECT f.*, CASE f.channel WHEN 'voltage_v' THEN v.voltage_v WHEN 'current_a' THEN v.current_a
+                                   WHEN 'temperature_c' THEN v.temperature_c END AS stored_value
+        FROM sample_flags f LEFT JOIN validated_samples v
+          ON v.cell_id = f.cell_id AND v.source_file = f.source_file AND v.source_row = f.source_row
+        WHERE f.cell_id = ? AND f.flag = 'outlier'
+        """,
+        [key],
+    )
 
 
 @dg.multi_asset(
@@ -50,6 +108,18 @@ class ValidationConfig(dg.Config):
             description="Every rejected raw sample, verbatim, with a reason code and message.",
             metadata={"dagster/column_schema": table_schema(QuarantinedSample)},
         ),
+        dg.AssetSpec(
+            "sample_flags",
+            deps=["raw_samples", "cells"],
+            group_name=INGEST_GROUP,
+            kinds={"duckdb", "pandas"},
+            description=(
+                "Ledger of validated values that are not plain measurements: `interpolated` (a gap "
+                "under 5 samples filled linearly in time; raw_samples keeps the hole) and `outlier` "
+                "(over 3 sigma from the local median; kept in validated_samples). Join on "
+                "(cell_id, source_file, source_row)."
+            ),
+        ),
     ],
     partitions_def=cell_partitions,
     pool=DUCKDB_POOL,
@@ -59,6 +129,18 @@ class ValidationConfig(dg.Config):
         dg.AssetCheckSpec("no_duplicate_samples", asset="validated_samples", blocking=True),
         dg.AssetCheckSpec("cycle_numbers_continuous", asset="validated_samples"),
         dg.AssetCheckSpec("quarantine_rate", asset="quarantined_samples"),
+        dg.AssetCheckSpec(
+            "incomplete_cycles_quarantined", asset="validated_samples", blocking=True,
+            description="No cycle with over 10 % of its samples missing a measurement reaches validated_samples.",
+        ),
+        dg.AssetCheckSpec(
+            "interpolation_marked", asset="validated_samples", blocking=True,
+            description="Every value filled into a sampling gap is marked in sample_flags; no mark on a measured value.",
+        ),
+        dg.AssetCheckSpec(
+            "outliers_kept", asset="validated_samples",
+            description="3-sigma outliers are flagged in sample_flags and kept in validated_samples, never dropped.",
+        ),
     ],
 )
 def validated_samples(context: dg.AssetExecutionContext, config: ValidationConfig, warehouse: Warehouse):
@@ -67,10 +149,17 @@ def validated_samples(context: dg.AssetExecutionContext, config: ValidationConfi
     cell = warehouse.read_partition("cells", "cell_id", key)
     if cell.empty:
         raise dg.Failure(description=f"cell {key!r} is not in the cells registry: materialize `cells` first")
+    input_hash = partition_hash(warehouse, ("raw_samples", "cells"), "cell_id", key)
     result = validate_samples(raw, CellLimits.from_record(cell.iloc[0].to_dict()), config.rules())
 
     warehouse.replace_partitions(
-        {"validated_samples": result.valid, "quarantined_samples": result.quarantined}, "cell_id", key
+        {
+            "validated_samples": result.valid,
+            "quarantined_samples": result.quarantined,
+            "sample_flags": result.flags[FLAG_COLUMNS],
+        },
+        "cell_id",
+        key,
     )
 
     # Checks read back what is stored, not what we meant to store.
@@ -85,12 +174,20 @@ def validated_samples(context: dg.AssetExecutionContext, config: ValidationConfi
     stored_valid = warehouse.read_partition("validated_samples", "cell_id", key, columns=SAMPLE_COLUMNS)
 
     by_reason = result.counts_by_reason()
+    flag_counts = result.flag_counts()
+    lineage = lineage_metadata(input_hash)
     yield dg.MaterializeResult(
         asset_key="validated_samples",
         metadata={
             "dagster/row_count": len(result.valid),
             "cycles": int(result.valid["cycle_number"].nunique()),
+            "interpolated_values": sum(flag_counts.get("interpolated", {}).values()),
+            "outliers_flagged": sum(flag_counts.get("outlier", {}).values()),
+            "cycles_dropped_incomplete": dg.MetadataValue.json(result.dropped_cycles()),
+            "cycles_with_missing_samples": frame_preview(result.missing_by_cycle, rows=20),
+            "rules": dg.MetadataValue.json(config.rules().__dict__),
             "preview": frame_preview(result.valid),
+            **lineage,
         },
     )
     yield dg.MaterializeResult(
@@ -99,6 +196,16 @@ def validated_samples(context: dg.AssetExecutionContext, config: ValidationConfi
             "dagster/row_count": len(result.quarantined),
             "by_reason": dg.MetadataValue.json(by_reason),
             "preview": frame_preview(result.quarantined),
+            **lineage,
+        },
+    )
+    yield dg.MaterializeResult(
+        asset_key="sample_flags",
+        metadata={
+            "dagster/row_count": len(result.flags),
+            "by_flag_and_channel": dg.MetadataValue.json(flag_counts),
+            "preview": frame_preview(result.flags),
+            **lineage,
         },
     )
     yield data_quality.schema_conformance_check(stored_valid)
@@ -106,3 +213,7 @@ def validated_samples(context: dg.AssetExecutionContext, config: ValidationConfi
     yield data_quality.no_duplicates_check(stored_valid)
     yield data_quality.cycle_continuity_check(stored_valid["cycle_number"])
     yield data_quality.quarantine_rate_check(int(counts["raw"]), result.quarantined, config.max_quarantine_rate)
+    yield data_quality.incomplete_cycles_quarantined_check(stored_cycle_accounting(warehouse, key), config.max_missing_share)
+    stored_flags = warehouse.read_partition("sample_flags", "cell_id", key)
+    yield data_quality.interpolation_marked_check(stored_filled_values(warehouse, key), stored_flags)
+    yield data_quality.outliers_kept_check(stored_outliers(warehouse, key), int(counts["validated"]))

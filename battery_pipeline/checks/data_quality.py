@@ -151,3 +151,81 @@ def quarantine_rate_check(raw_rows: int, quarantined: pd.DataFrame, max_rate: fl
             "examples": _table(examples),
         },
     )
+
+
+# --- the seed's data rules on sampling gaps and outliers (science.sample_quality) ---------------
+
+
+def incomplete_cycles_quarantined_check(per_cycle: pd.DataFrame, max_missing_share: float) -> dg.AssetCheckResult:
+    """No cycle with over `max_missing_share` of its raw samples missing a measurement has a row in
+    validated_samples (it is quarantined whole). `per_cycle`: cycle_number, raw_rows,
+    missing_rows, validated_rows, as stored."""
+    share = per_cycle["missing_rows"] / per_cycle["raw_rows"].where(per_cycle["raw_rows"] > 0)
+    over = per_cycle.assign(missing_share=share.round(4))[share > max_missing_share]
+    leaked = over[over["validated_rows"] > 0]
+    return dg.AssetCheckResult(
+        check_name="incomplete_cycles_quarantined",
+        asset_key="validated_samples",
+        passed=leaked.empty,
+        metadata={
+            "max_missing_share": float(max_missing_share),
+            "cycles_with_missing_samples": int((per_cycle["missing_rows"] > 0).sum()),
+            "cycles_over_limit": len(over),
+            "cycles_over_limit_in_validated": len(leaked),
+            "worst_offenders": _table(over.sort_values("missing_share", ascending=False)),
+        },
+        description=None if leaked.empty else f"{len(leaked)} cycles over the missing-sample limit reached validated_samples",
+    )
+
+
+def interpolation_marked_check(filled: pd.DataFrame, flags: pd.DataFrame) -> dg.AssetCheckResult:
+    """Every value that is missing in raw_samples but present in validated_samples (`filled`:
+    source_file, source_row, channel) is marked `interpolated` in sample_flags, and no mark
+    points at a value that was measured: nothing invented without a mark."""
+    keys = ["source_file", "source_row", "channel"]
+    marked = flags.loc[flags["flag"] == "interpolated", keys] if len(flags) else pd.DataFrame(columns=keys)
+    filled, marked = filled[keys].astype({"source_file": str}), marked.astype({"source_file": str})
+    both = filled.merge(marked, on=keys, how="outer", indicator=True)
+    unmarked = both[both["_merge"] == "left_only"][keys]
+    stale = both[both["_merge"] == "right_only"][keys]
+    passed = unmarked.empty and stale.empty
+    return dg.AssetCheckResult(
+        check_name="interpolation_marked",
+        asset_key="validated_samples",
+        passed=passed,
+        metadata={
+            "interpolated_values": len(filled),
+            "by_channel": dg.MetadataValue.json({str(k): int(v) for k, v in filled["channel"].value_counts().items()}),
+            "unmarked_values": len(unmarked),
+            "marks_on_measured_values": len(stale),
+            "worst_offenders": _table(pd.concat([unmarked.assign(problem="not marked"), stale.assign(problem="not interpolated")])),
+        },
+        description=None if passed else f"{len(unmarked)} interpolated values without a mark, {len(stale)} marks on measured values",
+    )
+
+
+def outliers_kept_check(outliers: pd.DataFrame, validated_rows: int) -> dg.AssetCheckResult:
+    """Outliers are flagged, not dropped: every `outlier` mark in sample_flags points at a sample
+    stored in validated_samples with the flagged value (`outliers`: the marks joined to the stored
+    value, column `stored_value`, NaN where the sample is not stored)."""
+    kept = np.isclose(outliers["stored_value"].astype(float), outliers["value"].astype(float), rtol=0, atol=1e-12)
+    missing = outliers[~kept]
+    by_channel = outliers["channel"].value_counts() if len(outliers) else pd.Series(dtype=int)
+    worst = outliers.assign(abs_residual=(outliers["value"] - outliers["reference_value"]).abs()).sort_values(
+        "abs_residual", ascending=False
+    ) if len(outliers) else outliers
+    return dg.AssetCheckResult(
+        check_name="outliers_kept",
+        asset_key="validated_samples",
+        passed=missing.empty,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={
+            "outliers_flagged": len(outliers),
+            "share_of_samples": round(len(outliers) / validated_rows, 6) if validated_rows else 0.0,
+            "by_channel": dg.MetadataValue.json({str(k): int(v) for k, v in by_channel.items()}),
+            "flagged_but_not_stored": len(missing),
+            "largest": _table(worst[["cycle_number", "source_file", "source_row", "channel", "value", "reference_value", "detail"]]
+                              if len(worst) else worst),
+        },
+        description=None if missing.empty else f"{len(missing)} flagged outliers are not in validated_samples as flagged",
+    )

@@ -2,9 +2,10 @@
 
 import dagster as dg
 
-from battery_pipeline.assets import features, ingest, models, reports, twin, validation
+from battery_pipeline.assets import features, governance, ingest, models, reports, twin, validation
 from battery_pipeline.jobs import (
     cell_pipeline_job,
+    governance_job,
     pack_pipeline_job,
     register_pack_sources_job,
     register_sources_job,
@@ -15,9 +16,9 @@ from battery_pipeline.pack_resources import PackSourceCatalog
 from battery_pipeline.resources import ModelStore, SourceCatalog, Warehouse
 
 defs = dg.Definitions(
-    assets=dg.load_assets_from_modules([ingest, validation, features, models, reports, twin]),
+    assets=dg.load_assets_from_modules([ingest, validation, features, models, reports, twin, governance]),
     jobs=[cell_pipeline_job, register_sources_job, train_models_job, score_cells_job, pack_pipeline_job,
-          register_pack_sources_job],
+          register_pack_sources_job, governance_job],
     resources={"warehouse": Warehouse(), "catalog": SourceCatalog(), "model_store": ModelStore(),
                "pack_catalog": PackSourceCatalog()},
 )

@@ -24,6 +24,13 @@ train_models_job = dg.define_asset_job(
     description="Train every model on all cells' features, register, promote through the gate, report.",
 )
 
+# Across runs: the data cards from what the warehouse holds, and the audit trail of finished runs.
+governance_job = dg.define_asset_job(
+    "governance_job",
+    selection=dg.AssetSelection.groups("governance"),
+    description="Write a data card per dataset and append every finished run to the audit_log table.",
+)
+
 # Per cell: the promoted models' SOH and RUL predictions (also for cells that arrive later).
 score_cells_job = dg.define_asset_job(
     "score_cells_job",

@@ -45,6 +45,9 @@ EXPECTED_ASSETS = {
     "voltage_monitor": {"telemetry", "packs"},
     "imbalance_analysis": {"telemetry", "packs"},
     "available_energy": {"telemetry", "packs", "soc_ocv_estimation"},
+    # Governance: data cards from the warehouse, the audit trail from the event log.
+    "data_cards": {"cells", "raw_samples", "validated_samples", "quarantined_samples", "sample_flags"},
+    "audit_log": set(),
 }
 EXPECTED_CHECKS = {
     ("raw_samples", "raw_schema_conformance"),
@@ -72,6 +75,7 @@ EXPECTED_CHECKS = {
     ),
     *((f"promoted_{task}_model", "promotion_gate") for task in ("soh", "rul")),
     ("model_cards", "model_card_complete"),
+    ("data_cards", "data_card_complete"),
     ("telemetry", "telemetry_row_accounting"),
     ("eq_cycles", "eq_cycles_non_decreasing"),
     ("soc_ocv_estimation", "soc_within_bounds"),

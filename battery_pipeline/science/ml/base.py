@@ -33,13 +33,16 @@ class TabularRegressor(RegressorMixin, BaseEstimator):
 
     _scale_features = True
     _clip_features = False  # True: clip to the training range at predict time (linear models)
+    _clip_margin = 0.0  # with _clip_features: widen that range by this fraction on each side
 
     def _make_model(self):
         raise NotImplementedError
 
     def fit(self, X, y):
         X, y = validate_data(self, X, y, ensure_all_finite="allow-nan", dtype=np.float64, y_numeric=True)
-        self.preprocessor_ = MedianImputeScaler(scale=self._scale_features, clip=self._clip_features).fit(X)
+        self.preprocessor_ = MedianImputeScaler(
+            scale=self._scale_features, clip=self._clip_features, clip_margin=self._clip_margin
+        ).fit(X)
         self._fit_model(self.preprocessor_.transform(X), y)
         return self
 

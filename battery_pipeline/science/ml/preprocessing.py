@@ -19,6 +19,8 @@ so that scoring a new cell applies exactly the same transform.
     cannot extrapolate a feature beyond what it was fitted on: measured on NASA B0005/6/7
     leave-one-cell-out, ridge SOH RMSE 1.16 -> 0.033 (a held-out cell's odd cycles, e.g. a
     charge cut short, put features far outside the training range). Trees are unaffected.
+    `clip_margin` widens the bounds by that fraction of the training range on each side
+    (`hybrid.LinearTrendForest`: a trend may extrapolate a little, an odd cycle still not far).
 """
 
 from __future__ import annotations
@@ -39,11 +41,14 @@ class MedianImputeScaler(TransformerMixin, BaseEstimator):
         Standardise after imputing; False only imputes.
     clip : bool, default False
         Clip values to the training column's range before imputing.
+    clip_margin : float, default 0.0
+        With `clip`, widen the range by this fraction of its width on each side.
     """
 
-    def __init__(self, scale: bool = True, clip: bool = False):
+    def __init__(self, scale: bool = True, clip: bool = False, clip_margin: float = 0.0):
         self.scale = scale
         self.clip = clip
+        self.clip_margin = clip_margin
 
     def fit(self, X, y=None):
         X = validate_data(self, X, ensure_all_finite="allow-nan", dtype=np.float64)
@@ -56,6 +61,9 @@ class MedianImputeScaler(TransformerMixin, BaseEstimator):
             seen = ~np.isnan(X)
             self.min_ = np.where(seen.any(axis=0), np.where(seen, X, np.inf).min(axis=0, initial=np.inf), -np.inf)
             self.max_ = np.where(seen.any(axis=0), np.where(seen, X, -np.inf).max(axis=0, initial=-np.inf), np.inf)
+            if self.clip_margin:
+                width = np.where(np.isfinite(self.max_ - self.min_), self.max_ - self.min_, 0.0)
+                self.min_, self.max_ = self.min_ - self.clip_margin * width, self.max_ + self.clip_margin * width
         filled = np.where(np.isnan(X), self.median_, X)
         if self.scale:
             self.mean_ = filled.mean(axis=0)

@@ -67,9 +67,78 @@ def test_clip_holds_values_to_the_training_range():
     # column 0 clipped to [0, 2], NaN imputed with the median 1; column 1 had no values: no bounds
     np.testing.assert_array_equal(out, [[0.0, 7.0], [2.0, 0.0], [1.0, 1.0]])
     assert np.array_equal(MedianImputeScaler(scale=False).fit(X).transform([[-5.0, 7.0]]), [[-5.0, 7.0]])
+    widened = MedianImputeScaler(scale=False, clip=True, clip_margin=0.5).fit(X)  # range 0..2 -> -1..3
+    np.testing.assert_array_equal(widened.transform(np.array([[-5.0, 7.0], [2.5, 1.0]])), [[-1.0, 7.0], [2.5, 1.0]])
 
 
 def test_ridge_does_not_extrapolate_beyond_its_training_range():
     x = np.linspace(0.0, 1.0, 50)[:, None]
     model = RidgeBaseline(alpha=1e-9).fit(x, 2.0 * x[:, 0])
     np.testing.assert_allclose(model.predict([[10.0], [-3.0]]), [2.0, 0.0], atol=1e-6)
+
+
+def test_change_from_start_is_causal_per_cell_and_robust_to_an_odd_first_cycle():
+    from battery_pipeline.science.ml.selection import change_from_start
+
+    X = np.array([[10.0], [0.0], [12.0], [14.0], [20.0], [5.0], [6.0], [np.nan], [8.0]])
+    groups = np.array(["a"] * 5 + ["b"] * 4)
+    out = change_from_start(X, groups, start_cycles=3)
+    # cell a: running medians 10, 5, 10 over its first 3 rows, then fixed at 10
+    np.testing.assert_allclose(out[:5, 0], [0.0, -5.0, 2.0, 4.0, 10.0])
+    # cell b: medians 5, 5.5, 5.5 (NaN skipped; its own row stays NaN), then 5.5
+    np.testing.assert_allclose(out[5:, 0], [0.0, 0.5, np.nan, 2.5])
+    # causal: appending later rows never changes earlier outputs
+    np.testing.assert_allclose(change_from_start(X[:3], groups[:3], 3)[:, 0], out[:3, 0])
+    with pytest.raises(ValueError, match="start_cycles"):
+        change_from_start(X, groups, start_cycles=0)
+
+
+def test_family_selection_picks_a_trend_that_extrapolates_to_an_older_cell():
+    from battery_pipeline.science.ml.hybrid import LinearTrendForest
+
+    rng = np.random.default_rng(0)
+    X, y, groups = [], [], []
+    for cell, low in enumerate((0.70, 0.75, 0.72, 0.78)):
+        soh = np.linspace(1.0, low, 50)
+        X.append(np.column_stack([soh + rng.normal(0, 0.003, 50), rng.normal(size=50)]))
+        y.append(soh)
+        groups += [f"c{cell}"] * 50
+    X, y, groups = np.vstack(X), np.concatenate(y), np.array(groups)
+    model = CellwiseSelectedRegressor(families=("forest", "linear", "linear_forest"), max_features=2).fit(
+        X, y, groups=groups
+    )
+    assert model.family_ in ("linear", "linear_forest") and model.selected_names_[0] == "x0"
+    assert set(model.family_scores_) == {"forest", "linear", "linear_forest"}
+    old = np.column_stack([np.linspace(0.7, 0.6, 20), np.zeros(20)])  # aged beyond every training cell
+    assert np.max(np.abs(model.predict(old) - old[:, 0])) < 0.02
+    forest_only = CellwiseSelectedRegressor(families=("forest",), max_features=2).fit(X, y, groups=groups)
+    assert forest_only.predict(old).min() > 0.69  # a forest stays inside the training targets
+    # the hybrid's clip still bounds an absurd input (a charge cut short)
+    trend = LinearTrendForest(residual_forest=False, alpha=1e-6).fit(X[:, :1], y)
+    assert trend.predict([[-10.0]])[0] > 0.7 - 0.5 * 0.3 - 0.02
+    with pytest.raises(ValueError, match="families"):
+        CellwiseSelectedRegressor(families=("nope",)).fit(X, y, groups=groups)
+
+
+def test_start_relative_columns_are_named_and_need_the_cells_at_predict_time():
+    import pandas as pd
+
+    X, y, groups = cells_with_a_local_shortcut(n_cells=3, rows=20)
+    frame = pd.DataFrame(X, columns=["transfers", "shortcut", "noise"])
+    model = CellwiseSelectedRegressor(start_cycles=5, max_features=2).fit(frame, y, groups=groups)
+    assert all(n in ("transfers", "shortcut", "noise") or n.endswith("_change_from_start")
+               for n in model.selected_names_)
+    per_cell = model.predict(frame, groups=groups)
+    one_cell = model.predict(frame.iloc[:20])  # no groups: the rows are one cell
+    np.testing.assert_allclose(per_cell[:20], one_cell)
+
+
+def test_trailing_mean_looks_back_only_within_each_cell():
+    from battery_pipeline.science.ml.selection import trailing_mean
+
+    X = np.array([[1.0], [3.0], [np.nan], [8.0], [10.0], [20.0]])
+    groups = np.array(["b", "b", "b", "b", "a", "a"])  # order of the rows kept, not of the names
+    out = trailing_mean(X, groups, cycles=2)
+    np.testing.assert_allclose(out[:, 0], [1.0, 2.0, 3.0, 8.0, 10.0, 15.0])
+    with pytest.raises(ValueError, match="cycles"):
+        trailing_mean(X, groups, cycles=0)

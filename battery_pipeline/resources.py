@@ -270,6 +270,9 @@ class ModelStore(ConfigurableResource):
         path = Path(self.models_dir) / "current" / f"{model_name}.json"
         return json.loads(path.read_text())["model_id"] if path.exists() else None
 
+    def has(self, model_id: str) -> bool:
+        return (self.model_dir(model_id) / MODEL_SIDECAR).exists()
+
     def sidecar(self, model_id: str) -> dict:
         path = self.model_dir(model_id) / MODEL_SIDECAR
         if not path.exists():

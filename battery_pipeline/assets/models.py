@@ -291,7 +291,7 @@ def train_and_evaluate(task: str, estimator_name: str, table: TrainingTable, spl
 
 def _model_asset(task: str, estimator_name: str):
     name = model_asset_name(task, estimator_name)
-    checks = [dg.AssetCheckSpec("interval_coverage", asset=name)]
+    checks = [dg.AssetCheckSpec("interval_coverage", asset=name), dg.AssetCheckSpec("reproducible", asset=name)]
     if estimator_name != "dummy":
         checks.append(dg.AssetCheckSpec("beats_dummy", asset=name))
 
@@ -316,6 +316,8 @@ def _model_asset(task: str, estimator_name: str):
             created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             run_id=context.run.run_id,
         )
+        # The same id means the same data, code, parameters and seed: the metrics must be too.
+        earlier = model_store.sidecar(model_id)["metrics"] if model_store.has(model_id) else None
         path = model_store.save(model_id, estimator, record)
         predictions.insert(0, "model_name", name)
         predictions.insert(1, "model_id", model_id)
@@ -339,6 +341,7 @@ def _model_asset(task: str, estimator_name: str):
             }
         )
         yield model_quality.interval_coverage_check(test.get("coverage", math.nan), record["interval_nominal_coverage"], name)
+        yield model_quality.reproducible_check(earlier, record["metrics"], name)
         if estimator_name != "dummy":
             yield model_quality.beats_dummy_check(test.get(error, math.nan), dummy.get(error, math.nan), error, name)
 

@@ -73,6 +73,7 @@ def rules() -> list[Rule]:
         Rule("no_feature_leakage", training_sets, "models", True, "no label (for SOH no same-cycle capacity) among the model inputs", f"{mq}.no_feature_leakage_check"),
         Rule("interval_coverage", _all_model_assets(), "models", False, "prediction intervals cover the test truths near their nominal rate", f"{mq}.interval_coverage_check"),
         Rule("beats_dummy", _estimators_except_dummy(), "models", False, "test error below the dummy baseline's on the same cells", f"{mq}.beats_dummy_check"),
+        Rule("reproducible", _all_model_assets(), "models", False, "retraining with the same data, code, parameters and seed gives the same metrics", f"{mq}.reproducible_check"),
         Rule("promotion_gate", ("promoted_soh_model", "promoted_rul_model"), "models", True, "a model scores cells only if it beats the dummy and keeps up with the promoted one", f"{mq}.promotion_gate_check"),
         *(
             Rule(check.name, (model,), "models", check.blocking, check.description, f"{tq}.CHECKS_BY_MODEL[{model!r}]")

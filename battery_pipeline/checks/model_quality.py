@@ -5,6 +5,8 @@ split_disjoint      no cell has rows in two of train / validation / test (rows o
 no_feature_leakage  no label, and for SOH no same-cycle capacity column, among the features
 beats_dummy         the model's test error is below the dummy baseline's on the same cells
 interval_coverage   the share of test truths inside the prediction intervals is near nominal
+reproducible        retraining with the same data, code, parameters and seed (same model id)
+                    gives the same metrics as the stored training
 promotion_gate      the candidate beats the dummy and is not worse than the previously promoted
                     model beyond a tolerance (blocking: inference keeps the old model otherwise)
 model_card_complete every section of a model card has content
@@ -131,4 +133,31 @@ def model_card_complete_check(cards: dict[str, dict[str, str]], required: tuple[
         passed=bool(cards) and not missing,
         metadata={"cards": len(cards), "missing_sections": dg.MetadataValue.json(missing)},
         description="no model cards" if not cards else (f"incomplete cards: {missing}" if missing else None),
+    )
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    return a == b
+
+
+def reproducible_check(earlier_metrics: dict | None, metrics: dict, asset: str) -> dg.AssetCheckResult:
+    """Bit-identical metrics for a model id trained before; the first training of an id has
+    nothing to compare with, which the description says (it passes: nothing contradicts it)."""
+    if earlier_metrics is None:
+        return dg.AssetCheckResult(
+            check_name="reproducible", asset_key=asset, passed=True,
+            metadata={"compared": False},
+            description="first training of this model id: the next retraining on the same data is compared with it",
+        )
+    same = _same(earlier_metrics, metrics)
+    return dg.AssetCheckResult(
+        check_name="reproducible", asset_key=asset, passed=same,
+        metadata={"compared": True, "earlier_test": dg.MetadataValue.json(earlier_metrics.get("test", {})),
+                  "now_test": dg.MetadataValue.json(metrics.get("test", {}))},
+        description="same metrics as the earlier training of this id" if same
+        else "retraining with the same data, code, parameters and seed changed the metrics",
     )

@@ -90,3 +90,12 @@ def test_quick_budget_caps_nested_iteration_parameters():
     assert conformal.get_params()["estimator__max_iter"] == 30
     lstm = with_quick_budget(make_estimator("lstm", "soh"))
     assert lstm.max_epochs == 3 and lstm.hidden_size == 32  # only iteration-like parameters change
+
+
+def test_reproducible_compares_metrics_of_the_same_model_id():
+    metrics = {"test": {"rmse": 0.01, "r2": float("nan")}, "train": {"rmse": 0.005}}
+    first = model_quality.reproducible_check(None, metrics, "m")
+    assert first.passed and first.metadata["compared"].value is False
+    assert model_quality.reproducible_check(metrics, {"test": {"rmse": 0.01, "r2": float("nan")}, "train": {"rmse": 0.005}}, "m").passed
+    drifted = model_quality.reproducible_check(metrics, {"test": {"rmse": 0.011, "r2": float("nan")}, "train": {"rmse": 0.005}}, "m")
+    assert not drifted.passed

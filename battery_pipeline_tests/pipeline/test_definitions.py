@@ -67,6 +67,7 @@ EXPECTED_CHECKS = {
     ("cycle_labels", "no_label_leakage"),
     *((f"{task}_training_set", name) for task in ("soh", "rul") for name in ("split_disjoint", "no_feature_leakage")),
     *((f"{task}_{estimator}_model", "interval_coverage") for task in ("soh", "rul") for estimator in MODEL_ESTIMATORS),
+    *((f"{task}_{estimator}_model", "reproducible") for task in ("soh", "rul") for estimator in MODEL_ESTIMATORS),
     *(
         (f"{task}_{estimator}_model", "beats_dummy")
         for task in ("soh", "rul")

@@ -3,7 +3,8 @@
     battery-pipeline run        register every cell found, run `cell_pipeline_job` for each,
                                 print a summary (uses the demo fleet when no data is present);
                                 then train, promote and report (`train_models_job`), score every
-                                cell (`score_cells_job`) and run every pack (`pack_pipeline_job`)
+                                cell (`score_cells_job`), run every pack (`pack_pipeline_job`),
+                                write data cards and the audit log (`governance_job`)
     battery-pipeline ui         start `dagster dev` on this project (webserver + daemon)
     battery-pipeline demo DIR   write the demo fleet to DIR
 
@@ -106,7 +107,27 @@ def run_all(
         succeeded = [key for key, outcome in outcomes.items() if outcome[0]]
         failed += run_models(instance, succeeded)
         failed += run_packs(instance)
+        failed += run_governance(instance)
     return failed
+
+
+def run_governance(instance) -> int:
+    """Data cards and the audit trail of everything this command ran (`governance_job`)."""
+    from battery_pipeline.resources import ModelStore
+
+    ok, text = run_job(instance, "governance_job")
+    print(f"\ngovernance_job {'ok' if ok else 'FAILED: ' + text}: data cards in {ModelStore().reports_dir}/data_cards/, "
+          "every run above in the audit_log table")
+    return 0 if ok else 1
+
+
+def run_job(instance, name: str, tags: dict | None = None) -> tuple[bool, str]:
+    """Run a job of the code location in this instance; (success, failure text)."""
+    from dagster import build_reconstructable_job, execute_job
+
+    job = build_reconstructable_job("battery_pipeline.cli", "job_def", reconstructable_args=(name,))
+    with execute_job(job, instance=instance, tags=tags or {}, run_config=QUIET_CONSOLE) as result:
+        return result.success, _failure_text(result)
 
 
 def job_def(name: str):
@@ -119,18 +140,11 @@ def job_def(name: str):
 def run_models(instance, cells: list[str]) -> int:
     """Train, register and promote every model on the cells' features (`train_models_job`), then
     score each cell with the promoted models (`score_cells_job`); returns the failed runs."""
-    from dagster import build_reconstructable_job, execute_job
-
     from battery_pipeline.resources import ModelStore
-
-    def run(name: str, tags: dict | None = None):
-        job = build_reconstructable_job("battery_pipeline.cli", "job_def", reconstructable_args=(name,))
-        with execute_job(job, instance=instance, tags=tags or {}, run_config=QUIET_CONSOLE) as result:
-            return result.success, _failure_text(result)
 
     print("\nTraining every model on all cells (train_models_job) ...")
     started = time.perf_counter()
-    ok, text = run("train_models_job")
+    ok, text = run_job(instance, "train_models_job")
     print(f"  train_models_job {'ok' if ok else 'FAILED: ' + text} ({time.perf_counter() - started:.0f} s)")
     if not ok:
         return 1
@@ -138,7 +152,7 @@ def run_models(instance, cells: list[str]) -> int:
     print(f"  metrics: {ModelStore().results_dir}/soh_results.json, rul_results.json; model cards: {ModelStore().reports_dir}/model_cards/")
     failed = 0
     for key in cells:
-        ok, text = run("score_cells_job", {"dagster/partition": key})
+        ok, text = run_job(instance, "score_cells_job", {"dagster/partition": key})
         failed += not ok
         if not ok:
             print(f"  scoring {key} FAILED: {text}")
@@ -160,18 +174,9 @@ def print_model_summary() -> None:
     print("    " + models.to_string(index=False).replace("\n", "\n    "))
 
 
-def pack_pipeline_job_def():
-    """Module-level factory so that `reconstructable` can rebuild the job in step processes."""
-    from battery_pipeline.definitions import defs
-
-    return defs.resolve_job_def("pack_pipeline_job")
-
-
 def run_packs(instance) -> int:
     """Register every pack found (demo packs when the pack folders are empty), run
     `pack_pipeline_job` for each, print one line per pack; returns the number of failed runs."""
-    from dagster import execute_job, reconstructable
-
     from battery_pipeline.pack_resources import PackSourceCatalog
     from battery_pipeline.partitions import pack_partitions
 
@@ -181,9 +186,7 @@ def run_packs(instance) -> int:
     print(f"\n{len(packs)} pack(s) in {[str(r) for r in PackSourceCatalog().roots()]}:")
     failed = 0
     for key in packs.keys():
-        with execute_job(reconstructable(pack_pipeline_job_def), instance=instance,
-                         tags={"dagster/partition": key}, run_config=QUIET_CONSOLE) as result:
-            ok, text = result.success, _failure_text(result)
+        ok, text = run_job(instance, "pack_pipeline_job", {"dagster/partition": key})
         failed += not ok
         print(f"  {key:<40} {'ok' if ok else 'FAILED':<6} {pack_summary(key) if ok else text}")
     return failed

@@ -21,6 +21,9 @@ what `selected_forest` chooses itself (its features, by leave-one-cell-out on th
 of each fold only). SOH features are `features.soh_feature_columns`: no same-cycle capacity, no
 summary of the full discharge, no test clock (features.SOH_LEAKAGE_COLUMNS / SOH_CLOCK_COLUMNS).
 Targets: SOH RMSE <= 0.02 (NASA LOCO), <= 0.012 (XJTU); RUL RMSE >= 2x better than dummy (CALCE).
+Options of `selected_forest` that were measured on these splits and are not adopted (nested
+family choice forest / linear trend / trend + residual forest, causal start-relative and
+trailing-mean columns): figures in the docstring of battery_pipeline/science/ml/selection.py.
 """
 
 from __future__ import annotations

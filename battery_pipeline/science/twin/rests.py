@@ -18,6 +18,7 @@ import pandas as pd
 from battery_pipeline.science.twin.ocv import OcvTable, ocv_table
 
 REST_COLUMNS = ["start", "end", "start_time_s", "end_time_s", "duration_s"]
+REST_AVERAGE_FRACTION = 1.0 / 6.0  # an averaged rest voltage comes from the rest's last sixth at most
 
 
 def true_runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -61,13 +62,18 @@ def table_at(chemistry: str, temperature_c: float) -> OcvTable:
 
 
 def rest_cell_soc(rests: pd.DataFrame, cell_voltages: pd.DataFrame, temperature_c: np.ndarray,
-                  chemistry: str) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray]:
+                  chemistry: str, time_s: np.ndarray | None = None,
+                  average_s: float = 0.0) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray]:
     """At each rest: the relaxed voltage of every cell and the SOC it implies.
 
     The relaxed voltage is the cell's last reading in the rest (a missing last reading falls back
-    to the last one the cell has in the rest; none at all gives NaN). The OCV table is taken at
-    the rest's mean temperature. Returns (ocv_v, soc, temperature): frames with one row per rest
-    (in `rests` order) and one column per cell, and the rest temperatures.
+    to the last one the cell has in the rest; none at all gives NaN). With `average_s` > 0 (and
+    `time_s`, the sample times) it is instead the mean of the cell's readings over the rest's
+    last `average_s` seconds, at most its last REST_AVERAGE_FRACTION of the rest's duration (so
+    the window stays where the cell has nearly relaxed): sensor noise shrinks by the square root
+    of the number of readings. The OCV table is taken at the rest's mean temperature. Returns
+    (ocv_v, soc, temperature): frames with one row per rest (in `rests` order) and one column per
+    cell, and the rest temperatures.
     """
     volts = cell_voltages.to_numpy(dtype="float64")
     starts, ends = rests["start"].to_numpy(), rests["end"].to_numpy()
@@ -79,6 +85,17 @@ def rest_cell_soc(rests: pd.DataFrame, cell_voltages: pd.DataFrame, temperature_
         pick = latest[ends]
         inside = pick >= starts[:, None]
         ocv[inside] = volts[pick[inside], np.nonzero(inside)[1]]
+        if average_s > 0:
+            if time_s is None:
+                raise ValueError("averaging the rest voltage needs the sample times")
+            time_s = np.asarray(time_s, dtype="float64")
+            window = np.minimum(float(average_s), REST_AVERAGE_FRACTION * rests["duration_s"].to_numpy())
+            first = np.maximum(np.searchsorted(time_s, time_s[ends] - window, side="left"), starts)
+            for i, (lo, end) in enumerate(zip(first, ends)):
+                tail = volts[lo:end + 1]
+                seen = ~np.isnan(tail).all(axis=0)  # cells without a reading in the window keep the last one
+                if seen.any():
+                    ocv[i, seen] = np.nanmean(tail[:, seen], axis=0)
     temps = np.empty(len(rests))
     soc = np.empty_like(ocv)
     # Mean temperature over each rest from a cumulative sum (one pass, no slicing per rest).

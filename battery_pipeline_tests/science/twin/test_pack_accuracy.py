@@ -17,7 +17,7 @@ from battery_pipeline.science.twin.runner import run_models
 from battery_pipeline.science.twin.settings import DEFAULT_SETTINGS_FILE, load_settings
 
 PACKS = [("NMC", 1), ("NMC", 2), ("NCA", 3), ("LFP", 4), ("LCO", 5)]
-SLOPED = [p for p in PACKS if p[0] != "LFP"]  # LFP's plateau hides SOC in millivolts (see below)
+SOC_TOLERANCE = 0.03  # issue 5: SOC error at most 3 % after rests of 30 min or more, every chemistry
 
 
 def run_pack(sim, settings=None, state=None, telemetry=None):
@@ -72,13 +72,39 @@ def test_soc_anchors_are_exactly_the_long_rests(packs, pack):
     assert np.flatnonzero(out["soc_ocv_estimation"]["rest_anchor"].to_numpy()).tolist() == last.tolist()
 
 
-@pytest.mark.parametrize("pack", SLOPED)
+@pytest.mark.parametrize("pack", PACKS)
 def test_soc_after_long_rests_within_3_percent(packs, pack):
+    # The model's SOC output at the last sample of every simulated rest of >= 30 min, every cell;
+    # LFP included (its plateau anchors are averaged and weighed against the count).
     sim, out = packs[pack]
     soc = out["soc_ocv_estimation"]["soc_cells"]
-    anchors = out["soc_ocv_estimation"]["rest_anchor"].to_numpy()
+    _, rest_ends = true_runs(sim.truth["in_long_rest"].to_numpy())
+    assert len(rest_ends) >= 20
+    error = np.abs(soc.to_numpy() - true_soc(sim, soc.columns))[rest_ends]
+    assert error.max() <= SOC_TOLERANCE
+
+
+@pytest.mark.parametrize("pack", PACKS)
+def test_soc_uncertainty_is_stated_honestly_and_lfp_anchors_weigh_less(packs, pack):
+    # Errors at the anchors within 3x the stated soc_sigma (the defaults assume 2 mV of rest-voltage
+    # error; the simulator's averaged noise is smaller, so the statement is conservative here).
+    sim, out = packs[pack]
+    soc_out = out["soc_ocv_estimation"]
+    anchors = soc_out["rest_anchor"].to_numpy()
+    soc, sigma = soc_out["soc_cells"], soc_out["soc_sigma"]
     error = np.abs(soc.to_numpy() - true_soc(sim, soc.columns))[anchors]
-    assert error.max() <= 0.03
+    assert np.all(error <= 3.0 * sigma.to_numpy()[anchors])
+    table = soc_out["anchors"]
+    assert len(table) == anchors.sum() * soc.shape[1]
+    assert table.weight.between(0.0, 1.0).all()
+    first = table[table.end_time_s == table.end_time_s.min()]
+    assert (first.weight == 1.0).all() and first.counted_soc.isna().all()  # no start SOC given
+    later = table[table.end_time_s > table.end_time_s.min()]
+    if pack[0] == "LFP":
+        # The plateau: the anchors are trusted only partly and the stated uncertainty stays ~2 %.
+        assert later.weight.median() < 0.8 and np.median(sigma.to_numpy()[anchors]) > 0.01
+    else:
+        assert later.weight.median() > 0.9 and np.median(sigma.to_numpy()[anchors]) < 0.01
 
 
 @pytest.mark.parametrize("pack", PACKS)
@@ -124,7 +150,7 @@ def test_voltage_alerts_match_the_injected_excursions_and_ignore_the_spikes(pack
     assert not alerts.active_at_end.any()
 
 
-@pytest.mark.parametrize("pack", SLOPED)
+@pytest.mark.parametrize("pack", PACKS)
 def test_available_energy_close_to_the_true_stored_energy(packs, pack):
     # Truth: each cell's own capacity over the OCV integral at its true SOC. The model uses the
     # nominal capacity, so the cells' 2 % capacity spread is the expected difference.

@@ -179,7 +179,7 @@ def test_runner_runs_enabled_models_and_checks_run_parameters():
     settings = load_settings(DEFAULT_SETTINGS_FILE, with_local=False)
     out = run_models(pack_frame(), settings, "pack_telemetry", parameters={"nominal_capacity_ah": 2.0})
     assert sorted(out) == FIVE
-    assert set(out["soc_ocv_estimation"]) == {"soc_cells", "soc_pack", "ocv_v", "rest_anchor"}
+    assert set(out["soc_ocv_estimation"]) == {"soc_cells", "soc_pack", "ocv_v", "rest_anchor", "soc_sigma", "anchors"}
     assert list(out["available_energy"]["energy_cells_wh"].columns) == ["cell_01", "cell_02", "cell_03"]
     assert set(out.state) == {"eq_cycles"}
     with pytest.raises(ParameterError, match="colour: no enabled twin model declares it"):

@@ -28,7 +28,7 @@ from battery_pipeline_tests.science.twin.test_registry import (
 def test_tables_are_named_in_the_manifests_and_default_by_kind():
     tables = {name: set(output_tables(cls.manifest)) for name, cls in discover_models().items()}
     assert tables["eq_cycles"] == {"equivalent_cycles"}
-    assert tables["soc_ocv_estimation"] == {"soc_estimates", "cell_soc_estimates"}
+    assert tables["soc_ocv_estimation"] == {"soc_estimates", "cell_soc_estimates", "cell_soc_uncertainty", "soc_anchors"}
     assert "voltage_alerts" in tables["voltage_monitor"] and "cell_imbalance" in tables["imbalance_analysis"]
     manifest = parse_manifest({**MINIMAL_MANIFEST, "outputs": {
         "y": {"unit": "A", "description": "y"},

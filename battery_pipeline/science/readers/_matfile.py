@@ -11,10 +11,15 @@ plenty (the names sit in the first few hundred decompressed bytes).
 
 `load_mat(path)` wraps `scipy.io.loadmat` so that any failure (truncated or corrupt file, HDF5
 based v7.3 file, not a .mat at all) becomes a `SourceFormatError` naming the file and the problem.
+Before scipy sees the file, `mat5_structure_problem` walks its element tree: scipy's compiled
+reader *crashes the process* (segmentation fault, scipy 1.17) on an element whose data type
+number is not a MAT data type, e.g. a tag zeroed by disk damage (found by fuzzing the readers with
+mutated real files, see `battery_pipeline_tests/science/readers/test_fuzz_readers.py`).
 """
 
 from __future__ import annotations
 
+import io
 import struct
 import zlib
 from dataclasses import dataclass, field
@@ -27,6 +32,9 @@ from battery_pipeline.science.readers.base import SourceFormatError
 MAT5_HEADER_BYTES = 128
 # MAT-file data types (MATLAB "MAT-File Format", Table 1-1) and array classes (Table 1-3)
 _MI_INT8, _MI_INT32, _MI_UINT32, _MI_MATRIX, _MI_COMPRESSED = 1, 5, 6, 14, 15
+# The data types scipy reads (int8 ... uint64, single, double, utf8/16/32). Any other number (0,
+# the reserved 8, 10, 11, or 19 and up) inside a variable makes scipy.io.loadmat segfault.
+_DATA_TYPES = frozenset({1, 2, 3, 4, 5, 6, 7, 9, 12, 13, 16, 17, 18})
 MX_CLASSES = {
     1: "cell",
     2: "struct",
@@ -165,6 +173,79 @@ def peek_mat5(head: bytes, depth: int = 1) -> MatVariable | None:
         return None
 
 
+def _element_problem(buf: bytes, endian: str, start: int, end: int) -> str | None:
+    """Check the subelements of one miMATRIX body, and of every matrix nested in it.
+
+    Every element must be a matrix (walked in turn) or data of a type scipy knows, and lie
+    within its parent. Iterative, so a deeply nested (or maliciously nested) file cannot exhaust
+    Python's recursion limit.
+    """
+    unpack = struct.Struct(endian + "II").unpack_from  # hot loop: ~10 elements per sample
+    data_types = _DATA_TYPES
+    pending = [(start, end)]
+    while pending:
+        pos, stop = pending.pop()
+        while pos + 8 <= stop:
+            word, nbytes = unpack(buf, pos)
+            if word >> 16:  # small data element: type and size in the first 4 bytes
+                mdtype, nbytes, size = word & 0xFFFF, word >> 16, 8
+                if nbytes > 4:
+                    return f"element at byte {pos} claims {nbytes} bytes in a 4-byte small element"
+                nbytes = 0  # its data sits inside the 8 bytes already checked
+            else:
+                mdtype, size = word, 8 + (nbytes + 7) // 8 * 8
+            if mdtype == _MI_MATRIX:
+                if pos + 8 + nbytes > stop:
+                    return f"array at byte {pos} claims {nbytes} bytes, more than its container holds (truncated?)"
+                pending.append((pos + 8, pos + 8 + nbytes))
+            elif mdtype not in data_types:
+                return f"element at byte {pos} has data type {mdtype}, which is no MAT-file data type"
+            elif pos + 8 + nbytes > stop:
+                return f"data at byte {pos} claims {nbytes} bytes, more than its array holds (truncated?)"
+            pos += size
+    return None
+
+
+def mat5_structure_problem(data: bytes) -> str | None:
+    """Why scipy must not be given this MATLAB 5 file (see the module docstring), or None.
+
+    Offsets in the answer are file offsets for uncompressed variables and offsets within the
+    decompressed variable for compressed (-v7) ones.
+    """
+    if len(data) < MAT5_HEADER_BYTES:
+        return f"{len(data)} bytes, shorter than the 128-byte header"
+    endian = {b"IM": "<", b"MI": ">"}.get(data[126:128])
+    if endian is None:
+        return "no byte-order mark ('IM'/'MI') at bytes 126-127 of the header"
+    pos = MAT5_HEADER_BYTES
+    number = 0
+    while pos + 8 <= len(data):
+        number += 1
+        mdtype, nbytes = struct.unpack_from(endian + "II", data, pos)
+        body_end = pos + 8 + nbytes
+        if mdtype == _MI_COMPRESSED:
+            try:
+                inner = zlib.decompressobj().decompress(data[pos + 8 : body_end])
+            except zlib.error as exc:
+                return f"compressed variable {number} (at byte {pos}) is corrupt ({exc})"
+            if len(inner) >= 8:
+                inner_type, inner_bytes = struct.unpack_from(endian + "II", inner, 0)
+                if inner_type == _MI_MATRIX:
+                    if 8 + inner_bytes > len(inner):
+                        return f"compressed variable {number} (at byte {pos}) is truncated"
+                    problem = _element_problem(inner, endian, 8, 8 + inner_bytes)
+                    if problem:
+                        return f"variable {number} (compressed, at byte {pos}): {problem}"
+        elif mdtype == _MI_MATRIX:
+            if body_end > len(data):
+                return f"variable {number} (at byte {pos}) claims {nbytes} bytes, beyond the end of the file (truncated?)"
+            problem = _element_problem(data, endian, pos + 8, body_end)
+            if problem:
+                return f"variable {number}: {problem}"
+        pos = body_end if mdtype == _MI_COMPRESSED else pos + 8 + (nbytes + 7) // 8 * 8
+    return None
+
+
 def load_mat(path: Path) -> dict:
     """`scipy.io.loadmat(path)`; every failure becomes a SourceFormatError naming the file."""
     import scipy.io  # local: only the .mat readers need scipy
@@ -188,7 +269,14 @@ def load_mat(path: Path) -> dict:
     if mat_header_text(head) is None:
         raise SourceFormatError(path, "not a MATLAB 5 MAT-file (no 'MATLAB 5.0' header)")
     try:
-        mat = scipy.io.loadmat(path)
+        data = path.read_bytes()
+    except OSError as exc:
+        raise SourceFormatError(path, f"cannot read file ({exc.strerror})") from exc
+    problem = mat5_structure_problem(data)
+    if problem:
+        raise SourceFormatError(path, f"corrupt MAT-file: {problem}")
+    try:
+        mat = scipy.io.loadmat(io.BytesIO(data))
     except Exception as exc:  # scipy raises ValueError, zlib.error, OSError, TypeError, ...
         detail = str(exc) or type(exc).__name__
         raise SourceFormatError(

@@ -145,6 +145,9 @@ def _zip_problem(path: Path) -> str | None:
         with zipfile.ZipFile(path) as archive:
             bad = archive.testzip()
             return f"zip member {bad!r} is corrupt" if bad else None
+    except (zlib.error, EOFError, NotImplementedError) as exc:
+        # testzip reports a bad CRC, but a damaged deflate stream raises on the way there
+        return f"the xlsx (zip) container is corrupt: a member cannot be decompressed ({exc})"
     except zipfile.BadZipFile:
         size = path.stat().st_size
         return (
@@ -173,6 +176,13 @@ def _arrow_to_numpy(column) -> np.ndarray:
     return np.asarray(column.to_pylist(), dtype=object)
 
 
+def _is_rust_panic(exc: BaseException) -> bool:
+    """True for a panic of fastexcel's Rust code, e.g. 'TimeDelta::milliseconds out of bounds'
+    on a date cell holding 1e18 (found by fuzzing). pyo3 raises it as PanicException, which
+    derives from BaseException, so `except Exception` never sees it; it has no importable name."""
+    return type(exc).__name__ == "PanicException"
+
+
 def _open_workbook(path: Path):
     import fastexcel
 
@@ -183,6 +193,10 @@ def _open_workbook(path: Path):
         raise SourceFormatError(path, problem) from exc
     except OSError as exc:
         raise SourceFormatError(path, f"cannot open file ({exc.strerror})") from exc
+    except BaseException as exc:
+        if not _is_rust_panic(exc):
+            raise
+        raise SourceFormatError(path, f"the Excel reader failed on the workbook ({exc})") from exc
 
 
 def _read_info(workbook) -> dict[str, str]:
@@ -194,6 +208,10 @@ def _read_info(workbook) -> dict[str, str]:
     try:
         rows = workbook.load_sheet("Info", header_row=None, eager=True).to_pylist()
     except fastexcel.FastExcelError:
+        return {}
+    except BaseException as exc:  # a malformed Info cell: no metadata, as for other errors
+        if not _is_rust_panic(exc):
+            raise
         return {}
     rows = [list(r.values()) for r in rows]
     for i, row in enumerate(rows[:-1]):
@@ -225,6 +243,12 @@ def read_workbook(path: Path) -> ArbinFile:
         except fastexcel.FastExcelError as exc:
             problem = _zip_problem(path) or f"{where}cannot be read ({str(exc).splitlines()[0]})"
             raise SourceFormatError(path, problem) from exc
+        except BaseException as exc:
+            if not _is_rust_panic(exc):
+                raise
+            raise SourceFormatError(
+                path, f"{where}a cell cannot be converted, the Excel reader failed ({exc}): corrupt sheet?"
+            ) from exc
         names = batch.schema.names
         try:
             mapping = map_columns(path, names, where)

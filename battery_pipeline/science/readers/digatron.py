@@ -135,6 +135,9 @@ def _layout(path: Path, head: bytes) -> _Layout:
         raise SourceFormatError(path, "no Digatron column line (Time Stamp, Step, Status, Prog Time, ...)")
     names = [n.strip() for n in _decode(lines[column_line]).rstrip("\r").split(",")]
     names = [n if n else f"_unnamed_{i}" for i, n in enumerate(names)]
+    # A name given twice (a damaged or hand-edited column line) would stop both CSV parsers;
+    # later copies get a suffix, so the first column of a name is the one read.
+    names = [n if n not in names[:i] else f"{n}_{i}" for i, n in enumerate(names)]
     metadata: dict[str, str] = {}
     for line in lines[:column_line]:
         text = _decode(line).replace("\x00", "").strip()
@@ -207,16 +210,21 @@ def _read_columns(path: Path, layout: _Layout, data: bytes) -> dict[str, np.ndar
         return columns
     except pa.ArrowInvalid:
         pass  # a short (truncated) row or text in a numeric column: lenient parser below
-    frame = pd.read_csv(
-        io.BytesIO(body),
-        header=None,
-        names=layout.names,
-        usecols=wanted,
-        dtype={c: str for c in ("Status", "Prog Time", "Step Time") if c in wanted},
-        encoding="latin-1",
-        skip_blank_lines=True,
-        low_memory=False,
-    )
+    try:
+        # No `usecols`: with it pandas refuses a file whose first data row is cut short (a
+        # file truncated in its first row); without it the missing fields are NaN, as in the
+        # truncated last row of any longer file.
+        frame = pd.read_csv(
+            io.BytesIO(body),
+            header=None,
+            names=layout.names,
+            dtype={c: str for c in ("Status", "Prog Time", "Step Time") if c in wanted},
+            encoding="latin-1",
+            skip_blank_lines=True,
+            low_memory=False,
+        )[wanted]
+    except ValueError as exc:  # pandas' ParserError is a ValueError: an unclosed quote, ...
+        raise SourceFormatError(path, f"data rows cannot be parsed as CSV ({str(exc).strip()})") from exc
     columns = {}
     for name in wanted:
         if name in _NUMERIC:

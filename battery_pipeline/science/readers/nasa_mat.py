@@ -235,8 +235,8 @@ class NasaPcoeMatReader(CyclerReader):
                         {
                             "time_s": start - t0,
                             "cycle_number": cycles_so_far,
-                            "re_ohm": _scalar(data, "Re") if "Re" in data_fields else np.nan,
-                            "rct_ohm": _scalar(data, "Rct") if "Rct" in data_fields else np.nan,
+                            "re_ohm": _scalar(data, "Re", path, k, op_type) if "Re" in data_fields else np.nan,
+                            "rct_ohm": _scalar(data, "Rct", path, k, op_type) if "Rct" in data_fields else np.nan,
                             "source_file": path.name,
                         }
                     )
@@ -269,7 +269,7 @@ class NasaPcoeMatReader(CyclerReader):
                     summary_rows.append(
                         {
                             "cycle_number": cycles_so_far,
-                            "discharge_capacity_ah": _scalar(data, "Capacity"),
+                            "discharge_capacity_ah": _scalar(data, "Capacity", path, k, op_type),
                             "source_file": path.name,
                             "source_row": k,  # the operation's index in the file's cycle array
                         }
@@ -346,8 +346,14 @@ def _first_start(cycle: np.ndarray) -> float:
         return float("inf")  # unreadable: the main loop reports it
 
 
-def _scalar(data, name: str) -> float:
-    values = as_float_vector(data[name]) if np.size(data[name]) else np.zeros(0)
+def _scalar(data, name: str, path: Path, k: int, op_type: str) -> float:
+    """First value of a scalar field of operation k (Re, Rct, Capacity); NaN when empty."""
+    try:
+        values = as_float_vector(data[name]) if np.size(data[name]) else np.zeros(0)
+    except (TypeError, ValueError) as exc:  # text or a cell array where a number belongs
+        raise SourceFormatError(
+            path, f"operation {k + 1} ({op_type}): field {name!r} is not a number ({exc})"
+        ) from exc
     return float(values[0]) if len(values) else float("nan")
 
 

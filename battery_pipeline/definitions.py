@@ -14,11 +14,13 @@ from battery_pipeline.jobs import (
 )
 from battery_pipeline.pack_resources import PackSourceCatalog
 from battery_pipeline.resources import ModelStore, SourceCatalog, Warehouse
+from battery_pipeline.sensors import incoming_files_sensor
 
 defs = dg.Definitions(
     assets=dg.load_assets_from_modules([ingest, validation, features, models, reports, twin, governance]),
     jobs=[cell_pipeline_job, register_sources_job, train_models_job, score_cells_job, pack_pipeline_job,
           register_pack_sources_job, governance_job],
+    sensors=[incoming_files_sensor],
     resources={"warehouse": Warehouse(), "catalog": SourceCatalog(), "model_store": ModelStore(),
                "pack_catalog": PackSourceCatalog()},
 )

@@ -1,5 +1,8 @@
 """SOC per cell from relaxed voltage at rests fused with coulomb counting (method: README.md).
 
+Rest voltage: each cell's mean reading over the last `ocv_average_s` of a long rest (at most its
+last sixth), read through the OCV table at the rest's temperature.
+
 Anchor rule (inverse-variance fusion, a scalar Kalman update per cell at each long rest):
 
   counted  z_c = previous estimate + coulomb-counted change, variance
@@ -13,6 +16,9 @@ Anchor rule (inverse-variance fusion, a scalar Kalman update per cell at each lo
 With no estimate before the first anchor (no `initial_soc`), the first anchor has weight 1 and
 its variance is R: on a flat part of the curve (the LFP plateau) the stated uncertainty `soc_sigma`
 stays large until an anchor on a steeper part (or enough counting-consistent anchors) narrows it.
+`ocv_voltage_sigma_v` = 0 gives every anchor weight 1 (the OCV replaces the count, as before
+version 1.1). `soc_sigma` is only as honest as the error parameters: on real cells after short
+rests or with hysteresis the rest voltage can be tens of mV off the table (README).
 """
 
 from __future__ import annotations

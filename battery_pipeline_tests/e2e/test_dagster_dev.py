@@ -26,9 +26,11 @@ design. Its cycle 86 is a diagnostic cycle with a coulombic efficiency of 1.9, w
 `efficiencies_physical` (WARN severity, not blocking) flags; EXPECTED_WARNINGS names that one
 warning, and any other check that does not pass fails the test.
 
-Chromium is the Debian package `chromium`; `.ci/run` installs it when missing. Without it the
-browser test fails when the environment variable CI is set (`.ci/run` sets it) and is skipped,
-with the reason, on a machine without CI.
+Chromium is the Debian package `chromium`; `.ci/run` installs it when missing (and stops, under
+`set -e`, if that fails). Without it the browser test fails when the environment variable CI is
+set (as CI services set it) and is skipped, with the reason, where CI is unset (a developer's
+machine). `.ci/run` does not set CI itself: Hypothesis reads CI too (derandomized "ci" profile),
+and the other tests' settings are not this test's to change.
 
 Marked `e2e`: `make test` runs it; `pytest -m "not e2e"` leaves it out. About 2-3 minutes on 2
 busy cores, mostly `dagster dev` start-up and one step subprocess per asset step.
@@ -190,6 +192,7 @@ class DagsterDev:
     port: int
     folders: dict[str, Path]
     log: Path
+    started_s: float = 0.0  # from launch until the code location answered over GraphQL
 
     @property
     def url(self) -> str:
@@ -224,7 +227,9 @@ class DagsterDev:
             if done:
                 return last
             time.sleep(every_s)
-        raise AssertionError(f"timed out after {timeout_s} s waiting for {what}; last seen: {last!r}\n{self.log_tail()}")
+        raise AssertionError(
+            f"timed out after {timeout_s} s waiting for {what}; last seen: {last!r}\n{self.log_tail()}"
+        )
 
 
 def pipeline_environment(root: Path) -> tuple[dict[str, str], dict[str, Path]]:
@@ -274,7 +279,9 @@ def code_location_loaded(dev: DagsterDev) -> tuple[bool, object]:
         return False, data
     loaded = entry["locationOrLoadError"]
     if loaded["__typename"] == "PythonError":
-        raise AssertionError(f"code location {LOCATION} failed to load: {loaded['message']}\n{''.join(loaded['stack'])}")
+        raise AssertionError(
+            f"code location {LOCATION} failed to load: {loaded['message']}\n{''.join(loaded['stack'])}"
+        )
     return True, loaded["__typename"]
 
 
@@ -285,16 +292,18 @@ def dagster_dev(tmp_path_factory, datasets) -> DagsterDev:
     env, folders = pipeline_environment(root)
     port = free_port()
     log = root / "dagster_dev.log"
-    command = [sys.executable, "-c", LAUNCHER, "-w", str(REPO_ROOT / "workspace.yaml"), "-p", str(port), "-h", "127.0.0.1"]
+    workspace = REPO_ROOT / "workspace.yaml"
+    command = [sys.executable, "-c", LAUNCHER, "-w", str(workspace), "-p", str(port), "-h", "127.0.0.1"]
     with log.open("wb") as out:
         process = subprocess.Popen(
             command, cwd=REPO_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
             start_new_session=True,  # own session and process group: the teardown stops the whole group
         )
-    dev = DagsterDev(process, port, folders, log)
+    dev, launched = DagsterDev(process, port, folders, log), time.monotonic()
     try:
         dev.wait_for(f"the GraphQL endpoint {dev.url}/graphql with code location {LOCATION}",
                      lambda: code_location_loaded(dev), STARTUP_TIMEOUT_S)
+        dev.started_s = time.monotonic() - launched
         yield dev
     finally:
         forced = stop_process_group(process, SHUTDOWN_GRACE_S)
@@ -369,6 +378,7 @@ class SensorRun:
     run: dict
     sensor_status_found: str
     failure: str
+    timings_s: dict[str, float]  # for the report, not asserted
 
 
 @pytest.fixture(scope="module")
@@ -377,6 +387,7 @@ def sensor_run(dagster_dev, datasets) -> SensorRun:
     dev = dagster_dev
     source = dataset_file(datasets, CELL_FILE)
     found = ensure_sensor_running(dev)
+    dropped = time.monotonic()
     drop_file(source, dev.folders["staging"], dev.folders["incoming"])
     run_filter = {
         "pipelineName": JOB,
@@ -388,6 +399,7 @@ def sensor_run(dagster_dev, datasets) -> SensorRun:
         return (True, found_runs[0]) if found_runs else (False, sensor_state(dev))
 
     dev.wait_for(f"{SENSOR} to request a {JOB} run of {PARTITION}", requested, STARTUP_TIMEOUT_S)
+    requested_at = time.monotonic()
 
     def finished():
         (run,) = runs(dev, run_filter)
@@ -395,7 +407,12 @@ def sensor_run(dagster_dev, datasets) -> SensorRun:
 
     run = dev.wait_for(f"the {JOB} run of {PARTITION} to finish", finished, RUN_TIMEOUT_S)
     failure = "" if run["status"] == "SUCCESS" else run_failure_text(dev, run["runId"])
-    return SensorRun(run, found, failure)
+    timings = {
+        "dagster_dev_start": round(dev.started_s),
+        "file_to_run_request": round(requested_at - dropped),
+        "run": round(time.monotonic() - requested_at),
+    }
+    return SensorRun(run, found, failure, timings)
 
 
 # ---------------------------------------------------------------- checks and warehouse
@@ -414,13 +431,15 @@ def job_checks(dev: DagsterDev, job: str) -> list[tuple[list[str], str, bool]]:
     return checks
 
 
-def check_executions_of_run(dev: DagsterDev, checks: list[tuple[list[str], str, bool]], run_id: str) -> list[list[dict]]:
+def check_executions_of_run(
+    dev: DagsterDev, checks: list[tuple[list[str], str, bool]], run_id: str
+) -> list[list[dict]]:
     """Each check's executions in the run, as the UI lists them (one query). Not filtered by
     partition: a check declared without the asset's partitions stores its evaluations unpartitioned."""
     fields = "runId status partition evaluation { success severity description }"
     parts = [
-        f"c{i}: assetCheckExecutions(assetKey: {{path: {json.dumps(path)}}}, checkName: {json.dumps(name)}, limit: 20) "
-        f"{{ {fields} }}"
+        f"c{i}: assetCheckExecutions(assetKey: {{path: {json.dumps(path)}}}, checkName: {json.dumps(name)}, "
+        f"limit: 20) {{ {fields} }}"
         for i, (path, name, _) in enumerate(checks)
     ]
     data = dev.graphql("{ " + "\n".join(parts) + " }")
@@ -442,7 +461,9 @@ def read_warehouse(path: Path, query: str, params: list, timeout_s: float = 120)
 
 def test_sensor_runs_the_dropped_file_and_its_checks_pass(dagster_dev, sensor_run):
     dev, run = dagster_dev, sensor_run.run
-    assert run["status"] == "SUCCESS", f"run {run['runId']} ended {run['status']}:\n{sensor_run.failure}\n{dev.log_tail()}"
+    assert run["status"] == "SUCCESS", (
+        f"run {run['runId']} ended {run['status']}:\n{sensor_run.failure}\n{dev.log_tail()}"
+    )
     tags = {t["key"]: t["value"] for t in run["tags"]}
     assert tags["dagster/partition"] == PARTITION and tags["battery_pipeline/trigger"] == "new", tags
 
@@ -472,7 +493,8 @@ def test_sensor_runs_the_dropped_file_and_its_checks_pass(dagster_dev, sensor_ru
         else:
             problems.append(f"{label}: {execution['status']} {execution['evaluation']}")
     assert not problems, "\n".join(problems)
-    print(f"{len(checks)} checks of {JOB} on {PARTITION}: {len(checks) - len(warnings)} passed, expected warnings {warnings}")
+    print(f"{len(checks)} checks of {JOB} on {PARTITION}: {len(checks) - len(warnings)} passed, "
+          f"expected warnings {warnings}")
 
     # The outputs, read from the warehouse: nothing lost, features per cycle, labels, the registry row.
     db = dev.folders["warehouse"]
@@ -488,6 +510,7 @@ def test_sensor_runs_the_dropped_file_and_its_checks_pass(dagster_dev, sensor_ru
     )
     assert "maccor" in source_format.lower() and PARTITION in source_files, (source_format, source_files)
     print(f"warehouse rows for {PARTITION}: {counts}")
+    print(f"sensor found {sensor_run.sensor_status_found}; seconds: {sensor_run.timings_s}")
 
     # The incoming folder was the data: no demo fleet, no demo packs.
     assert not any(dev.folders["demo"].iterdir()) and not any(dev.folders["demo_packs"].iterdir())
@@ -552,7 +575,9 @@ def render(binary: str, url: str, profile: Path, budget_ms: int) -> str:
         raise AssertionError(f"chromium did not render {url} within {CHROMIUM_TIMEOUT_S} s") from None
     finally:
         stop_process_group(process, 0, graceful=False)
-    assert process.returncode == 0, f"chromium exited {process.returncode} on {url}: {err.decode(errors='replace')[-2000:]}"
+    assert process.returncode == 0, (
+        f"chromium exited {process.returncode} on {url}: {err.decode(errors='replace')[-2000:]}"
+    )
     return _Text.of(out.decode(errors="replace"))
 
 
@@ -577,12 +602,14 @@ def test_ui_asset_graph_shows_the_projects_assets(dagster_dev, sensor_run, tmp_p
     nodes = dev.graphql("{ assetNodes { assetKey { path } groupName } }")["assetNodes"]
     groups = {n["groupName"] for n in nodes}
     ingest_assets = {n["assetKey"]["path"][-1] for n in nodes if n["groupName"] == "ingest"}
-    assert {"ingest", "features", "models", "reports"} <= groups and {"cells", "raw_samples", "validated_samples"} <= ingest_assets
+    assert {"ingest", "features", "models", "reports"} <= groups, groups
+    assert {"cells", "raw_samples", "validated_samples"} <= ingest_assets, ingest_assets
 
     # The global asset lineage: every group of the project, as a box of the graph.
     text = render_until(binary, f"{dev.url}/asset-groups", tmp_path / "profile", lambda t: groups <= words(t))
     assert "Global asset lineage" in text, text[:2000]
-    assert groups <= words(text), f"groups missing from the global asset lineage: {groups - words(text)}\n{text[:3000]}"
+    missing = groups - words(text)
+    assert not missing, f"groups missing from the global asset lineage: {missing}\n{text[:3000]}"
 
     # The ingest group's lineage: every asset of the group by name, its downstream neighbours, and
     # the check results of the sensor's run on the validated_samples node.
@@ -592,4 +619,6 @@ def test_ui_asset_graph_shows_the_projects_assets(dagster_dev, sensor_run, tmp_p
     expected = ingest_assets | {"cycle_features"}
     text = render_until(binary, url, tmp_path / "profile", lambda t: expected <= words(t) and bool(passed.search(t)))
     assert expected <= words(text), f"assets missing from {url}: {expected - words(text)}\n{text[:3000]}"
-    assert passed.search(text), f"no 'Asset checks {n_checks} / {n_checks} Passed' on validated_samples in {url}:\n{text[:3000]}"
+    assert passed.search(text), (
+        f"no 'Asset checks {n_checks} / {n_checks} Passed' on validated_samples in {url}:\n{text[:3000]}"
+    )

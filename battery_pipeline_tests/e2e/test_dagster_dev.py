@@ -203,8 +203,12 @@ class DagsterDev:
         request = urllib.request.Request(
             f"{self.url}/graphql", data=body, headers={"Content-Type": "application/json"}
         )
-        with urllib.request.urlopen(request, timeout=timeout_s) as response:
-            payload = json.load(response)
+        try:
+            with urllib.request.urlopen(request, timeout=timeout_s) as response:
+                payload = json.load(response)
+        except urllib.error.HTTPError as error:  # the webserver answers GraphQL errors with a 4xx/500
+            body = error.read().decode(errors="replace")
+            raise AssertionError(f"GraphQL HTTP {error.code}: {body[:2000]}\nquery: {query[:500]}") from None
         if payload.get("errors"):
             raise AssertionError(f"GraphQL errors: {json.dumps(payload['errors'])[:2000]}")
         return payload["data"]

@@ -79,6 +79,7 @@ not in seconds (implied CC current median > 100 A).
 
 from __future__ import annotations
 
+import csv
 import io
 from pathlib import Path
 
@@ -235,6 +236,9 @@ def _parse(path: Path) -> pd.DataFrame:
         dtype=str,
         keep_default_na=False,
         skip_blank_lines=False,
+        # The tables hold plain numbers; a stray '"' is a garbled value, reported below as
+        # non-numeric, not the start of a quoted field running to the end of the file.
+        quoting=csv.QUOTE_NONE,
     )
     out = {}
     for column in XJTU_COLUMNS:

@@ -221,3 +221,18 @@ def test_xlsx_date_cell_the_excel_library_panics_on_is_a_clear_error(datasets, t
             archive.writestr(name, content)
     with pytest.raises(SourceFormatError, match=r"CS2_35_8_18_10\.xlsx: sheet 'Channel_1-008': a cell cannot be converted"):
         detect_format(path).read([path], "CS2_35")
+
+
+def test_xjtu_lone_quote_is_reported_as_a_garbled_value(datasets, tmp_path):
+    # Found by the benchmark (inputs 100014, 100392, ...: 'garbage_cell' put a lone '"' in a
+    # row) -> pandas ParserError "EOF inside string". The tables hold plain numbers, so the
+    # quote is a garbled value like any other text.
+    source = dataset_file(datasets, "xjtu_features/2C_battery-1.csv")
+    lines = source.read_text().splitlines()[:30]
+    cells = lines[5].split(",")
+    cells[3] = '"'
+    lines[5] = ",".join(cells)
+    path = tmp_path / source.name
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(SourceFormatError, match=r"""2C_battery-1\.csv: column 'voltage skewness' holds 1 non-numeric value\(s\) \(row 4 '"'\)"""):
+        detect_format(path).read([path], "xjtu_2C_battery-1")

@@ -409,7 +409,8 @@ def model_registry(context: dg.AssetExecutionContext, warehouse: Warehouse, mode
     promoted = set(old.loc[old["promoted"].astype(bool), "model_id"])
     history = old[~old["model_id"].isin(set(fresh["model_id"]))].assign(current=False)
     fresh = fresh.assign(current=True, promoted=fresh["model_id"].isin(promoted))
-    registry = pd.concat([history, fresh], ignore_index=True)[REGISTRY_COLUMNS]
+    # an empty history (first training) must not decide the column types of the concatenation
+    registry = (pd.concat([history, fresh], ignore_index=True) if len(history) else fresh)[REGISTRY_COLUMNS]
     registry = registry.astype({"current": bool, "promoted": bool, "seed": "int64"}).sort_values(["task", "model_name", "created_at"])
     warehouse.replace_table("model_registry", registry.reset_index(drop=True))
     overview = fresh[["model_name", "model_id", "validation_error", "test_error", "dummy_test_error"]]

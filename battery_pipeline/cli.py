@@ -49,13 +49,6 @@ def ensure_dagster_home() -> Path:
     return home
 
 
-def cell_pipeline_job_def():
-    """Module-level factory so that `reconstructable` can rebuild the job in step processes."""
-    from battery_pipeline.definitions import defs
-
-    return defs.resolve_job_def("cell_pipeline_job")
-
-
 def run_all(
     data_dirs: list[str] | None = None, demo_dir: str | None = None, only: list[str] | None = None
 ) -> int:
@@ -69,7 +62,7 @@ def run_all(
     if demo_dir:
         os.environ["BATTERY_PIPELINE_DEMO_DIR"] = str(Path(demo_dir).resolve())
 
-    from dagster import DagsterInstance, execute_job, reconstructable
+    from dagster import DagsterInstance, build_reconstructable_job, execute_job
 
     from battery_pipeline.partitions import cell_partitions
     from battery_pipeline.resources import SourceCatalog, Warehouse
@@ -84,7 +77,7 @@ def run_all(
         instance.add_dynamic_partitions(cell_partitions.name, new)
     print(f"{len(sources)} cell source(s), {len(new)} new partition(s); warehouse {Warehouse().database}")
 
-    job = reconstructable(cell_pipeline_job_def)
+    job = build_reconstructable_job("battery_pipeline.cli", "job_def", reconstructable_args=("cell_pipeline_job",))
     outcomes = {}
     selected = sources.keys() if not only else [k for k in sources.keys() if k in only]
     unknown = sorted(set(only or []) - set(sources.keys()))

@@ -10,7 +10,7 @@ scores the cells.
   disjoint by cell, no label or same-cycle capacity is a feature.
 * `<task>_<estimator>_model`, one per estimator of `science.ml.registry` and task: fitted on the
   train cells (estimators without their own intervals get split-conformal ones, calibrated on
-  the validation cells, or on train cells held out whole when there are none), scored on every row; validation cells choose the model that gets
+  train cells held out whole), scored on every row; validation cells choose the model that gets
   promoted, test cells give the reported figures. The artifact and a JSON sidecar go to the
   model store under a model id that hashes task, estimator, parameters, data hash, seed and code
   version, so retraining on the same data with the same code gives the same id. The model's
@@ -232,12 +232,9 @@ def train_and_evaluate(task: str, estimator_name: str, table: TrainingTable, spl
         estimator = with_quick_budget(estimator)
     split_of_row = splits["split"].to_numpy()
     train = table.subset(splits.loc[split_of_row == "train", "cell_id"].unique())
-    # Conformal intervals are calibrated on the validation cells when there are any, so the point
-    # model keeps every training cell (on the 8-cell demo fleet, 6 instead of 4).
-    validation = table.subset(splits.loc[split_of_row == "validation", "cell_id"].unique())
     started = time.perf_counter()
     try:
-        fit_on(estimator, train, calibration=validation)
+        fit_on(estimator, train)
     except ValueError as exc:  # e.g. one training cell: nothing left to calibrate intervals on
         raise dg.Failure(description=f"{model_asset_name(task, estimator_name)}: {exc}") from exc
     seconds = time.perf_counter() - started
@@ -284,7 +281,6 @@ def train_and_evaluate(task: str, estimator_name: str, table: TrainingTable, spl
         "error_metric": error,
         "test_error_95ci": list(ci),
         "interval_nominal_coverage": 1 - float(getattr(estimator, "alpha", 0.1)),
-        "interval_calibration_cells": getattr(estimator, "calibration_groups_", None),
         "training_seconds": round(seconds, 3),
     }
     if hasattr(getattr(estimator, "estimator_", estimator), "best_epoch_"):

@@ -199,8 +199,7 @@ def card_sections(record: dict, cells: pd.DataFrame, promotions: pd.DataFrame) -
     )
     metrics.append(
         f"Prediction intervals: nominal coverage {record['interval_nominal_coverage']:.0%}, "
-        f"achieved on test cells {record['metrics']['test'].get('coverage', math.nan):.1%}"
-        + _calibration_text(record)
+        f"achieved on test cells {record['metrics']['test'].get('coverage', math.nan):.1%}."
     )
     checks = _card_checks(record, promotions)
     return {
@@ -236,16 +235,6 @@ def _limitations(record: dict, facts: pd.DataFrame) -> list[str]:
     if record["task"] == "rul":
         lines.append("RUL labels exist only for cells that reached end of life; censored cells are scored, never trained on.")
     return lines
-
-
-def _calibration_text(record: dict) -> str:
-    """Where the conformal intervals were calibrated (records from before this field: nothing)."""
-    cells = record.get("interval_calibration_cells")
-    if not cells:
-        return "."
-    validation = set(record["cells"].get("validation", []))
-    where = "the validation cells" if set(cells) <= validation else "training cells held out of the fit"
-    return f"; split-conformal, calibrated on {where} ({', '.join(cells)})."
 
 
 def _card_checks(record: dict, promotions: pd.DataFrame) -> list[tuple[str, bool, str]]:

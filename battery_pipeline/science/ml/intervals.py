@@ -27,13 +27,6 @@ Without `groups` rows are split at random (exchangeable rows, e.g. one row per c
 
 The point model sees only (1 - calibration_fraction) of the data; it is not refitted on all of
 it, because the guarantee needs a model that never saw the calibration rows.
-
-Calibration on a set of your own: with `calibration_fraction=0` the point model is fitted on
-every training row and `predict_interval` answers +/-inf until `calibrate(X, y, groups)` has
-scored rows the model never saw. The pipeline does this with its validation cells (already
-held out of training by the 70/15/15 split), so on a small fleet the point model keeps every
-training cell instead of losing a quarter of them; the guarantee is the same, with the
-validation cells as the calibration set.
 """
 
 from __future__ import annotations
@@ -110,8 +103,7 @@ class ConformalRegressor(RegressorMixin, BaseEstimator):
     alpha : float, default 0.1
         Default miscoverage for `predict_interval` (nominal coverage 1 - alpha).
     calibration_fraction : float, default 0.25
-        Share of the cells (with groups) or rows held out for calibration; 0 fits on every row
-        and leaves calibration to `calibrate` (module docstring).
+        Share of the cells (with groups) or rows held out for calibration.
     method : {"absolute", "cqr"}, default "absolute"
     random_state : int, default 0
         Seeds the calibration split.
@@ -159,10 +151,7 @@ class ConformalRegressor(RegressorMixin, BaseEstimator):
             raise ValueError(f"X has {n} rows, y has {len(y)}")
         if not np.isfinite(y).all():
             raise ValueError("y must be finite (drop unlabelled rows first)")
-        if self.calibration_fraction == 0:
-            train, cal = np.arange(n), np.arange(0)
-        else:
-            train, cal = calibration_split(n, self.calibration_fraction, groups, self.random_state)
+        train, cal = calibration_split(n, self.calibration_fraction, groups, self.random_state)
         estimator = self._base()
         if self.method == "cqr" and not hasattr(estimator, "predict_interval"):
             raise ValueError("method='cqr' needs an estimator with predict_interval")
@@ -173,33 +162,13 @@ class ConformalRegressor(RegressorMixin, BaseEstimator):
         estimator.fit(take_rows(X, train), y[train], **fit_kwargs)
         self.estimator_ = estimator
         cal_groups = None if groups_array is None else groups_array[cal]
-        self._store_scores(take_rows(X, cal), y[cal], cal_groups)
+        self.calibration_scores_ = np.sort(self._scores(take_rows(X, cal), y[cal], cal_groups))
+        self.n_calibration_ = len(cal)
+        self.calibration_groups_ = None if cal_groups is None else sorted({str(g) for g in cal_groups})
         if hasattr(estimator, "n_features_in_"):
             self.n_features_in_ = estimator.n_features_in_
         if hasattr(estimator, "feature_names_in_"):
             self.feature_names_in_ = estimator.feature_names_in_
-        return self
-
-    def _store_scores(self, X, y: np.ndarray, groups) -> None:
-        scores = self._scores(X, y, groups) if len(y) else np.zeros(0)
-        self.calibration_scores_ = np.sort(scores)
-        self.n_calibration_ = len(y)
-        self.calibration_groups_ = None if groups is None else sorted({str(g) for g in groups})
-
-    def calibrate(self, X, y, groups=None):
-        """Replace the calibration scores with those of these rows, which the fitted point model
-        must never have seen (e.g. validation cells); returns self."""
-        check_is_fitted(self, "estimator_")
-        y = column_or_1d(y, warn=True).astype(np.float64)
-        if not hasattr(X, "shape"):
-            X = np.asarray(X)
-        if X.shape[0] != len(y):
-            raise ValueError(f"X has {X.shape[0]} rows, y has {len(y)}")
-        if not np.isfinite(y).all():
-            raise ValueError("y must be finite (drop unlabelled rows first)")
-        if len(y) == 0:
-            raise ValueError("calibrate needs at least one row")
-        self._store_scores(X, y, None if groups is None else np.asarray(groups))
         return self
 
     def _call(self, name: str, X, groups=None):

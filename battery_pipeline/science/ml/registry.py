@@ -9,8 +9,7 @@ Classes are imported when first made (the LSTM's import of torch costs about a s
 
 `fit_on`, `predict_on` and `interval_on` run any of them on a `datasets.TrainingTable`, passing
 the table's cells as `groups` to the estimators that take them (LSTM windows, conformal
-calibration), so training code need not know which ones do; `fit_on(..., calibration=...)`
-calibrates conformal intervals on given cells (the pipeline's validation cells).
+calibration), so training code need not know which ones do.
 
 Tasks: "soh" and "rul" (per-cycle tables of `datasets`), "cycle_life" (one row per cell,
 Severson features).
@@ -129,17 +128,8 @@ def _groups(method, table: TrainingTable) -> dict:
     return {"groups": table.groups} if accepts_groups(method) else {}
 
 
-def fit_on(estimator, table: TrainingTable, calibration: TrainingTable | None = None):
-    """`estimator.fit(table.X, table.y)` (+ groups where taken); returns the estimator.
-
-    `calibration`: rows of other cells, never trained on. A `ConformalRegressor` then fits its
-    point model on every row of `table` and calibrates its intervals on these rows instead of
-    holding out training cells (`intervals` module docstring); other estimators ignore them.
-    """
-    if calibration is not None and len(calibration) and isinstance(estimator, ConformalRegressor):
-        estimator.set_params(calibration_fraction=0.0)
-        estimator.fit(table.X, table.y.to_numpy(), groups=table.groups)
-        return estimator.calibrate(calibration.X, calibration.y.to_numpy(), groups=calibration.groups)
+def fit_on(estimator, table: TrainingTable):
+    """`estimator.fit(table.X, table.y)` (+ groups where taken); returns the estimator."""
     return estimator.fit(table.X, table.y.to_numpy(), **_groups(estimator.fit, table))
 
 

@@ -66,23 +66,6 @@ def test_every_model_trains_on_cells_and_gives_intervals(soh_split, name):
         assert metrics["rmse"] < dummy["rmse"], (name, metrics["rmse"], dummy["rmse"])
 
 
-def test_conformal_intervals_calibrated_on_given_cells_leave_the_point_model_every_training_cell(soh_split):
-    train, unseen = soh_split
-    calibration_cell, scored_cell = unseen.cells
-    calibration, scored = unseen.subset([calibration_cell]), unseen.subset([scored_cell])
-    model = fit_on(make_estimator("random_forest", "soh", intervals=True, n_estimators=30), train, calibration=calibration)
-    assert model.calibration_fraction == 0.0
-    assert model.calibration_groups_ == [calibration_cell] and model.n_calibration_ == len(calibration)
-    # the forest inside was fitted on all 6 training cells: the same as fitting it alone
-    alone = fit_on(make_estimator("random_forest", "soh", n_estimators=30), train)
-    np.testing.assert_array_equal(predict_on(model, scored), predict_on(alone, scored))
-    lower, upper = interval_on(model, scored)
-    assert np.isfinite(lower).all() and (upper - lower > 0).all()
-    # an estimator with its own intervals ignores the calibration cells
-    own = fit_on(make_estimator("quantile_gbm", "soh", max_iter=20), train, calibration=calibration)
-    assert not isinstance(own, ConformalRegressor)
-
-
 def test_rul_forecast_beats_the_dummy(fleet_tables):
     features, labels, cells = fleet_tables
     split = split_cells(cells["cell_id"], seed=0)

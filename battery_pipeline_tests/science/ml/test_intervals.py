@@ -89,27 +89,3 @@ def test_conformalized_quantile_regression():
     assert width[wild].mean() > 2 * width[calm].mean()
     with pytest.raises(ValueError, match="predict_interval"):
         ConformalRegressor(RidgeBaseline(), method="cqr").fit(X, y)
-
-
-def test_calibration_on_given_cells_keeps_every_training_row_for_the_point_model():
-    X, y = _linear_problem(1400, seed=7)
-    groups = np.repeat([f"cell{i}" for i in range(14)], 100)
-    fit_rows, cal_rows = np.arange(1000), np.arange(1000, 1400)  # cells 0-9 train, 10-13 calibrate
-    model = ConformalRegressor(RidgeBaseline(), calibration_fraction=0.0).fit(X[fit_rows], y[fit_rows], groups[fit_rows])
-    assert model.n_calibration_ == 0
-    lower, upper = model.predict_interval(X[:5])
-    assert np.isinf(lower).all() and np.isinf(upper).all()  # no calibration yet: no finite bound
-    # the point model saw all 1000 rows: identical to a ridge fitted on them alone
-    np.testing.assert_allclose(model.predict(X), RidgeBaseline().fit(X[fit_rows], y[fit_rows]).predict(X), atol=1e-12)
-
-    assert model.calibrate(X[cal_rows], y[cal_rows], groups[cal_rows]) is model
-    assert model.n_calibration_ == 400 and model.calibration_groups_ == ["cell10", "cell11", "cell12", "cell13"]
-    X_new, y_new = _linear_problem(2000, seed=8)
-    assert abs(interval_metrics(y_new, *model.predict_interval(X_new))["coverage"] - 0.90) <= 0.05
-
-    with pytest.raises(ValueError, match="rows"):
-        model.calibrate(X[cal_rows], y[:10])
-    with pytest.raises(ValueError, match="at least one row"):
-        model.calibrate(X[:0], y[:0])
-    with pytest.raises(ValueError, match="finite"):
-        model.calibrate(X[:2], np.array([1.0, np.nan]))

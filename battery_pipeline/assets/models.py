@@ -9,9 +9,10 @@ scores the cells.
   split (train / validation / test of cells, seeded; `SplitConfig`). Blocking checks: the split is
   disjoint by cell, no label or same-cycle capacity is a feature.
 * `<task>_<estimator>_model`, one per estimator of `science.ml.registry` and task: fitted on the
-  train cells (estimators without their own intervals get split-conformal ones, calibrated on
-  train cells held out whole), scored on every row; validation cells choose the model that gets
-  promoted, test cells give the reported figures. The artifact and a JSON sidecar go to the
+  train cells (estimators without their own intervals get cross-conformal ones: out-of-fold
+  errors over 3 folds of the train cells, the point model refitted on all of them), scored on
+  every row; validation cells choose the model that gets promoted, test cells give the reported
+  figures. The artifact and a JSON sidecar go to the
   model store under a model id that hashes task, estimator, parameters, data hash, seed and code
   version, so retraining on the same data with the same code gives the same id. The model's
   predictions land in `model_predictions` (rows keyed by asset name).
@@ -225,6 +226,18 @@ def model_id_for(task: str, estimator: str, hyperparameters: dict, data_hash: st
     return f"{task}-{estimator}-{hashlib.sha256(identity.encode()).hexdigest()[:12]}"
 
 
+def interval_calibration(estimator) -> dict:
+    """How the model's intervals were calibrated, for the record and the model card."""
+    if not hasattr(estimator, "calibration_scores_"):
+        return {"scheme": f"the estimator's own ({type(estimator).__name__}.predict_interval)"}
+    folds = int(getattr(estimator, "n_folds_", 0))
+    return {
+        "scheme": f"cross-conformal, {folds} folds of train cells" if folds else "split conformal on held-out train cells",
+        "cells": estimator.calibration_groups_,
+        "rows": int(estimator.n_calibration_),
+    }
+
+
 def train_and_evaluate(task: str, estimator_name: str, table: TrainingTable, splits: pd.DataFrame, config: TrainingConfig):
     """Fit on the train cells, predict every row; returns (estimator, predictions frame, record)."""
     estimator = make_estimator(estimator_name, task, seed=config.seed, intervals=True)
@@ -281,6 +294,7 @@ def train_and_evaluate(task: str, estimator_name: str, table: TrainingTable, spl
         "error_metric": error,
         "test_error_95ci": list(ci),
         "interval_nominal_coverage": 1 - float(getattr(estimator, "alpha", 0.1)),
+        "interval_calibration": interval_calibration(estimator),
         "training_seconds": round(seconds, 3),
     }
     if hasattr(getattr(estimator, "estimator_", estimator), "best_epoch_"):

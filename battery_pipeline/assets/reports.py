@@ -199,7 +199,8 @@ def card_sections(record: dict, cells: pd.DataFrame, promotions: pd.DataFrame) -
     )
     metrics.append(
         f"Prediction intervals: nominal coverage {record['interval_nominal_coverage']:.0%}, "
-        f"achieved on test cells {record['metrics']['test'].get('coverage', math.nan):.1%}."
+        f"achieved on test cells {record['metrics']['test'].get('coverage', math.nan):.1%}"
+        + _calibration_text(record)
     )
     checks = _card_checks(record, promotions)
     return {
@@ -235,6 +236,15 @@ def _limitations(record: dict, facts: pd.DataFrame) -> list[str]:
     if record["task"] == "rul":
         lines.append("RUL labels exist only for cells that reached end of life; censored cells are scored, never trained on.")
     return lines
+
+
+def _calibration_text(record: dict) -> str:
+    """How the intervals were calibrated (records from before this field: nothing)."""
+    calibration = record.get("interval_calibration")
+    if not calibration:
+        return "."
+    cells = calibration.get("cells")
+    return f"; {calibration['scheme']}" + (f", scores of {len(cells)} cells ({', '.join(cells)})." if cells else ".")
 
 
 def _card_checks(record: dict, promotions: pd.DataFrame) -> list[tuple[str, bool, str]]:

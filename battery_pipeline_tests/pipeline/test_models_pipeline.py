@@ -110,6 +110,9 @@ def test_every_model_trains_and_governance_checks_pass(trained):
         assert set(json.loads(row.metrics)) == {"train", "validation", "test"}
         sidecar = json.loads((tmp / "models" / row.model_id / "model.json").read_text())
         assert sidecar["model_id"] == row.model_id and sidecar["artifact_files"]
+        if sidecar["estimator_class"] == "ConformalRegressor":  # every train cell calibrates
+            assert sidecar["interval_calibration"]["cells"] == sorted(train_cells), row.model_name
+            assert sidecar["interval_calibration"]["scheme"].startswith("cross-conformal")
     lstm = registry[registry["estimator"] == "lstm"]
     assert all((tmp / "models" / m / "lstm" / "lstm_state.pt").exists() for m in lstm["model_id"])
 

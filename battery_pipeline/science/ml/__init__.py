@@ -7,7 +7,7 @@ DataFrames with NaNs (`preprocessing`), and are seeded through `random_state`:
   linear      LinearBaseline, RidgeBaseline      the seed's baseline_lr
   forest      RandomForestBaseline               the seed's baseline_rf
   boosting    GradientBoostingBaseline, QuantileGradientBoosting
-  intervals   ConformalRegressor                 split-conformal intervals around any model
+  intervals   ConformalRegressor                 split- or cross-conformal intervals around any model
   lstm        LSTMRegressor                      the seed's baseline_lstm (PyTorch)
   severson    severson_features, SeversonCycleLife   Severson et al. 2019 early-life models
   splits      split_cells, leave_one_cell_out, check_disjoint, assert_disjoint

@@ -66,6 +66,15 @@ def test_every_model_trains_on_cells_and_gives_intervals(soh_split, name):
         assert metrics["rmse"] < dummy["rmse"], (name, metrics["rmse"], dummy["rmse"])
 
 
+def test_wrapped_models_keep_every_training_cell_and_calibrate_on_all_of_them(soh_split):
+    train, test = soh_split
+    wrapped = fit_on(make_estimator("random_forest", "soh", intervals=True, n_estimators=30), train)
+    assert isinstance(wrapped, ConformalRegressor) and wrapped.n_folds_ == 3
+    assert wrapped.calibration_groups_ == train.cells and wrapped.n_calibration_ == len(train)
+    alone = fit_on(make_estimator("random_forest", "soh", n_estimators=30), train)
+    np.testing.assert_array_equal(predict_on(wrapped, test), predict_on(alone, test))
+
+
 def test_rul_forecast_beats_the_dummy(fleet_tables):
     features, labels, cells = fleet_tables
     split = split_cells(cells["cell_id"], seed=0)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from battery_pipeline.science.ml.boosting import QuantileGradientBoosting
-from battery_pipeline.science.ml.intervals import ConformalRegressor, calibration_split, conformal_quantile
+from battery_pipeline.science.ml.intervals import ConformalRegressor, calibration_split, conformal_quantile, cross_folds
 from battery_pipeline.science.ml.linear import RidgeBaseline
 from battery_pipeline.science.ml.metrics import interval_metrics
 
@@ -89,3 +89,39 @@ def test_conformalized_quantile_regression():
     assert width[wild].mean() > 2 * width[calm].mean()
     with pytest.raises(ValueError, match="predict_interval"):
         ConformalRegressor(RidgeBaseline(), method="cqr").fit(X, y)
+
+
+def test_cross_folds_deal_whole_cells_deterministically():
+    groups = np.repeat([f"c{i}" for i in range(7)], 4)
+    folds = cross_folds(len(groups), 3, groups, random_state=1)
+    assert len(folds) == 3 and sorted(np.concatenate(folds).tolist()) == list(range(len(groups)))
+    cells = [set(groups[f]) for f in folds]
+    assert sorted(len(c) for c in cells) == [2, 2, 3] and not (cells[0] & cells[1] or cells[1] & cells[2])
+    shuffled = groups[np.random.default_rng(0).permutation(len(groups))]
+    assert sorted(map(sorted, (set(shuffled[f]) for f in cross_folds(len(groups), 3, shuffled, 1)))) == sorted(map(sorted, cells))
+    assert len(cross_folds(6, 5, ["a", "a", "a", "b", "b", "b"])) == 2  # never more folds than cells
+    assert len(cross_folds(10, 3)) == 3  # rows without groups
+    with pytest.raises(ValueError, match="2 groups"):
+        cross_folds(3, 3, ["a", "a", "a"])
+    with pytest.raises(ValueError, match="cv_folds"):
+        cross_folds(10, 1)
+
+
+def test_cross_conformal_refits_on_every_row_and_covers_new_cells():
+    X, y = _linear_problem(1200, seed=9)
+    groups = np.repeat([f"cell{i}" for i in range(12)], 100)
+    model = ConformalRegressor(RidgeBaseline(), alpha=0.1, cv_folds=3).fit(X, y, groups=groups)
+    assert model.n_folds_ == 3 and model.n_calibration_ == 1200  # every row scored out of fold
+    assert model.calibration_groups_ == sorted(set(groups))
+    X_new, y_new = _linear_problem(2000, seed=10)
+    # the point model is the estimator fitted on all 1200 rows, not on a part
+    np.testing.assert_allclose(model.predict(X_new), RidgeBaseline().fit(X, y).predict(X_new), atol=1e-12)
+    result = interval_metrics(y_new, *model.predict_interval(X_new))
+    assert abs(result["coverage"] - 0.90) <= 0.05
+    # the split scheme on the same data fits its point model on 9 of the 12 cells only
+    split = ConformalRegressor(RidgeBaseline(), alpha=0.1).fit(X, y, groups=groups)
+    assert split.n_folds_ == 0 and split.n_calibration_ == 300
+    # cqr works out of fold as well
+    cqr = ConformalRegressor(QuantileGradientBoosting(alpha=0.1, max_iter=30), method="cqr", cv_folds=3)
+    lower, upper = cqr.fit(X, y, groups=groups).predict_interval(X_new)
+    assert (lower <= upper).all() and abs(interval_metrics(y_new, lower, upper)["coverage"] - 0.9) <= 0.06

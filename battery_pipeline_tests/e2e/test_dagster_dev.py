@@ -7,7 +7,11 @@ workspace.yaml; the daemon evaluates `incoming_files_sensor`, which registers th
 partition and requests `cell_pipeline_job`; the run goes through the run queue and the run
 launcher into step subprocesses under the instance's concurrency pool; the resources read their
 environment variables in every one of those processes; the checks' results reach the instance;
-the UI renders the project's assets.
+the UI renders the project's assets. The pack path too: after the cell's run, a 4-cell pack from
+`pack_sim` (6 h at 10 s, telemetry, ground truth and sidecar) is renamed into the pack folder; the
+sensor registers the `packs` partition and requests `pack_pipeline_job`, every twin model runs,
+every check of the job passes, and the warehouse holds one telemetry sample per source row and
+exactly the voltage alerts the simulator injected.
 
 Set-up (all temporary): DAGSTER_HOME with the project's dagster.yaml (`cli.DAGSTER_YAML`, plus a
 1 s run-queue interval), the DuckDB warehouse, the incoming (data) and pack folders, and the model,
@@ -64,6 +68,7 @@ import duckdb
 import pytest
 
 from battery_pipeline.cli import DAGSTER_YAML
+from battery_pipeline.science.twin.pack_sim import simulate_pack, write_pack
 from battery_pipeline_tests.conftest import REPO_ROOT, dataset_file
 
 pytestmark = pytest.mark.e2e
@@ -71,6 +76,8 @@ pytestmark = pytest.mark.e2e
 CELL_FILE = "cycler_samples/PredictionDiagnostics_000109_tztest.010"
 PARTITION = "PredictionDiagnostics_000109_tztest.010"  # the cell's partition key (the file name)
 JOB = "cell_pipeline_job"
+PACK_PARTITION = "e2e_pack_4s"  # pack_sim's pack id = its file stem = the pack partition
+PACK_JOB = "pack_pipeline_job"
 SENSOR = "incoming_files_sensor"
 LOCATION = "battery_pipeline"  # workspace.yaml
 REPOSITORY = "__repository__"  # the repository Dagster makes of a module's Definitions
@@ -385,6 +392,34 @@ class SensorRun:
     timings_s: dict[str, float]  # for the report, not asserted
 
 
+def follow_sensor_run(dev: DagsterDev, job: str, partition: str, found: str, dropped: float) -> SensorRun:
+    """Wait for the sensor's run of `job` for `partition` to be requested, then to finish."""
+    run_filter = {
+        "pipelineName": job,
+        "tags": [{"key": "dagster/sensor_name", "value": SENSOR}, {"key": "dagster/partition", "value": partition}],
+    }
+
+    def requested():
+        found_runs = runs(dev, run_filter)
+        return (True, found_runs[0]) if found_runs else (False, sensor_state(dev))
+
+    dev.wait_for(f"{SENSOR} to request a {job} run of {partition}", requested, STARTUP_TIMEOUT_S)
+    requested_at = time.monotonic()
+
+    def finished():
+        (run,) = runs(dev, run_filter)
+        return run["status"] in TERMINAL_RUN_STATUSES, run
+
+    run = dev.wait_for(f"the {job} run of {partition} to finish", finished, RUN_TIMEOUT_S)
+    failure = "" if run["status"] == "SUCCESS" else run_failure_text(dev, run["runId"])
+    timings = {
+        "dagster_dev_start": round(dev.started_s),
+        "file_to_run_request": round(requested_at - dropped),
+        "run": round(time.monotonic() - requested_at),
+    }
+    return SensorRun(run, found, failure, timings)
+
+
 @pytest.fixture(scope="module")
 def sensor_run(dagster_dev, datasets) -> SensorRun:
     """The cell file dropped into the incoming folder, and the sensor's run of it, finished."""
@@ -393,30 +428,23 @@ def sensor_run(dagster_dev, datasets) -> SensorRun:
     found = ensure_sensor_running(dev)
     dropped = time.monotonic()
     drop_file(source, dev.folders["staging"], dev.folders["incoming"])
-    run_filter = {
-        "pipelineName": JOB,
-        "tags": [{"key": "dagster/sensor_name", "value": SENSOR}, {"key": "dagster/partition", "value": PARTITION}],
-    }
+    return follow_sensor_run(dev, JOB, PARTITION, found, dropped)
 
-    def requested():
-        found_runs = runs(dev, run_filter)
-        return (True, found_runs[0]) if found_runs else (False, sensor_state(dev))
 
-    dev.wait_for(f"{SENSOR} to request a {JOB} run of {PARTITION}", requested, STARTUP_TIMEOUT_S)
-    requested_at = time.monotonic()
-
-    def finished():
-        (run,) = runs(dev, run_filter)
-        return run["status"] in TERMINAL_RUN_STATUSES, run
-
-    run = dev.wait_for(f"the {JOB} run of {PARTITION} to finish", finished, RUN_TIMEOUT_S)
-    failure = "" if run["status"] == "SUCCESS" else run_failure_text(dev, run["runId"])
-    timings = {
-        "dagster_dev_start": round(dev.started_s),
-        "file_to_run_request": round(requested_at - dropped),
-        "run": round(time.monotonic() - requested_at),
-    }
-    return SensorRun(run, found, failure, timings)
+@pytest.fixture(scope="module")
+def pack_sensor_run(dagster_dev, sensor_run) -> SensorRun:
+    """After the cell's run: a simulated pack written into the pack folder, and the sensor's run of
+    it, finished. pack_sim writes the telemetry, its ground truth and a sidecar; each file is
+    staged, then renamed into the folder, as a copy tool does."""
+    dev = dagster_dev
+    found = ensure_sensor_running(dev)
+    telemetry = write_pack(
+        simulate_pack(n_cells=4, duration_h=6.0, seed=3, pack_id=PACK_PARTITION), dev.folders["staging"] / "pack"
+    )
+    dropped = time.monotonic()
+    for staged in sorted(telemetry.parent.iterdir()):
+        os.replace(staged, dev.folders["packs"] / staged.name)
+    return follow_sensor_run(dev, PACK_JOB, PACK_PARTITION, found, dropped)
 
 
 # ---------------------------------------------------------------- checks and warehouse
@@ -463,6 +491,33 @@ def read_warehouse(path: Path, query: str, params: list, timeout_s: float = 120)
             time.sleep(2)
 
 
+def assert_checks_of_run(
+    dev: DagsterDev, job: str, run_id: str, partition: str, expected_warnings: set[tuple[str, str]]
+) -> tuple[int, list[str]]:
+    """Every check of `job` ran once in the run, for `partition`, and passed, but the expected
+    warnings (which may only fail non-blocking, with WARN); returns (checks, warnings seen)."""
+    checks = job_checks(dev, job)
+    executions = check_executions_of_run(dev, checks, run_id)
+    problems, warnings = [], []
+    for (path, name, blocking), in_run in zip(checks, executions):
+        label = f"{'/'.join(path)}:{name}"
+        if len(in_run) != 1 or in_run[0]["partition"] not in (None, partition):
+            problems.append(f"{label}: not executed once for {partition} in run {run_id}: {in_run}")
+            continue
+        execution = in_run[0]
+        if execution["status"] == "SUCCEEDED":
+            continue
+        if (
+            execution["status"] == "FAILED" and not blocking and execution["evaluation"]["severity"] == "WARN"
+            and ("/".join(path), name) in expected_warnings
+        ):
+            warnings.append(label)
+        else:
+            problems.append(f"{label}: {execution['status']} {execution['evaluation']}")
+    assert not problems, "\n".join(problems)
+    return len(checks), warnings
+
+
 def test_sensor_runs_the_dropped_file_and_its_checks_pass(dagster_dev, sensor_run):
     dev, run = dagster_dev, sensor_run.run
     assert run["status"] == "SUCCESS", (
@@ -477,27 +532,9 @@ def test_sensor_runs_the_dropped_file_and_its_checks_pass(dagster_dev, sensor_ru
 
     # Every check of the job ran in this run, for this partition; every one passed but the
     # expected warning, which may only be a non-blocking WARN.
-    checks = job_checks(dev, JOB)
-    assert len(checks) >= 10, checks  # raw, validated, quarantined, features, labels checks
-    executions = check_executions_of_run(dev, checks, run["runId"])
-    problems, warnings = [], []
-    for (path, name, blocking), in_run in zip(checks, executions):
-        label = f"{'/'.join(path)}:{name}"
-        if len(in_run) != 1 or in_run[0]["partition"] not in (None, PARTITION):
-            problems.append(f"{label}: not executed once for {PARTITION} in run {run['runId']}: {in_run}")
-            continue
-        execution = in_run[0]
-        if execution["status"] == "SUCCEEDED":
-            continue
-        if (
-            execution["status"] == "FAILED" and not blocking and execution["evaluation"]["severity"] == "WARN"
-            and ("/".join(path), name) in EXPECTED_WARNINGS
-        ):
-            warnings.append(label)
-        else:
-            problems.append(f"{label}: {execution['status']} {execution['evaluation']}")
-    assert not problems, "\n".join(problems)
-    print(f"{len(checks)} checks of {JOB} on {PARTITION}: {len(checks) - len(warnings)} passed, "
+    n_checks, warnings = assert_checks_of_run(dev, JOB, run["runId"], PARTITION, EXPECTED_WARNINGS)
+    assert n_checks >= 10  # raw, validated, quarantined, features, labels checks
+    print(f"{n_checks} checks of {JOB} on {PARTITION}: {n_checks - len(warnings)} passed, "
           f"expected warnings {warnings}")
 
     # The outputs, read from the warehouse: nothing lost, features per cycle, labels, the registry row.
@@ -520,6 +557,40 @@ def test_sensor_runs_the_dropped_file_and_its_checks_pass(dagster_dev, sensor_ru
     assert not any(dev.folders["demo"].iterdir()) and not any(dev.folders["demo_packs"].iterdir())
     # One file, one run: later sensor ticks (many by now) requested nothing more.
     assert [r["runId"] for r in runs(dev, {"pipelineName": JOB})] == [run["runId"]]
+
+
+def test_sensor_runs_a_dropped_pack_through_the_twin_and_its_checks_pass(dagster_dev, pack_sensor_run):
+    dev, run = dagster_dev, pack_sensor_run.run
+    assert run["status"] == "SUCCESS", (
+        f"run {run['runId']} ended {run['status']}:\n{pack_sensor_run.failure}\n{dev.log_tail()}"
+    )
+    packs = dev.graphql('{ assetNodeOrError(assetKey: {path: ["packs"]}) { ... on AssetNode { partitionKeys } } }')
+    assert packs["assetNodeOrError"]["partitionKeys"] == [PACK_PARTITION], packs
+
+    # telemetry_row_accounting and every twin model's checks, all passed
+    n_checks, warnings = assert_checks_of_run(dev, PACK_JOB, run["runId"], PACK_PARTITION, set())
+    assert n_checks >= 5 and not warnings
+
+    # Every twin output of the pack is in the warehouse, from the same samples as the telemetry.
+    db = dev.folders["warehouse"]
+    samples = {
+        table: read_warehouse(db, f"SELECT count(DISTINCT sample) FROM {table} WHERE pack_id = ?", [PACK_PARTITION])[0][0]
+        for table in ("telemetry", "equivalent_cycles", "soc_estimates")
+    }
+    source = dev.folders["packs"] / f"{PACK_PARTITION}.parquet"
+    ((source_rows,),) = duckdb.sql(f"SELECT count(*) FROM read_parquet('{source}')").fetchall()
+    assert samples["telemetry"] == source_rows, (samples, source_rows)  # one sample per source row
+    assert samples["equivalent_cycles"] == samples["soc_estimates"] == samples["telemetry"], samples
+    ((n_cells,),) = read_warehouse(db, "SELECT n_cells FROM packs WHERE pack_id = ?", [PACK_PARTITION])
+    ((alerts,),) = read_warehouse(db, "SELECT count(*) FROM voltage_alerts WHERE pack_id = ?", [PACK_PARTITION])
+    ((injected,),) = duckdb.sql(
+        f"SELECT count(*) FROM read_csv('{dev.folders['packs'] / f'{PACK_PARTITION}.alerts.csv'}')"
+    ).fetchall()
+    assert n_cells == 4 and alerts == injected > 0, (n_cells, alerts, injected)  # pack_sim's excursions, all found
+    print(f"{n_checks} checks of {PACK_JOB} on {PACK_PARTITION} passed; samples {samples}, {alerts} alerts; "
+          f"seconds: {pack_sensor_run.timings_s}")
+    # One pack, one run.
+    assert [r["runId"] for r in runs(dev, {"pipelineName": PACK_JOB})] == [run["runId"]]
 
 
 # ---------------------------------------------------------------- the UI in Chromium

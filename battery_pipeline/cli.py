@@ -35,17 +35,35 @@ telemetry:
 """
 
 
+# Beyond one machine: with this variable set, a new DAGSTER_HOME keeps runs, event logs,
+# schedule and sensor state in Postgres, which a webserver, daemons and run workers on several
+# machines can share. Only the instance moves; the warehouse stays behind `resources.Warehouse`.
+POSTGRES_URL_ENV = "BATTERY_PIPELINE_DAGSTER_PG_URL"
+POSTGRES_STORAGE_YAML = f"""\
+storage:
+  postgres:
+    postgres_url:
+      env: {POSTGRES_URL_ENV}
+"""
+
+
+def instance_yaml() -> str:
+    """The dagster.yaml we write: the pool, plus Postgres storage when $BATTERY_PIPELINE_DAGSTER_PG_URL is set."""
+    return DAGSTER_YAML + (POSTGRES_STORAGE_YAML if os.environ.get(POSTGRES_URL_ENV) else "")
+
+
 # The full event log of every run is in the UI; the terminal shows warnings and errors only.
 QUIET_CONSOLE = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
 def ensure_dagster_home() -> Path:
-    """$DAGSTER_HOME (default `.dagster_home/` in the project) with our dagster.yaml."""
+    """$DAGSTER_HOME (default `.dagster_home/` in the project) with our dagster.yaml
+    (`instance_yaml`); an existing dagster.yaml is the user's and is kept."""
     home = Path(os.environ.setdefault("DAGSTER_HOME", str(PROJECT_ROOT / ".dagster_home")))
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
     if not config.exists():
-        config.write_text(DAGSTER_YAML)
+        config.write_text(instance_yaml())
     return home
 
 

@@ -16,7 +16,7 @@ from battery_pipeline.jobs import (
 from battery_pipeline.pack_resources import PackSourceCatalog
 from battery_pipeline.resources import ModelStore, SourceCatalog, Warehouse
 from battery_pipeline.schedules import nightly_training_schedule
-from battery_pipeline.sensors import incoming_files_sensor
+from battery_pipeline.sensors import cell_packs_sensor, incoming_files_sensor
 
 defs = dg.Definitions(
     # The automation conditions (automation.py) are applied here, in one place.
@@ -26,7 +26,7 @@ defs = dg.Definitions(
     jobs=[cell_pipeline_job, register_sources_job, train_models_job, score_cells_job, pack_pipeline_job,
           register_pack_sources_job, governance_job],
     schedules=[nightly_training_schedule],
-    sensors=[incoming_files_sensor, predictions_automation_sensor],
+    sensors=[incoming_files_sensor, cell_packs_sensor, predictions_automation_sensor],
     resources={"warehouse": Warehouse(), "catalog": SourceCatalog(), "model_store": ModelStore(),
                "pack_catalog": PackSourceCatalog()},
 )

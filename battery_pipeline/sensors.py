@@ -1,4 +1,6 @@
-"""Sensor: cycler and pack files dropped into the data folders start the runs of their partitions.
+"""Sensors: cycler and pack files dropped into the data folders start the runs of their partitions
+(`incoming_files_sensor`); a cell's successful run re-runs the twin of its one-cell pack
+(`cell_packs_sensor`, at the end of this module).
 
 What is watched: the `SourceCatalog`'s data folders (`BATTERY_PIPELINE_DATA_DIRS`, default
 `data/incoming`) for cells and the `PackSourceCatalog`'s pack folders (`BATTERY_PIPELINE_PACK_DIRS`,
@@ -276,3 +278,39 @@ def build_incoming_files_sensor(
 
 
 incoming_files_sensor = build_incoming_files_sensor()
+
+
+CELL_PACKS_SENSOR_NAME = "cell_packs_sensor"
+
+
+@dg.run_status_sensor(
+    name=CELL_PACKS_SENSOR_NAME,
+    run_status=dg.DagsterRunStatus.SUCCESS,
+    monitored_jobs=[cell_pipeline_job],
+    request_job=pack_pipeline_job,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description=(
+        "When cell_pipeline_job succeeds for a cell that runs as a one-cell pack ($BATTERY_PIPELINE_TWIN_CELLS), "
+        "runs pack_pipeline_job for that pack: its twin follows the cell's new samples."
+    ),
+)
+def cell_packs_sensor(context: dg.RunStatusSensorContext, pack_catalog: PackSourceCatalog):
+    """A one-cell pack reads its cell's validated samples, which the incoming-files sensor knows
+    nothing of; so the twin run waits for the cell run's success instead of a file. One request per
+    successful cell run (run key `cell_packs:<pack>:<cell run id>`); the `packs` partition is added
+    when it is missing."""
+    cell = context.dagster_run.tags.get("dagster/partition")
+    if cell is None or cell not in pack_catalog.twin_cells:
+        return dg.SkipReason(f"cell {cell!r} does not run as a one-cell pack")
+    pack = cell_sources.sanitize_cell_id(cell)  # the pack key discover_packs gives a cell
+    known = set(context.instance.get_dynamic_partitions(pack_partitions.name))
+    return dg.SensorResult(
+        run_requests=[
+            dg.RunRequest(
+                partition_key=pack,
+                run_key=f"cell_packs:{pack}:{context.dagster_run.run_id}",
+                tags={"battery_pipeline/trigger": f"cell run {context.dagster_run.run_id}"},
+            )
+        ],
+        dynamic_partitions_requests=[] if pack in known else [pack_partitions.build_add_request([pack])],
+    )

@@ -34,6 +34,7 @@ def test_defaults_a_newcomer_gets():
     # (which would start stopped).
     assert sensors == {
         "incoming_files_sensor": dg.DefaultSensorStatus.RUNNING,
+        "cell_packs_sensor": dg.DefaultSensorStatus.RUNNING,
         "predictions_automation_sensor": dg.DefaultSensorStatus.RUNNING,
     }
     assert {s.name: s.default_status for s in repository.schedule_defs} == {

@@ -253,3 +253,42 @@ def test_empty_folder_requests_nothing_and_never_falls_back_to_the_demo_fleet(dr
     result = driver.tick()
     assert result.run_requests == [] and result.skip_message == "nothing new or changed"
     assert not (tmp_path / "demo").exists() and not (tmp_path / "demo_packs").exists()
+
+
+def test_a_one_cell_pack_reruns_its_twin_after_each_successful_run_of_its_cell(tmp_path, instance):
+    """cell_packs_sensor, given a real successful run of a cell's assets (ingest + validation)."""
+    from battery_pipeline.pack_resources import PackSourceCatalog
+    from battery_pipeline.sensors import CELL_PACKS_SENSOR_NAME, cell_packs_sensor
+    from battery_pipeline_tests.pipeline.test_ingest_pipeline import register, run_partition
+
+    write_csv(tmp_path / "incoming", "cell A.csv", cycling_frame(n_cycles=2))
+    (key,) = register(instance, tmp_path / "incoming")
+    result = run_partition(instance, tmp_path / "incoming", tmp_path / "warehouse.duckdb", key)
+    assert result.success
+
+    def evaluate(twin_cells):
+        catalog = PackSourceCatalog(pack_dirs=[str(tmp_path / "packs")], use_demo_when_empty=False, twin_cells=twin_cells)
+        context = dg.build_run_status_sensor_context(
+            sensor_name=CELL_PACKS_SENSOR_NAME,
+            dagster_event=result.get_run_success_event(),
+            dagster_instance=instance,
+            dagster_run=result.dagster_run,
+            resources={"pack_catalog": catalog},
+        )
+        return cell_packs_sensor(context)
+
+    # The definition requests pack_pipeline_job, and is on by default (its monitored job,
+    # cell_pipeline_job, has no public accessor to assert on).
+    assert cell_packs_sensor.job_name == "pack_pipeline_job"
+    assert cell_packs_sensor.default_status == dg.DefaultSensorStatus.RUNNING
+
+    # A cell not run as a pack: nothing to do.
+    assert isinstance(evaluate([]), dg.SkipReason)
+    # Run as a pack: one request for its pack partition, added since it is not registered yet.
+    first = evaluate([key])
+    ((request,),) = [first.run_requests]
+    assert request.partition_key == key and request.run_key == f"cell_packs:{key}:{result.run_id}"
+    assert [(r.partitions_def_name, list(r.partition_keys)) for r in first.dynamic_partitions_requests] == [("packs", [key])]
+    instance.add_dynamic_partitions("packs", [key])
+    again = evaluate([key])  # the same run seen twice asks for the same run key: Dagster runs it once
+    assert [r.run_key for r in again.run_requests] == [request.run_key] and not again.dynamic_partitions_requests

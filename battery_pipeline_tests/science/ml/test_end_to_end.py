@@ -27,6 +27,8 @@ FAST = {
     "gradient_boosting": {"max_iter": 50},
     "quantile_gbm": {"max_iter": 50},
     "conformal_gbm": {"estimator__max_iter": 50},
+    # selection scored on 3 folds of at most 1000 rows: it runs 4 times (cross-conformal folds + refit)
+    "selected_forest": {"max_folds": 3, "max_rows": 1000},
     "lstm": {"max_epochs": 5, "hidden_size": 16},
 }
 

@@ -14,6 +14,7 @@ import pandas as pd
 from battery_pipeline.assets.metadata import typed_feature_frame
 from battery_pipeline.assets.plots import capacity_fade_plot, curves_plot
 from battery_pipeline.checks import feature_quality
+from battery_pipeline.checks.governance import check_spec
 from battery_pipeline.lineage import lineage_metadata, partition_hash
 from battery_pipeline.partitions import cell_partitions
 from battery_pipeline.resources import DATA_DIR, DUCKDB_POOL, Warehouse
@@ -74,10 +75,10 @@ def feature_config_for(cell: pd.Series) -> FeatureConfig:
     partitions_def=cell_partitions,
     pool=DUCKDB_POOL,
     check_specs=[
-        dg.AssetCheckSpec("features_finite", asset="cycle_features", blocking=True),
-        dg.AssetCheckSpec("one_row_per_cycle", asset="cycle_features", blocking=True),
-        dg.AssetCheckSpec("capacity_plausible", asset="cycle_features", blocking=True),
-        dg.AssetCheckSpec("efficiencies_physical", asset="cycle_features"),
+        check_spec("features_finite", "cycle_features"),
+        check_spec("one_row_per_cycle", "cycle_features"),
+        check_spec("capacity_plausible", "cycle_features"),
+        check_spec("efficiencies_physical", "cycle_features"),
     ],
 )
 def cycle_features(context: dg.AssetExecutionContext, warehouse: Warehouse):
@@ -153,8 +154,8 @@ def _source_capacities(warehouse: Warehouse, key: str, cycles: pd.DataFrame) -> 
         "NASA: its own Capacity field and 1.4 Ah)."
     ),
     check_specs=[
-        dg.AssetCheckSpec("labels_consistent", asset="cycle_labels", blocking=True),
-        dg.AssetCheckSpec("no_label_leakage", asset="cycle_labels", blocking=True),
+        check_spec("labels_consistent", "cycle_labels"),
+        check_spec("no_label_leakage", "cycle_labels"),
     ],
 )
 def cycle_labels(context: dg.AssetExecutionContext, warehouse: Warehouse):

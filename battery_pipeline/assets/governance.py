@@ -27,7 +27,7 @@ import dagster as dg
 import pandas as pd
 
 from battery_pipeline.checks import documentation
-from battery_pipeline.checks.governance import rules_markdown
+from battery_pipeline.checks.governance import check_spec, rules_markdown
 from battery_pipeline.resources import DUCKDB_POOL, ModelStore, SourceCatalog, Warehouse
 from battery_pipeline.science import data_cards as cards
 
@@ -87,10 +87,7 @@ def _source_folders(catalog: SourceCatalog) -> dict[str, set]:
         "process (source descriptions and README files beside the data), cleaning rules as run, "
         "quarantine counts by reason, interpolated and outlier values, licence and citation."
     ),
-    check_specs=[dg.AssetCheckSpec(
-        "data_card_complete", asset="data_cards", blocking=True,
-        description="Every dataset's card has every section, a licence and a citation.",
-    )],
+    check_specs=[check_spec("data_card_complete", "data_cards")],
 )
 def data_cards(context: dg.AssetExecutionContext, warehouse: Warehouse, catalog: SourceCatalog, model_store: ModelStore):
     all_cells = _table_or_empty(warehouse, "cells", "SELECT * FROM cells ORDER BY cell_id", ["cell_id", "dataset"])

@@ -13,6 +13,7 @@ import dagster as dg
 import pandas as pd
 
 from battery_pipeline.assets.metadata import frame_preview, table_schema
+from battery_pipeline.checks.governance import check_spec
 from battery_pipeline.lineage import files_hash, lineage_metadata
 from battery_pipeline.partitions import cell_partitions
 from battery_pipeline.resources import DUCKDB_POOL, SourceCatalog, Warehouse
@@ -133,12 +134,7 @@ def cells(context: dg.AssetExecutionContext, catalog: SourceCatalog, warehouse: 
     partitions_def=cell_partitions,
     pool=DUCKDB_POOL,
     check_specs=[
-        dg.AssetCheckSpec(
-            "raw_schema_conformance",
-            asset="raw_samples",
-            blocking=True,
-            description="The reader produced exactly the canonical columns and types.",
-        )
+        check_spec("raw_schema_conformance", "raw_samples")
     ],
 )
 def raw_samples(context: dg.AssetExecutionContext, catalog: SourceCatalog, warehouse: Warehouse):

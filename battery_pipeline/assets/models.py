@@ -40,6 +40,7 @@ import numpy as np
 import pandas as pd
 
 from battery_pipeline.checks import model_quality
+from battery_pipeline.checks.governance import check_spec
 from battery_pipeline.partitions import cell_partitions
 from battery_pipeline.provenance import code_version
 from battery_pipeline.resources import DUCKDB_POOL, ModelStore, Warehouse
@@ -167,8 +168,8 @@ def _training_set_asset(task: str):
             "(train / validation / test of cells, 70/15/15, seeded)."
         ),
         check_specs=[
-            dg.AssetCheckSpec("split_disjoint", asset=name, blocking=True),
-            dg.AssetCheckSpec("no_feature_leakage", asset=name, blocking=True),
+            check_spec("split_disjoint", name),
+            check_spec("no_feature_leakage", name),
         ],
     )
     def training_set(context: dg.AssetExecutionContext, config: SplitConfig, warehouse: Warehouse):
@@ -305,9 +306,9 @@ def train_and_evaluate(task: str, estimator_name: str, table: TrainingTable, spl
 
 def _model_asset(task: str, estimator_name: str):
     name = model_asset_name(task, estimator_name)
-    checks = [dg.AssetCheckSpec("interval_coverage", asset=name), dg.AssetCheckSpec("reproducible", asset=name)]
+    checks = [check_spec("interval_coverage", name), check_spec("reproducible", name)]
     if estimator_name != "dummy":
-        checks.append(dg.AssetCheckSpec("beats_dummy", asset=name))
+        checks.append(check_spec("beats_dummy", name))
 
     @dg.asset(
         name=name,
@@ -507,7 +508,7 @@ def _promotion_asset(task: str):
             f"The {task.upper()} model that scores cells: the current model with the lowest validation "
             "error, promoted only through the blocking promotion_gate."
         ),
-        check_specs=[dg.AssetCheckSpec("promotion_gate", asset=name, blocking=True)],
+        check_specs=[check_spec("promotion_gate", name)],
     )
     def promoted_model(context: dg.AssetExecutionContext, config: PromotionConfig, warehouse: Warehouse, model_store: ModelStore):
         registry = warehouse.query("SELECT * FROM model_registry WHERE task = ?", [task])

@@ -21,6 +21,7 @@ import pandas as pd
 from battery_pipeline.assets.models import ERROR_METRIC, TASKS
 from battery_pipeline.assets.plots import error_by_cycle_plot, predicted_vs_true_plot, rul_trajectories_plot
 from battery_pipeline.checks import model_quality
+from battery_pipeline.checks.governance import check_spec
 from battery_pipeline.resources import DUCKDB_POOL, ModelStore, Warehouse
 
 REPORTS_GROUP = "reports"
@@ -281,7 +282,7 @@ def render_card(record: dict, sections: dict[str, str]) -> str:
     pool=DUCKDB_POOL,
     kinds={"markdown"},
     description="A model card per current model (reports/model_cards/), generated from what the run recorded.",
-    check_specs=[dg.AssetCheckSpec("model_card_complete", asset="model_cards", blocking=True)],
+    check_specs=[check_spec("model_card_complete", "model_cards")],
 )
 def model_cards(context: dg.AssetExecutionContext, warehouse: Warehouse, model_store: ModelStore):
     cells = warehouse.query("SELECT * FROM cells") if warehouse.table_exists("cells") else pd.DataFrame()

@@ -22,6 +22,7 @@ import pandas as pd
 
 from battery_pipeline.assets.twin_plots import PLOTS_BY_MODEL, voltage_spread_plot
 from battery_pipeline.checks import twin_quality
+from battery_pipeline.checks.governance import check_spec
 from battery_pipeline.pack_resources import PackSourceCatalog
 from battery_pipeline.partitions import pack_partitions
 from battery_pipeline.resources import DUCKDB_POOL, Warehouse
@@ -113,8 +114,7 @@ def _cell_as_pack(warehouse: Warehouse, source: PackSource) -> tuple[pd.DataFram
     ],
     partitions_def=pack_partitions,
     pool=DUCKDB_POOL,
-    check_specs=[dg.AssetCheckSpec("telemetry_row_accounting", asset="telemetry", blocking=True,
-                                   description="Every source row is a stored sample, with one row per channel.")],
+    check_specs=[check_spec("telemetry_row_accounting", "telemetry")],
 )
 def telemetry(context: dg.AssetExecutionContext, pack_catalog: PackSourceCatalog, warehouse: Warehouse):
     key = context.partition_key

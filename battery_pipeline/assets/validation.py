@@ -11,6 +11,7 @@ import dagster as dg
 from battery_pipeline.assets.ingest import INGEST_GROUP
 from battery_pipeline.assets.metadata import frame_preview, table_schema
 from battery_pipeline.checks import data_quality
+from battery_pipeline.checks.governance import check_spec
 from battery_pipeline.lineage import lineage_metadata, partition_hash
 from battery_pipeline.partitions import cell_partitions
 from battery_pipeline.resources import DUCKDB_POOL, Warehouse
@@ -124,23 +125,14 @@ def stored_outliers(warehouse: Warehouse, key: str):
     partitions_def=cell_partitions,
     pool=DUCKDB_POOL,
     check_specs=[
-        dg.AssetCheckSpec("schema_conformance", asset="validated_samples", blocking=True),
-        dg.AssetCheckSpec("row_accounting", asset="validated_samples", blocking=True),
-        dg.AssetCheckSpec("no_duplicate_samples", asset="validated_samples", blocking=True),
-        dg.AssetCheckSpec("cycle_numbers_continuous", asset="validated_samples"),
-        dg.AssetCheckSpec("quarantine_rate", asset="quarantined_samples"),
-        dg.AssetCheckSpec(
-            "incomplete_cycles_quarantined", asset="validated_samples", blocking=True,
-            description="No cycle with over 10 % of its samples missing a measurement reaches validated_samples.",
-        ),
-        dg.AssetCheckSpec(
-            "interpolation_marked", asset="validated_samples", blocking=True,
-            description="Every value filled into a sampling gap is marked in sample_flags; no mark on a measured value.",
-        ),
-        dg.AssetCheckSpec(
-            "outliers_kept", asset="validated_samples",
-            description="3-sigma outliers are flagged in sample_flags and kept in validated_samples, never dropped.",
-        ),
+        check_spec("schema_conformance", "validated_samples"),
+        check_spec("row_accounting", "validated_samples"),
+        check_spec("no_duplicate_samples", "validated_samples"),
+        check_spec("cycle_numbers_continuous", "validated_samples"),
+        check_spec("quarantine_rate", "quarantined_samples"),
+        check_spec("incomplete_cycles_quarantined", "validated_samples"),
+        check_spec("interpolation_marked", "validated_samples"),
+        check_spec("outliers_kept", "validated_samples"),
     ],
 )
 def validated_samples(context: dg.AssetExecutionContext, config: ValidationConfig, warehouse: Warehouse):

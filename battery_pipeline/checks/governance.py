@@ -20,9 +20,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import dagster as dg
+
 from battery_pipeline.checks.twin_quality import CHECKS_BY_MODEL
+from battery_pipeline.science.ml.registry import estimator_names
 
 GUARDS = ("data", "features", "models", "documentation")
+TASKS = ("soh", "rul")
 
 
 @dataclass(frozen=True)
@@ -35,53 +39,99 @@ class Rule:
     runs_in: str  # the function that evaluates it
 
 
-def _estimators_except_dummy() -> tuple[str, ...]:
-    from battery_pipeline.assets.models import MODEL_ASSETS, TASKS
+@dataclass(frozen=True)
+class CheckText:
+    """What a check guards, whether it blocks, and its one line for the UI and the README."""
 
-    return tuple(n for task in TASKS for n in MODEL_ASSETS[task] if n != f"{task}_dummy_model")
+    guards: str
+    blocking: bool
+    rule: str
+    runs_in: str
 
 
-def _all_model_assets() -> tuple[str, ...]:
-    from battery_pipeline.assets.models import MODEL_ASSETS, TASKS
+_DQ, _FQ, _MQ, _TQ, _DC = (
+    "checks.data_quality", "checks.feature_quality", "checks.model_quality", "checks.twin_quality",
+    "checks.documentation",
+)
+# Every check of the code location except the twin models' own (those carry theirs in
+# `twin_quality.CHECKS_BY_MODEL`). The asset modules declare their checks through `check_spec`,
+# so the UI shows exactly this text and blocking flag.
+CHECK_TEXTS: dict[str, CheckText] = {
+    "raw_schema_conformance": CheckText("data", True, "the reader produced exactly the canonical columns and types", f"{_DQ}.frame_shape_check"),
+    "schema_conformance": CheckText("data", True, "every validated row satisfies the pandera schema (types, bounds)", f"{_DQ}.schema_conformance_check"),
+    "row_accounting": CheckText("data", True, "nothing lost: raw = validated + quarantined, on what is stored", f"{_DQ}.row_accounting_check"),
+    "no_duplicate_samples": CheckText("data", True, "no two validated samples share (cell, cycle, time)", f"{_DQ}.no_duplicates_check"),
+    "cycle_numbers_continuous": CheckText("data", False, "no gap in the cycle numbers (a missing file or cycle)", f"{_DQ}.cycle_continuity_check"),
+    "quarantine_rate": CheckText("data", False, "warns when over 5 % of a cell's samples are quarantined", f"{_DQ}.quarantine_rate_check"),
+    "incomplete_cycles_quarantined": CheckText("data", True, "seed rule: a cycle with over 10 % of its samples missing is quarantined whole", f"{_DQ}.incomplete_cycles_quarantined_check"),
+    "interpolation_marked": CheckText("data", True, "seed rule: gaps under 5 samples are interpolated, and every filled value is marked in sample_flags", f"{_DQ}.interpolation_marked_check"),
+    "outliers_kept": CheckText("data", False, "seed rule: 3-sigma outliers are flagged in sample_flags and kept, never dropped", f"{_DQ}.outliers_kept_check"),
+    "telemetry_row_accounting": CheckText("data", True, "every telemetry sample and channel of the source is stored", f"{_TQ}.telemetry_row_accounting_check"),
+    "features_finite": CheckText("features", True, "no infinite feature; some cycle has a discharge capacity", f"{_FQ}.features_finite_check"),
+    "one_row_per_cycle": CheckText("features", True, "exactly one feature row per (cell, cycle)", f"{_FQ}.one_row_per_cycle_check"),
+    "capacity_plausible": CheckText("features", True, "full-cycle discharge capacity within 0.3-1.3 x rated (error if the median is off); warns when no rated capacity is known", f"{_FQ}.capacity_plausible_check"),
+    "efficiencies_physical": CheckText("features", False, "coulombic and energy efficiency physically possible on cycles that are not the first or rest-only", f"{_FQ}.efficiencies_physical_check"),
+    "cycles_classified": CheckText("features", False, "every cycle has a class; warns when a cell has too few comparable full cycles to label", f"{_FQ}.cycles_classified_check"),
+    "labels_consistent": CheckText("features", True, "SOH, end of life and RUL agree with each other, the capacities and the cycle classes", f"{_FQ}.labels_consistent_check"),
+    "initial_soh_in_band": CheckText("features", True, "the cell's initial SOH against its stated reference lies in the band (default 0.85-1.10); else its labels stay out of training", f"{_FQ}.initial_soh_in_band_check"),
+    "no_label_leakage": CheckText("features", True, "no label or same-cycle capacity among the SOH features", f"{_FQ}.no_label_leakage_check"),
+    "split_disjoint": CheckText("models", True, "no cell in two of train / validation / test", f"{_MQ}.split_disjoint_check"),
+    "no_feature_leakage": CheckText("models", True, "no label (for SOH no same-cycle capacity) among the model inputs", f"{_MQ}.no_feature_leakage_check"),
+    "interval_coverage": CheckText("models", False, "prediction intervals cover the test truths near their nominal rate", f"{_MQ}.interval_coverage_check"),
+    "beats_dummy": CheckText("models", False, "test error below the dummy baseline's on the same cells", f"{_MQ}.beats_dummy_check"),
+    "reproducible": CheckText("models", False, "retraining with the same data, code, parameters and seed gives the same metrics", f"{_MQ}.reproducible_check"),
+    "promotion_gate": CheckText("models", True, "a model scores cells only if it beats the dummy and keeps up with the promoted one", f"{_MQ}.promotion_gate_check"),
+    "model_card_complete": CheckText("documentation", True, "every section of every model card has content", f"{_MQ}.model_card_complete_check"),
+    "data_card_complete": CheckText("documentation", True, "every dataset's card has every section, a licence and a citation", f"{_DC}.data_card_complete_check"),
+}
 
-    return tuple(n for task in TASKS for n in MODEL_ASSETS[task])
+
+def check_spec(name: str, asset: str, **kwargs) -> dg.AssetCheckSpec:
+    """The AssetCheckSpec of a listed check: its blocking flag and description from `CHECK_TEXTS`."""
+    text = CHECK_TEXTS[name]
+    return dg.AssetCheckSpec(name, asset=asset, blocking=text.blocking, description=text.rule[0].upper() + text.rule[1:] + ".", **kwargs)
+
+
+def _model_assets(task: str) -> list[str]:
+    # the asset names of assets/models.py (`model_asset_name`), without importing the asset layer
+    return [f"{task}_{name}_model" for name in estimator_names(task)]
+
+
+def _assets_of(check: str) -> tuple[str, ...]:
+    """Which assets carry a listed check."""
+    every_model = tuple(a for task in TASKS for a in _model_assets(task))
+    fixed = {
+        "raw_schema_conformance": ("raw_samples",),
+        "quarantine_rate": ("quarantined_samples",),
+        "telemetry_row_accounting": ("telemetry",),
+        "split_disjoint": ("soh_training_set", "rul_training_set"),
+        "no_feature_leakage": ("soh_training_set", "rul_training_set"),
+        "interval_coverage": every_model,
+        "reproducible": every_model,
+        "beats_dummy": tuple(a for a in every_model if not a.endswith("_dummy_model")),
+        "promotion_gate": ("promoted_soh_model", "promoted_rul_model"),
+        "model_card_complete": ("model_cards",),
+        "data_card_complete": ("data_cards",),
+    }
+    if check in fixed:
+        return fixed[check]
+    guards = CHECK_TEXTS[check].guards
+    if guards == "data":
+        return ("validated_samples",)
+    if check in ("labels_consistent", "initial_soh_in_band", "no_label_leakage"):
+        return ("cycle_labels",)
+    return ("cycle_features",)
 
 
 def rules() -> list[Rule]:
-    dq, fq, mq, tq, dc = (
-        "checks.data_quality", "checks.feature_quality", "checks.model_quality", "checks.twin_quality", "checks.documentation",
-    )
-    training_sets = ("soh_training_set", "rul_training_set")
     listed = [
-        Rule("raw_schema_conformance", ("raw_samples",), "data", True, "the reader produced exactly the canonical columns and types", f"{dq}.frame_shape_check"),
-        Rule("schema_conformance", ("validated_samples",), "data", True, "every validated row satisfies the pandera schema (types, bounds)", f"{dq}.schema_conformance_check"),
-        Rule("row_accounting", ("validated_samples",), "data", True, "nothing lost: raw = validated + quarantined, on what is stored", f"{dq}.row_accounting_check"),
-        Rule("no_duplicate_samples", ("validated_samples",), "data", True, "no two validated samples share (cell, cycle, time)", f"{dq}.no_duplicates_check"),
-        Rule("cycle_numbers_continuous", ("validated_samples",), "data", False, "no gap in the cycle numbers (a missing file or cycle)", f"{dq}.cycle_continuity_check"),
-        Rule("quarantine_rate", ("quarantined_samples",), "data", False, "warns when over 5 % of a cell's samples are quarantined", f"{dq}.quarantine_rate_check"),
-        Rule("incomplete_cycles_quarantined", ("validated_samples",), "data", True, "seed rule: a cycle with over 10 % of its samples missing is quarantined whole", f"{dq}.incomplete_cycles_quarantined_check"),
-        Rule("interpolation_marked", ("validated_samples",), "data", True, "seed rule: gaps under 5 samples are interpolated, and every filled value is marked in sample_flags", f"{dq}.interpolation_marked_check"),
-        Rule("outliers_kept", ("validated_samples",), "data", False, "seed rule: 3-sigma outliers are flagged in sample_flags and kept, never dropped", f"{dq}.outliers_kept_check"),
-        Rule("telemetry_row_accounting", ("telemetry",), "data", True, "every telemetry sample and channel of the source is stored", f"{tq}.telemetry_row_accounting_check"),
-        Rule("features_finite", ("cycle_features",), "features", True, "no infinite feature; some cycle has a discharge capacity", f"{fq}.features_finite_check"),
-        Rule("one_row_per_cycle", ("cycle_features",), "features", True, "exactly one feature row per (cell, cycle)", f"{fq}.one_row_per_cycle_check"),
-        Rule("capacity_plausible", ("cycle_features",), "features", True, "discharge capacity within 0.3-1.3 x rated (error if the median is off)", f"{fq}.capacity_plausible_check"),
-        Rule("efficiencies_physical", ("cycle_features",), "features", False, "coulombic and energy efficiency physically possible", f"{fq}.efficiencies_physical_check"),
-        Rule("labels_consistent", ("cycle_labels",), "features", True, "SOH, end of life and RUL agree with each other and the capacities", f"{fq}.labels_consistent_check"),
-        Rule("no_label_leakage", ("cycle_labels",), "features", True, "no label or same-cycle capacity among the SOH features", f"{fq}.no_label_leakage_check"),
-        Rule("split_disjoint", training_sets, "models", True, "no cell in two of train / validation / test", f"{mq}.split_disjoint_check"),
-        Rule("no_feature_leakage", training_sets, "models", True, "no label (for SOH no same-cycle capacity) among the model inputs", f"{mq}.no_feature_leakage_check"),
-        Rule("interval_coverage", _all_model_assets(), "models", False, "prediction intervals cover the test truths near their nominal rate", f"{mq}.interval_coverage_check"),
-        Rule("beats_dummy", _estimators_except_dummy(), "models", False, "test error below the dummy baseline's on the same cells", f"{mq}.beats_dummy_check"),
-        Rule("reproducible", _all_model_assets(), "models", False, "retraining with the same data, code, parameters and seed gives the same metrics", f"{mq}.reproducible_check"),
-        Rule("promotion_gate", ("promoted_soh_model", "promoted_rul_model"), "models", True, "a model scores cells only if it beats the dummy and keeps up with the promoted one", f"{mq}.promotion_gate_check"),
-        *(
-            Rule(check.name, (model,), "models", check.blocking, check.description, f"{tq}.CHECKS_BY_MODEL[{model!r}]")
-            for model, checks in CHECKS_BY_MODEL.items()
-            for check in checks
-        ),
-        Rule("model_card_complete", ("model_cards",), "documentation", True, "every section of every model card has content", f"{mq}.model_card_complete_check"),
-        Rule("data_card_complete", ("data_cards",), "documentation", True, "every dataset's card has every section, a licence and a citation", f"{dc}.data_card_complete_check"),
+        Rule(name, _assets_of(name), text.guards, text.blocking, text.rule, text.runs_in)
+        for name, text in CHECK_TEXTS.items()
+    ]
+    listed += [
+        Rule(check.name, (model,), "models", check.blocking, check.description, f"{_TQ}.CHECKS_BY_MODEL[{model!r}]")
+        for model, checks in CHECKS_BY_MODEL.items()
+        for check in checks
     ]
     return listed
 

@@ -38,3 +38,15 @@ def write_csv(directory: Path, name: str, frame: pd.DataFrame) -> Path:
     path = directory / name
     frame.to_csv(path, index=False)
     return path
+
+
+def xjtu_lookalike(datasets: Path, directory: Path, name: str, severson_cell: str = "cell1") -> Path:
+    """Another lab's per-cycle summary table in the XJTU 17-column layout, from real data: the
+    capacities of a Severson LFP cell (1.1 Ah; Q_d at 2.0 V of cycles 2-100, Attia et al.'s arrays)
+    under the other 16 columns of a real XJTU table, i.e. a file an XJTU-layout sniffer accepts
+    but whose capacities no 2.0 Ah XJTU cell has."""
+    qdlin = np.loadtxt(datasets / "severson_qdlin" / "train" / f"{severson_cell}.csv", delimiter=",")
+    capacity = qdlin[-1]  # row 999 = 2.0 V, the discharge's end: the cycle's capacity
+    template = pd.read_csv(datasets / "xjtu_features" / "2C_battery-1.csv").head(len(capacity))
+    table = template.assign(capacity=capacity[: len(template)])
+    return write_csv(directory, name, table)

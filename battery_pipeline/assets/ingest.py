@@ -68,8 +68,9 @@ def summary_table(summary: pd.DataFrame | None) -> pd.DataFrame:
     group_name=INGEST_GROUP,
     kinds={"duckdb", "pandas"},
     description=(
-        "Registry of cells: chemistry, rated capacity, voltage window, dataset, licence. "
-        "Reader defaults, overridden by a `<file or cell>.cell.json` sidecar next to the data."
+        "Registry of cells: chemistry, rated capacity, voltage window, dataset, licence, and where "
+        "each value came from (sidecar, the file, a dataset rule matched on name + layout + values, "
+        "inferred, or unknown). A `<file or cell>.cell.json` sidecar next to the data overrides."
     ),
     metadata={"dagster/column_schema": table_schema(CellRecord)},
 )
@@ -91,6 +92,10 @@ def cells(context: dg.AssetExecutionContext, catalog: SourceCatalog, warehouse: 
             "voltage_window_v": f"{record['voltage_min_v']:g}-{record['voltage_max_v']:g}",
             "dataset": str(record["dataset"]),
             "metadata_origin": str(record["metadata_origin"]),
+            # where each value came from: sidecar / file / dataset rule (evidence) / inferred / unknown
+            "chemistry_source": str(record["chemistry_source"]),
+            "nominal_capacity_source": str(record["nominal_capacity_source"]),
+            "voltage_window_source": str(record["voltage_window_source"]),
             # the record is everything this asset derives from (reader defaults + sidecar)
             **lineage_metadata("sha256:" + hashlib.sha256(
                 json.dumps(frame.iloc[0].to_dict(), sort_keys=True, default=str).encode()

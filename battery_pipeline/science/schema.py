@@ -151,6 +151,15 @@ class CellRecord(pa.DataFrameModel):
     metadata_origin: Series[str] = pa.Field(
         description="Where the limits came from: reader defaults, sidecar file, chemistry table"
     )
+    chemistry_source: Series[str] = pa.Field(
+        description="Where the chemistry came from: sidecar / file / dataset rule (with its evidence) / unknown"
+    )
+    nominal_capacity_source: Series[str] = pa.Field(
+        description="Where the rated capacity came from: sidecar / file / dataset rule (with its evidence) / unknown"
+    )
+    voltage_window_source: Series[str] = pa.Field(
+        description="Where the voltage window came from: sidecar / file / dataset rule / inferred from the chemistry / unknown"
+    )
 
     class Config:
         strict = True

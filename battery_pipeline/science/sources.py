@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from battery_pipeline.science.chemistry import voltage_window
+from battery_pipeline.science.chemistry import VOLTAGE_WINDOWS_V, voltage_window
 from battery_pipeline.science.readers import (
     CellDefaults,
     CyclerReader,
@@ -169,7 +169,13 @@ def sidecar_paths(source: CellSource) -> list[Path]:
     return found
 
 
-_DEFAULT_FIELDS = {f.name: f.type for f in fields(CellDefaults)}
+_DEFAULT_FIELDS = {f.name: f.type for f in fields(CellDefaults) if f.name != "origin"}
+# Sidecar keys that set each traced field (the voltage window is one field of two keys).
+_TRACED_KEYS = {
+    "chemistry": ("chemistry",),
+    "nominal_capacity_ah": ("nominal_capacity_ah",),
+    "voltage_window": ("voltage_min_v", "voltage_max_v"),
+}
 
 
 def read_sidecar(path: Path) -> dict:
@@ -193,18 +199,42 @@ def read_sidecar(path: Path) -> dict:
 
 
 def cell_record(source: CellSource) -> dict:
-    """The `cells` registry row: reader defaults, overridden by sidecars, gaps filled by chemistry."""
+    """The `cells` registry row: reader defaults, overridden by sidecars, gaps filled by chemistry.
+
+    Chemistry, nominal capacity and voltage window each carry where they came from
+    (`*_source` columns, kinds in `readers.base.ORIGIN_KINDS`): the sidecar that set it, the file
+    itself or a dataset rule (as the reader states), inferred (the voltage window from the
+    chemistry table), or unknown. Nothing is guessed from a layout alone: a value a reader gives
+    without saying where it came from is an error.
+    """
     defaults = source.reader.describe(list(source.files))
     values = {name: getattr(defaults, name) for name in _DEFAULT_FIELDS}
+    sources = {}
+    for traced, keys in _TRACED_KEYS.items():
+        known = all(values[k] is not None for k in keys)
+        if known and traced not in defaults.origin:
+            raise SourceFormatError(
+                source.files[0], f"reader {source.format_name} gives {traced} without saying where it came from"
+            )
+        sources[traced] = defaults.origin[traced] if known else "unknown"
     origin = ["reader defaults"]
     for sidecar in sidecar_paths(source):
-        values.update(read_sidecar(sidecar))
+        content = read_sidecar(sidecar)
+        values.update(content)
         origin.append(f"sidecar {sidecar.name}")
+        for traced, keys in _TRACED_KEYS.items():
+            if any(content.get(k) is not None for k in keys):
+                sources[traced] = f"sidecar: {sidecar.name}"
     if values["voltage_min_v"] is None or values["voltage_max_v"] is None:
         low, high = voltage_window(values["chemistry"])
         values["voltage_min_v"] = values["voltage_min_v"] or low
         values["voltage_max_v"] = values["voltage_max_v"] or high
         origin.append(f"chemistry table ({values['chemistry'] or 'generic Li-ion'})")
+        sources["voltage_window"] = (
+            f"inferred: chemistry table for {values['chemistry']} (chemistry from {sources['chemistry']})"
+            if values["chemistry"] and values["chemistry"].upper() in VOLTAGE_WINDOWS_V
+            else f"unknown: validation uses the generic Li-ion envelope {low:g}-{high:g} V"
+        )
     if values["voltage_min_v"] >= values["voltage_max_v"]:
         raise SourceFormatError(
             source.files[0],
@@ -224,4 +254,17 @@ def cell_record(source: CellSource) -> dict:
         "description": values["description"],
         "source_files": json.dumps([p.name for p in source.files]),
         "metadata_origin": "; ".join(origin),
+        "chemistry_source": sources["chemistry"],
+        "nominal_capacity_source": sources["nominal_capacity_ah"],
+        "voltage_window_source": sources["voltage_window"],
     }
+
+
+def trusted_nominal(record) -> float | None:
+    """The cell's nominal capacity if a sidecar, the file or a dataset rule states it, else None
+    (an unknown capacity is never stood in for by a guess)."""
+    value = record.get("nominal_capacity_ah")
+    source = str(record.get("nominal_capacity_source") or "unknown")
+    if value is None or value != value or not source.startswith(("sidecar", "file", "dataset rule")):
+        return None
+    return float(value)

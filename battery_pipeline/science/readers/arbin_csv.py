@@ -73,6 +73,7 @@ from battery_pipeline.science.readers.base import (
     ReadResult,
     SourceFormatError,
     finalize_samples,
+    from_dataset_rule,
     step_index_from_changes,
     step_type_from_current,
 )
@@ -532,6 +533,11 @@ class ArbinCsvReader(CyclerReader):
                 pass
         description = "; ".join(parts)
         if path.stem.startswith("FastCharge_") or (schedule and _SEVERSON_SCHEDULE.search(schedule)):
+            evidence = (
+                (f"name {path.stem}" if path.stem.startswith("FastCharge_") else f"schedule {schedule}")
+                + " + Arbin CSV layout; capacities checked at labelling by initial_soh_in_band"
+            )
+            rule = "Severson et al. 2019: A123 APR18650M1A (LFP, 1.1 Ah, 2.0-3.6 V)"
             return CellDefaults(
                 dataset="Severson et al. 2019 fast-charging (A123 APR18650M1A)",
                 chemistry="LFP",
@@ -541,6 +547,8 @@ class ArbinCsvReader(CyclerReader):
                 licence="Apache-2.0",
                 citation=SEVERSON_CITATION,
                 description="A123 APR18650M1A LFP/graphite 18650, 1.1 Ah, 2.0-3.6 V; " + description,
+                origin={field: from_dataset_rule(rule, evidence)
+                        for field in ("chemistry", "nominal_capacity_ah", "voltage_window")},
             )
         # Unknown Arbin cell: limits come from a sidecar or the chemistry table.
         return CellDefaults(description=description)

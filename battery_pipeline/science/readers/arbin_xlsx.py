@@ -62,6 +62,7 @@ from battery_pipeline.science.readers.base import (
     CyclerReader,
     ReadResult,
     SourceFormatError,
+    from_dataset_rule,
     month_day_year_from_stem,
 )
 
@@ -314,6 +315,8 @@ def _describe(paths: list[Path], infos: list[dict[str, str]]) -> CellDefaults:
         parts.append(f"tests started {starts[0]} .. {starts[-1]}")
     description = "; ".join(parts)
     if _CALCE_CS2.match(key):
+        evidence = f"name {key} + Arbin xlsx layout; capacities checked at labelling by initial_soh_in_band"
+        rule = "CALCE CS2 (LCO/graphite prismatic, 1.1 Ah, 2.7-4.2 V)"
         return CellDefaults(
             dataset="CALCE CS2",
             chemistry="LCO",
@@ -326,6 +329,8 @@ def _describe(paths: list[Path], infos: list[dict[str, str]]) -> CellDefaults:
                 f"CALCE CS2 prismatic LCO/graphite cell {key}, 1.1 Ah, 2.7-4.2 V; cycled 0.55 A "
                 "CC to 4.2 V, CV to 0.05 A, 1.1 A (1C) discharge to 2.7 V; " + description
             ),
+            origin={field: from_dataset_rule(rule, evidence)
+                    for field in ("chemistry", "nominal_capacity_ah", "voltage_window")},
         )
     return CellDefaults(description=description)
 

@@ -38,9 +38,30 @@ class SourceFormatError(ValueError):
         super().__init__(f"{self.path.name}: {problem}")
 
 
+# Where a metadata value came from; every provenance text starts with one of these kinds.
+ORIGIN_KINDS = ("sidecar", "file", "dataset rule", "inferred", "unknown")
+ORIGIN_FIELDS = ("chemistry", "nominal_capacity_ah", "voltage_window")
+
+
+def from_file(detail: str) -> str:
+    """Provenance of a value the file itself states (a header field, a metadata sheet)."""
+    return f"file: {detail}"
+
+
+def from_dataset_rule(dataset: str, evidence: str) -> str:
+    """Provenance of a value a known dataset's documentation gives, with the evidence that
+    matched the file to that dataset (name pattern, layout, plausible values)."""
+    return f"dataset rule: {dataset} ({evidence})"
+
+
 @dataclass
 class CellDefaults:
-    """What a reader knows about a cell before a sidecar file overrides it."""
+    """What a reader knows about a cell before a sidecar file overrides it.
+
+    `origin` says where each known value of `ORIGIN_FIELDS` came from (`from_file`,
+    `from_dataset_rule`); a value without an origin is refused by `sources.cell_record`, so no
+    reader can hand over a number nobody can trace.
+    """
 
     dataset: str | None = None
     chemistry: str | None = None
@@ -51,6 +72,7 @@ class CellDefaults:
     licence: str | None = None
     citation: str | None = None
     description: str | None = None
+    origin: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass

@@ -64,6 +64,8 @@ from battery_pipeline.science.readers.base import (
     CellDefaults,
     CyclerReader,
     ReadResult,
+    from_dataset_rule,
+    from_file,
     SourceFormatError,
     finalize_samples,
     step_type_from_current,
@@ -448,11 +450,19 @@ class DigatronCsvReader(CyclerReader):
         description = "; ".join(parts)
         nominal = _number(meta.get("Nominal Capacity"))
         v_max = _number(meta.get("Maximum Voltage"))
+        stated = {}
+        if nominal:
+            stated["nominal_capacity_ah"] = from_file(f"Digatron header 'Nominal Capacity' {nominal:g} Ah")
         if "HG2" in battery.upper():
             defaults = dict(_LG_HG2)
             defaults["nominal_capacity_ah"] = nominal or defaults["nominal_capacity_ah"]
             defaults["voltage_max_v"] = v_max or defaults["voltage_max_v"]
-            return CellDefaults(description=description, **defaults)
+            rule = from_dataset_rule(
+                "LG 18650HG2 datasheet (NMC, 3.0 Ah, 2.5-4.2 V)",
+                f"battery name {battery!r} in the Digatron header + Digatron CSV layout",
+            )
+            origin = {"chemistry": rule, "nominal_capacity_ah": rule, "voltage_window": rule, **stated}
+            return CellDefaults(description=description, origin=origin, **defaults)
         # Not an HG2 (the 10 degC tests 575_* name an "LG ICR18650MG1" with 2.9 Ah): only what
         # the file states; the set's licence and citation still apply when it is in the LG set.
         in_lg_set = "LG" in meta.get("Producer", "").upper() and "LG_HG2" in meta.get("Program", "").upper()
@@ -466,6 +476,7 @@ class DigatronCsvReader(CyclerReader):
             licence=_LG_HG2["licence"] if in_lg_set else None,
             citation=_LG_HG2["citation"] if in_lg_set else None,
             description=description,
+            origin=stated,
         )
 
     @classmethod

@@ -54,6 +54,7 @@ from battery_pipeline.science.readers.base import (
     ReadResult,
     SourceFormatError,
     finalize_samples,
+    from_dataset_rule,
     step_type_from_current,
 )
 
@@ -142,6 +143,10 @@ class MaccorTextReader(CyclerReader):
                     "test fixtures, https://github.com/TRI-AMDD/beep (Apache-2.0)"
                 ),
                 description=description,
+                origin={"voltage_window": from_dataset_rule(
+                    "TRI BEEP Maccor fixtures, limits read off the fixtures (2.7 V discharge end, up to 4.4 V diagnostic charge)",
+                    "TRI test name in the header or file name + Maccor text layout",
+                )},
             )
         return CellDefaults(description=description)
 

@@ -84,6 +84,7 @@ from battery_pipeline.science.readers.base import (
     ReadResult,
     SourceFormatError,
     finalize_samples,
+    from_dataset_rule,
 )
 
 # 99 % of the NASA rig's rest readings lie within +-9 mA; the CV charge is cut at 20 mA.
@@ -174,7 +175,14 @@ class NasaPcoeMatReader(CyclerReader):
     @classmethod
     def describe(cls, paths: list[Path]) -> CellDefaults:
         name = _cell_name(Path(paths[0]))
+        if not _CELL_ID.match(name):
+            # The PCoE struct layout alone is not evidence of the NASA set: another lab's file
+            # in the same layout gets no NASA capacity or limits (a sidecar can give them).
+            return CellDefaults(description=f"MATLAB file {Path(paths[0]).name} in the NASA PCoE struct layout; "
+                                "its name is not a PCoE cell id (B0005 style), so no NASA metadata is assumed")
         cutoff, discharge = _CELL_CONDITIONS.get(name, (_DEFAULT_CUTOFF_V, None))
+        evidence = (f"name {name} + PCoE .mat struct layout; capacities checked at labelling by "
+                    "initial_soh_in_band")
         description = (
             f"NASA Ames PCoE cell {name}: 18650 Li-ion, rated 2 Ah; charge CC 1.5 A to 4.2 V, "
             "CV to 20 mA; "
@@ -193,6 +201,12 @@ class NasaPcoeMatReader(CyclerReader):
             licence=LICENCE,
             citation=CITATION,
             description=description,
+            origin={
+                "nominal_capacity_ah": from_dataset_rule("NASA PCoE, rated 2 Ah", evidence),
+                "voltage_window": from_dataset_rule(
+                    f"NASA PCoE README, {name} discharge cut-off {cutoff:g} V, charge to 4.2 V", evidence
+                ),
+            },
         )
 
     @classmethod

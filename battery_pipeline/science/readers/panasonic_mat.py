@@ -73,6 +73,7 @@ from battery_pipeline.science.readers.base import (
     ReadResult,
     SourceFormatError,
     finalize_samples,
+    from_dataset_rule,
     step_type_from_current,
 )
 
@@ -217,6 +218,12 @@ class Panasonic18650PFMatReader(CyclerReader):
     def describe(cls, paths: list[Path]) -> CellDefaults:
         path = Path(paths[0])
         folder = next((p for p in reversed(path.parts[:-1]) if re.search(r"degC", p)), None)
+        if not _NAME_START.match(path.stem):
+            return CellDefaults(description=f"MATLAB file {path.name} in the Panasonic 18650PF `meas` layout; "
+                                "its name is not the set's (MM-DD-YY_HH.MM ...), so no Panasonic metadata is assumed")
+        evidence = (f"name {path.stem} (date-stamped test name) + `meas` struct layout; capacities "
+                    "checked at labelling by initial_soh_in_band")
+        rule = "Panasonic NCR18650PF datasheet as cited by the set (NCA, 2.9 Ah, 2.5-4.2 V)"
         return CellDefaults(
             dataset=DATASET,
             chemistry="NCA",
@@ -234,6 +241,8 @@ class Panasonic18650PFMatReader(CyclerReader):
                 "at 25 and 10 degC. All files of the set come from one cell, which aged over "
                 "the ~110 cycles of the programme (1C capacity 2.8 -> 2.3 Ah)."
             ),
+            origin={field: from_dataset_rule(rule, evidence)
+                    for field in ("chemistry", "nominal_capacity_ah", "voltage_window")},
         )
 
     @classmethod

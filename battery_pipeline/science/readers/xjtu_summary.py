@@ -14,8 +14,14 @@ BOM and CR/LF tolerated):
 No canonical column name occurs in it, so `canonical_csv` (priority 90) never claims these
 files, and this sniffer (priority 40) claims nothing but this header.
 
-Cell key: `xjtu_<file stem>`, e.g. `xjtu_2C_battery-1` (already partition-safe). The prefix makes
-the set visible in the partition list and keeps `battery-1`-style names apart from other sets'.
+Cell key: `xjtu_<file stem>`, e.g. `xjtu_2C_battery-1` (already partition-safe), for the set's own
+file names; other names keep their stem. The prefix makes the set visible in the partition list
+and keeps `battery-1`-style names apart from other sets'.
+
+Metadata: the layout alone never makes a table an XJTU cell. `describe` gives the set's NCM /
+2.0 Ah / 2.5-4.2 V only when the name, the layout and the values match (`xjtu_evidence`); any
+other table in this layout (another lab's summaries) is "unknown source, summary layout" with no
+chemistry or capacity, and the description says which evidence failed.
 The file-name prefix before `_battery-` is the test protocol (2C, 3C, R2.5, R3, RW,
 Sim_satellite); `describe` puts it in the cell description.
 
@@ -81,6 +87,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from pathlib import Path
 
 import numpy as np
@@ -92,6 +99,7 @@ from battery_pipeline.science.readers.base import (
     ReadResult,
     SourceFormatError,
     finalize_samples,
+    from_dataset_rule,
 )
 from battery_pipeline.science.schema import empty_samples
 
@@ -174,6 +182,16 @@ _PROTOCOLS: dict[str, str] = {
         "capacity interpolated between capacity tests)"
     ),
 }
+
+# Evidence that a table in this layout is an XJTU cell (all three must hold, `xjtu_evidence`):
+# the set's file names, and values only a 2.0 Ah XJTU cell gives: capacities of a 2 Ah cell
+# between end of test (~1.55 Ah) and new (~2.05 Ah), and the 2C / 3C charge current of the
+# protocols (4.0 / 6.0 A, from CC Q / CC charge time, exact to 0.1 % in every file).
+XJTU_NAME = re.compile(r"^(2C|3C|R2\.5|R3|RW|Sim_satellite)_battery-\d+$")
+XJTU_CAPACITY_RANGE_AH = (1.4, 2.2)
+XJTU_CHARGE_CURRENTS_A = (4.0, 6.0)
+XJTU_CURRENT_TOLERANCE = 0.02
+UNKNOWN_SUMMARY_DATASET = "unknown source, summary layout (XJTU feature-table columns)"
 
 _INF_TEXT = {"inf", "-inf", "+inf", "infinity", "-infinity", "nan"}
 _MAX_EXAMPLES = 3
@@ -275,6 +293,23 @@ def _check_units(path: Path, frame: pd.DataFrame) -> None:
         )
 
 
+def xjtu_evidence(path: Path, frame: pd.DataFrame) -> list[str]:
+    """Why a table in the XJTU layout is *not* an XJTU cell (empty list: name, layout and values
+    all match the set). The layout alone never assigns the set's metadata."""
+    reasons = []
+    if not XJTU_NAME.match(Path(path).stem):
+        reasons.append(f"file name {Path(path).stem!r} is not an XJTU cell name (e.g. 2C_battery-1)")
+    capacity = frame["capacity"].dropna()
+    low, high = XJTU_CAPACITY_RANGE_AH
+    if capacity.empty or capacity.min() < low or capacity.max() > high:
+        shown = f"{capacity.min():.3f}-{capacity.max():.3f} Ah" if len(capacity) else "none"
+        reasons.append(f"capacities {shown} are not those of a 2.0 Ah XJTU cell ({low}-{high} Ah)")
+    implied = (frame["CC Q"] * 3600.0 / frame["CC charge time"]).replace([np.inf, -np.inf], np.nan).median()
+    if not any(np.isfinite(implied) and abs(implied - a) <= XJTU_CURRENT_TOLERANCE * a for a in XJTU_CHARGE_CURRENTS_A):
+        reasons.append(f"CC Q / CC charge time implies {implied:.3g} A, not the XJTU charge current of 4 or 6 A")
+    return reasons
+
+
 class XjtuCycleSummaryReader(CyclerReader):
     format_name = "xjtu_cycle_summary"
     extensions = (".csv",)
@@ -288,13 +323,29 @@ class XjtuCycleSummaryReader(CyclerReader):
 
     @classmethod
     def cell_key(cls, path: Path) -> str:
-        return KEY_PREFIX + Path(path).stem
+        stem = Path(path).stem
+        return KEY_PREFIX + stem if XJTU_NAME.match(stem) else stem
 
     @classmethod
     def describe(cls, paths: list[Path]) -> CellDefaults:
         path = Path(paths[0])
+        try:
+            against = xjtu_evidence(path, _parse(path))
+        except SourceFormatError as exc:
+            against = [exc.problem]
+        if against:
+            return CellDefaults(
+                dataset=UNKNOWN_SUMMARY_DATASET,
+                description=(
+                    f"Per-cycle summary table {path.name} in the 17-column layout of the XJTU feature tables, "
+                    "but not an XJTU cell: " + "; ".join(against) + ". No chemistry or capacity is assumed; "
+                    "a sidecar can state them."
+                ),
+            )
         protocol = protocol_of(path)
         protocol_text = _PROTOCOLS.get(protocol, f"protocol {protocol!r} (file-name prefix)")
+        evidence = "name, 17-column layout, capacities 1.4-2.2 Ah and the 4 / 6 A charge current all match"
+        rule = from_dataset_rule("XJTU battery set (NCM, 2.0 Ah, 2.5-4.2 V)", evidence)
         return CellDefaults(
             dataset=DATASET,
             chemistry="NMC",
@@ -310,6 +361,7 @@ class XjtuCycleSummaryReader(CyclerReader):
                 "statistics over the 4.0-4.2 V part of the CC charge, current statistics over "
                 "the ~0.5-0.1 A part of the CV charge) and the discharge capacity; no raw samples."
             ),
+            origin={"chemistry": rule, "nominal_capacity_ah": rule, "voltage_window": rule},
         )
 
     @classmethod

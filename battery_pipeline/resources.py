@@ -130,15 +130,26 @@ class Warehouse(DuckDBResource):
             yield conn
 
     def ensure_table(self, conn: duckdb.DuckDBPyConnection, table: str, frame: pd.DataFrame | None = None):
+        """Create the table if it is missing, and add the columns a newer version of the code
+        writes (a warehouse made before a column existed keeps its rows; the new column is NULL
+        there until the partition is materialized again)."""
         name = _quote_identifier(table)
         if table in TABLE_MODELS:
             conn.execute(f"CREATE TABLE IF NOT EXISTS {name} ({_ddl_columns(TABLE_MODELS[table])})")
+            wanted = {n: _DUCKDB_TYPES[str(c.dtype)] for n, c in TABLE_MODELS[table].to_schema().columns.items()}
         elif frame is not None:
             conn.register("_shape", _arrow_shape(frame))
             conn.execute(f"CREATE TABLE IF NOT EXISTS {name} AS SELECT * FROM _shape")
+            wanted = dict(conn.execute("SELECT column_name, column_type FROM (DESCRIBE SELECT * FROM _shape)").fetchall())
             conn.unregister("_shape")
         else:
             raise ValueError(f"no layout known for table {table!r}")
+        present = {row[0] for row in conn.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = ?", [table]
+        ).fetchall()}
+        for column, sql_type in wanted.items():
+            if column not in present:
+                conn.execute(f"ALTER TABLE {name} ADD COLUMN {_quote_identifier(column)} {sql_type}")
 
     def replace_partition(self, table: str, frame: pd.DataFrame, key_column: str, key: str) -> int:
         """Atomically replace the rows of one partition; other partitions are untouched."""

@@ -18,6 +18,7 @@ from battery_pipeline.checks.governance import check_spec
 from battery_pipeline.lineage import lineage_metadata, partition_hash
 from battery_pipeline.partitions import cell_partitions
 from battery_pipeline.resources import DATA_DIR, DUCKDB_POOL, Warehouse
+from battery_pipeline.science.cycle_classes import CLASS_COLUMNS, CYCLE_CLASSES, class_counts, classify_cycles
 from battery_pipeline.science.features import (
     CYCLE_FEATURE_COLUMNS,
     SOH_LEAKAGE_COLUMNS,
@@ -35,6 +36,7 @@ from battery_pipeline.science.labels import (
 )
 from battery_pipeline.science.readers import CyclerReader
 from battery_pipeline.science.schema import SAMPLE_COLUMNS
+from battery_pipeline.science.sources import trusted_nominal
 
 FEATURES_GROUP = "features"
 LABEL_SETTINGS_FILE = DATA_DIR / "label_settings.json"
@@ -79,6 +81,7 @@ def feature_config_for(cell: pd.Series) -> FeatureConfig:
         check_spec("one_row_per_cycle", "cycle_features"),
         check_spec("capacity_plausible", "cycle_features"),
         check_spec("efficiencies_physical", "cycle_features"),
+        check_spec("cycles_classified", "cycle_features"),
     ],
 )
 def cycle_features(context: dg.AssetExecutionContext, warehouse: Warehouse):
@@ -98,6 +101,7 @@ def cycle_features(context: dg.AssetExecutionContext, warehouse: Warehouse):
         curves = pd.DataFrame(columns=["cell_id", "cycle_number", "curve", "voltage_v", "value"])
         origin = "summary-level source (no raw samples)"
     features = typed_feature_frame(features[CYCLE_FEATURE_COLUMNS])
+    classes = class_counts(features["cycle_class"])
     curves = curves.astype({"cell_id": str, "cycle_number": "int64", "curve": str, "voltage_v": "float64", "value": "float64"})
     warehouse.replace_partitions({"cycle_features": features, "cycle_curves": curves}, "cell_id", key)
 
@@ -105,7 +109,8 @@ def cycle_features(context: dg.AssetExecutionContext, warehouse: Warehouse):
         "dagster/row_count": len(features),
         "origin": origin,
         "cycles": len(features),
-        "features_available": int(features.drop(columns=["cell_id", "cycle_number"]).notna().any().sum()),
+        "features_available": int(features.drop(columns=["cell_id", "cycle_number", *CLASS_COLUMNS]).notna().any().sum()),
+        "cycles_by_class": dg.MetadataValue.json(classes),
         **lineage_metadata(inputs),
     }
     if features["discharge_capacity_ah"].notna().any():
@@ -117,8 +122,12 @@ def cycle_features(context: dg.AssetExecutionContext, warehouse: Warehouse):
     yield dg.MaterializeResult(asset_key="cycle_curves", metadata={"dagster/row_count": len(curves), **lineage_metadata(inputs)})
     yield feature_quality.features_finite_check(features)
     yield feature_quality.one_row_per_cycle_check(features)
-    yield feature_quality.capacity_plausible_check(features, nominal)
+    yield feature_quality.capacity_plausible_check(
+        features, nominal, nominal_source=str(cell.get("nominal_capacity_source") or "unknown")
+    )
     yield feature_quality.efficiencies_physical_check(features)
+    min_full = label_config_for(cell.get("dataset"), LABEL_SETTINGS_FILE).min_reference_cycles
+    yield feature_quality.cycles_classified_check(features, CYCLE_CLASSES, min_full)
 
 
 def _summary_features(warehouse: Warehouse, key: str) -> pd.DataFrame:
@@ -127,7 +136,8 @@ def _summary_features(warehouse: Warehouse, key: str) -> pd.DataFrame:
     summary = warehouse.read_partition("source_cycle_summaries", "cell_id", key)
     if summary.empty or summary["discharge_capacity_ah"].isna().all():
         raise dg.Failure(description=f"cell {key!r} has neither validated samples nor a per-cycle summary")
-    return summary.reindex(columns=CYCLE_FEATURE_COLUMNS)
+    summary = summary.drop(columns=[c for c in CLASS_COLUMNS if c in summary.columns])
+    return summary.join(classify_cycles(summary)).reindex(columns=CYCLE_FEATURE_COLUMNS)
 
 
 def _source_capacities(warehouse: Warehouse, key: str, cycles: pd.DataFrame) -> pd.DataFrame:
@@ -155,6 +165,7 @@ def _source_capacities(warehouse: Warehouse, key: str, cycles: pd.DataFrame) -> 
     ),
     check_specs=[
         check_spec("labels_consistent", "cycle_labels"),
+        check_spec("initial_soh_in_band", "cycle_labels"),
         check_spec("no_label_leakage", "cycle_labels"),
     ],
 )
@@ -164,25 +175,33 @@ def cycle_labels(context: dg.AssetExecutionContext, warehouse: Warehouse):
     features = warehouse.read_partition("cycle_features", "cell_id", key)
     cell = warehouse.read_partition("cells", "cell_id", key).iloc[0]
     config = label_config_for(cell.get("dataset"), LABEL_SETTINGS_FILE)
-    nominal = _nominal(cell)
+    nominal = trusted_nominal(cell)
     if nominal is None and config.soh_reference == "nominal":
-        # No rated capacity known (no sidecar): SOH against the cell's own first cycles, and
-        # the metadata says so rather than failing every label of the cell.
+        # No trustworthy rated capacity (none stated by a sidecar, the file or a dataset rule):
+        # SOH relative to the cell's own initial capacity, marked so in every label row.
         config = dataclasses.replace(config, soh_reference="initial")
-    cycles = features[["cell_id", "cycle_number", "discharge_capacity_ah"]]
+    cycles = features[["cell_id", "cycle_number", "discharge_capacity_ah", "cycle_class"]]
     if config.capacity_source == "source":
         cycles = _source_capacities(warehouse, key, cycles)
     labels = compute_labels(cycles, nominal, config)
     warehouse.replace_partition("cycle_labels", labels[LABEL_COLUMNS], "cell_id", key)
+    first = labels.iloc[0] if len(labels) else None
     yield dg.MaterializeResult(
         metadata={
             "dagster/row_count": len(labels),
             "label_config": dg.MetadataValue.json(config.__dict__),
-            "censored": bool(labels["censored"].iloc[0]) if len(labels) else None,
+            "label_status": None if first is None else str(first["label_status"]),
+            "soh_reference": None if first is None else str(first["soh_reference"]),
+            "label_note": None if first is None else str(first["label_note"]),
+            "nominal_capacity_source": str(cell.get("nominal_capacity_source") or "unknown"),
+            "initial_soh": None if first is None or pd.isna(first["initial_soh"]) else round(float(first["initial_soh"]), 4),
+            "labelled_cycles": int(labels["soh"].notna().sum()),
+            "censored": bool(first["censored"]) if first is not None else None,
             **lineage_metadata(inputs),
         }
     )
     yield feature_quality.labels_consistent_check(check_label_consistency(labels, cycles), labels)
+    yield feature_quality.initial_soh_in_band_check(labels, config.initial_soh_band)
     allowed = soh_feature_columns(list(features.columns))
     labels_proper = set(LABEL_COLUMNS) - {"cell_id", "cycle_number"}  # keys, not labels
     yield feature_quality.no_label_leakage_check(allowed, labels_proper | set(SOH_LEAKAGE_COLUMNS))

@@ -30,7 +30,7 @@ def frame_preview(frame: pd.DataFrame, rows: int = 10) -> dg.MetadataValue:
     return dg.MetadataValue.md(frame.head(rows).to_markdown(index=False, floatfmt=".6g"))
 
 
-_TEXT_COLUMNS = {"cell_id", "source_file"}
+_TEXT_COLUMNS = {"cell_id", "source_file", "cycle_class", "cycle_class_reason"}
 _INTEGER_COLUMNS = {"cycle_number", "n_samples", "source_row"}
 
 

@@ -34,23 +34,42 @@ def features_finite_check(features: pd.DataFrame) -> dg.AssetCheckResult:
     )
 
 
-def capacity_plausible_check(
-    features: pd.DataFrame, nominal_capacity_ah: float | None, low: float = 0.3, high: float = 1.3
-) -> dg.AssetCheckResult:
-    """Discharge capacity within [low, high] x nominal.
+def not_evaluated(check_name: str, asset_key: str, reason: str, **metadata) -> dg.AssetCheckResult:
+    """A check that could not evaluate: failed at WARN (never Passed), the reason in its metadata."""
+    return dg.AssetCheckResult(
+        check_name=check_name,
+        asset_key=asset_key,
+        passed=False,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={"not_evaluated": reason, **metadata},
+        description=f"not evaluated: {reason}",
+    )
 
-    Single cycles outside (a partial discharge at a file boundary, a check-up cycle) only warn;
-    a median outside means wrong units or a wrong nominal capacity and is an error.
+
+def _full_cycles(features: pd.DataFrame) -> pd.DataFrame:
+    return features[features["cycle_class"] == "full"] if "cycle_class" in features.columns else features
+
+
+def capacity_plausible_check(
+    features: pd.DataFrame, nominal_capacity_ah: float | None, low: float = 0.3, high: float = 1.3,
+    nominal_source: str = "unknown",
+) -> dg.AssetCheckResult:
+    """Discharge capacity of the comparable full cycles within [low, high] x nominal.
+
+    Single cycles outside (an end-of-life cell, a cycle the classes missed) only warn; a median
+    outside means wrong units or a wrong nominal capacity and is an error. Without a rated
+    capacity or a full cycle there is nothing to compare: not evaluated (WARN), never Passed.
     """
-    capacity = features["discharge_capacity_ah"].dropna()
-    if not nominal_capacity_ah or capacity.empty:
-        return dg.AssetCheckResult(
-            check_name="capacity_plausible",
-            asset_key="cycle_features",
-            passed=True,
-            severity=dg.AssetCheckSeverity.WARN,
-            metadata={"skipped": "no nominal capacity or no discharge capacity"},
-        )
+    full = _full_cycles(features)
+    capacity = full["discharge_capacity_ah"].dropna()
+    if not nominal_capacity_ah:
+        return not_evaluated("capacity_plausible", "cycle_features",
+                             f"no rated capacity known for the cell (source: {nominal_source})",
+                             full_cycles=len(full))
+    if capacity.empty:
+        return not_evaluated("capacity_plausible", "cycle_features", "no comparable full cycle has a discharge capacity",
+                             nominal_capacity_ah=float(nominal_capacity_ah))
+    features = full
     fraction = capacity / nominal_capacity_ah
     outside = features.loc[fraction.index[(fraction < low) | (fraction > high)], ["cycle_number", "discharge_capacity_ah"]]
     median = float(fraction.median())
@@ -62,6 +81,8 @@ def capacity_plausible_check(
         severity=dg.AssetCheckSeverity.WARN if median_ok else dg.AssetCheckSeverity.ERROR,
         metadata={
             "nominal_capacity_ah": float(nominal_capacity_ah),
+            "nominal_capacity_source": nominal_source,
+            "full_cycles_checked": len(capacity),
             "median_fraction_of_nominal": round(median, 4),
             "bounds": f"[{low}, {high}] x nominal",
             "cycles_outside": len(outside),
@@ -70,10 +91,22 @@ def capacity_plausible_check(
     )
 
 
+# Cycles whose charge and discharge are not one closed state-of-charge swing by definition:
+# the first cycle (formation, or a cell that started part-charged) and aborted or rest-only ones.
+EFFICIENCY_EXEMPT_CLASSES = ("formation", "partial", "rest_only")
+
+
 def efficiencies_physical_check(features: pd.DataFrame, coulombic_max: float = 1.02) -> dg.AssetCheckResult:
-    """Coulombic efficiency in (0, 1.02] (sensor tolerance), energy efficiency in (0, 1]."""
-    ce, ee = features["coulombic_efficiency"], features["energy_efficiency"]
-    bad = features[((ce <= 0) | (ce > coulombic_max)) | ((ee <= 0) | (ee > 1.0))]
+    """Coulombic efficiency in (0, 1.02] (sensor tolerance), energy efficiency in (0, 1], on
+    closed cycles (full and diagnostic; `EFFICIENCY_EXEMPT_CLASSES` are counted, not judged)."""
+    exempt = features["cycle_class"].isin(EFFICIENCY_EXEMPT_CLASSES) if "cycle_class" in features.columns else pd.Series(False, index=features.index)
+    judged = features[~exempt]
+    ce, ee = judged["coulombic_efficiency"], judged["energy_efficiency"]
+    if not ce.notna().any():
+        return not_evaluated("efficiencies_physical", "cycle_features",
+                             "no closed cycle (full or diagnostic) has both a charge and a discharge",
+                             cycles_exempt=int(exempt.sum()))
+    bad = judged[((ce <= 0) | (ce > coulombic_max)) | ((ee <= 0) | (ee > 1.0))]
     return dg.AssetCheckResult(
         check_name="efficiencies_physical",
         asset_key="cycle_features",
@@ -81,6 +114,9 @@ def efficiencies_physical_check(features: pd.DataFrame, coulombic_max: float = 1
         severity=dg.AssetCheckSeverity.WARN,
         metadata={
             "cycles_checked": int(ce.notna().sum()),
+            "cycles_exempt": dg.MetadataValue.json(
+                features.loc[exempt, "cycle_class"].value_counts().to_dict() if exempt.any() else {}
+            ),
             "cycles_outside": len(bad),
             "coulombic_efficiency_median": float(ce.median()) if ce.notna().any() else None,
             "energy_efficiency_median": float(ee.median()) if ee.notna().any() else None,
@@ -126,4 +162,58 @@ def no_label_leakage_check(allowed_features: list[str], forbidden: set[str]) -> 
             "forbidden_columns": dg.MetadataValue.json(sorted(forbidden)),
             "leaked": dg.MetadataValue.json(leaked),
         },
+    )
+
+
+def cycles_classified_check(features: pd.DataFrame, classes: tuple[str, ...], min_full: int) -> dg.AssetCheckResult:
+    """Every cycle has a known class; warns when fewer than `min_full` comparable full cycles
+    leave the cell without SOH and end-of-life labels."""
+    counts = features["cycle_class"].value_counts()
+    unknown = features[~features["cycle_class"].isin(classes)]
+    n_full = int(counts.get("full", 0))
+    passed = unknown.empty and n_full >= min_full
+    reasons = features.loc[features["cycle_class"] != "full", ["cycle_number", "cycle_class", "cycle_class_reason"]]
+    return dg.AssetCheckResult(
+        check_name="cycles_classified",
+        asset_key="cycle_features",
+        passed=passed,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={
+            "cycles": len(features),
+            "cycles_by_class": dg.MetadataValue.json({c: int(counts.get(c, 0)) for c in classes}),
+            "comparable_full_cycles": n_full,
+            "full_cycles_needed_for_labels": min_full,
+            "unclassified_cycles": len(unknown),
+            "not_full": _table(reasons),
+        },
+        description=None if passed else (
+            f"{len(unknown)} cycle(s) without a class" if len(unknown)
+            else f"{n_full} comparable full cycle(s), {min_full} needed: no SOH or end-of-life labels"
+        ),
+    )
+
+
+def initial_soh_in_band_check(labels: pd.DataFrame, band: tuple[float, float]) -> dg.AssetCheckResult:
+    """The cell's initial SOH against its stated reference lies in `band`; out of band is an
+    error (its labels stay out of training); a cell without a reference is not evaluated (WARN)."""
+    if labels.empty:
+        return not_evaluated("initial_soh_in_band", "cycle_labels", "the cell has no cycles")
+    first = labels.iloc[0]
+    metadata = {
+        "label_status": str(first["label_status"]),
+        "soh_reference": str(first["soh_reference"]),
+        "band": f"{band[0]}-{band[1]}",
+        "label_note": str(first["label_note"]),
+    }
+    if first["label_status"] == "unlabelled":
+        return not_evaluated("initial_soh_in_band", "cycle_labels", str(first["label_note"]), **metadata)
+    initial = float(first["initial_soh"])
+    passed = first["label_status"] == "labelled"
+    return dg.AssetCheckResult(
+        check_name="initial_soh_in_band",
+        asset_key="cycle_labels",
+        passed=bool(passed),
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata={"initial_soh": round(initial, 4), **metadata},
+        description=None if passed else f"initial SOH {initial:.3f} outside {band[0]}-{band[1]}: labels kept out of training",
     )

@@ -121,6 +121,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from battery_pipeline.science.cycle_classes import CLASS_COLUMNS, classify_cycles
+
 CYCLE_FEATURE_COLUMNS: list[str] = [
     "cell_id",
     "cycle_number",
@@ -137,6 +139,7 @@ CYCLE_FEATURE_COLUMNS: list[str] = [
     "charge_voltage_mean_v",
     "discharge_end_voltage_v",
     "charge_end_voltage_v",
+    "discharge_current_mean_a",
     "temperature_mean_c",
     "temperature_max_c",
     "temperature_rise_c",
@@ -172,6 +175,9 @@ CYCLE_FEATURE_COLUMNS: list[str] = [
     "delta_q_kurtosis",
     "dqdv_peak_voltage_v",
     "dqdv_peak_height_ah_per_v",
+    # what kind of cycle it is (science/cycle_classes.py): text, not a feature
+    "cycle_class",
+    "cycle_class_reason",
 ]
 
 DELTA_Q_COLUMNS = [c for c in CYCLE_FEATURE_COLUMNS if c.startswith("delta_q_")]
@@ -236,9 +242,10 @@ CURVE_COLUMNS = ["cell_id", "cycle_number", "curve", "voltage_v", "value"]
 def soh_feature_columns(columns) -> list[str]:
     """The given columns that are SOH features of the same cycle by default (order kept).
 
-    Drops `SOH_LEAKAGE_COLUMNS`, `SOH_CLOCK_COLUMNS` and the identifiers cell_id / cycle_number.
+    Drops `SOH_LEAKAGE_COLUMNS`, `SOH_CLOCK_COLUMNS`, the identifiers cell_id / cycle_number
+    and the cycle class columns (which rows are comparable is a filter, not an input).
     """
-    banned = set(SOH_LEAKAGE_COLUMNS) | set(SOH_CLOCK_COLUMNS) | set(_ID_COLUMNS)
+    banned = set(SOH_LEAKAGE_COLUMNS) | set(SOH_CLOCK_COLUMNS) | set(_ID_COLUMNS) | set(CLASS_COLUMNS)
     return [c for c in columns if c not in banned]
 
 
@@ -680,6 +687,8 @@ def _summary(cell: _Cell, nominal_capacity_ah: float | None, config: FeatureConf
         out["energy_efficiency"] = out["discharge_energy_wh"] / out["charge_energy_wh"]
         out["discharge_voltage_mean_v"] = np.where(t_dis > 0, vt_dis / t_dis, np.nan)
         out["charge_voltage_mean_v"] = np.where(t_chg > 0, vt_chg / t_chg, np.nan)
+        # the protocol's discharge rate, which tells rate tests and check-ups from regular cycles
+        out["discharge_current_mean_a"] = np.where(has_dis, q_dis * 3600.0 / np.where(has_dis, t_dis, 1.0), np.nan)
 
     # --- end voltages --------------------------------------------------------------------------
     st = cell.step_type
@@ -1237,7 +1246,8 @@ def _split_cells(samples: pd.DataFrame):
 
 def _empty_features() -> pd.DataFrame:
     frame = pd.DataFrame({c: pd.Series(dtype="float64") for c in CYCLE_FEATURE_COLUMNS})
-    return frame.astype({"cell_id": object, "cycle_number": "int64", "n_samples": "int64"})
+    return frame.astype({"cell_id": object, "cycle_number": "int64", "n_samples": "int64",
+                         **{c: object for c in CLASS_COLUMNS}})
 
 
 def _cell_pass(frame, nominal_capacity_ah, config, summary: bool = True, runs: bool = True):
@@ -1266,7 +1276,8 @@ def _cell_feature_frame(frame, nominal_capacity_ah, impedance, config) -> pd.Dat
     values.update(_curve_features(curves, config, n_cyc))
     values["cell_id"] = np.full(n_cyc, arrays.cell_id, dtype=object)
     values["cycle_number"] = arrays.cycles
-    return pd.DataFrame({c: values[c] for c in CYCLE_FEATURE_COLUMNS})
+    frame = pd.DataFrame({c: values[c] for c in CYCLE_FEATURE_COLUMNS if c not in CLASS_COLUMNS})
+    return frame.join(classify_cycles(frame))[CYCLE_FEATURE_COLUMNS]
 
 
 def compute_cycle_features(

@@ -103,7 +103,7 @@ def plateau_cell(capacities, dt=5.0):
 
 
 def test_column_contract_and_leakage_list():
-    assert len(CYCLE_FEATURE_COLUMNS) == len(set(CYCLE_FEATURE_COLUMNS)) == 50
+    assert len(CYCLE_FEATURE_COLUMNS) == len(set(CYCLE_FEATURE_COLUMNS)) == 53
     assert CYCLE_FEATURE_COLUMNS[:5] == ["cell_id", "cycle_number", "cycle_start_time_s", "cycle_duration_s", "n_samples"]
     assert set(SOH_LEAKAGE_COLUMNS) <= set(CYCLE_FEATURE_COLUMNS)
     must_leak = {

@@ -43,7 +43,7 @@ def test_linear_fade_known_eol_and_rul():
     labels = compute_labels(cycles, 2.0, LabelConfig())
     assert list(labels.columns) == LABEL_COLUMNS
     assert labels.index.equals(cycles.index)
-    assert str(labels["eol_cycle"].dtype) == "Int64" and labels["rul_cycles"].dtype == "int64"
+    assert str(labels["eol_cycle"].dtype) == "Int64" and str(labels["rul_cycles"].dtype) == "Int64"
     assert labels["censored"].dtype == bool
     assert (labels["eol_cycle"] == 109).all() and not labels["censored"].any()
     assert (labels["soh_reference_ah"] == 2.0).all()
@@ -97,7 +97,10 @@ def test_censored_cell_gets_a_lower_bound_rul():
     assert check_label_consistency(labels, cycles) == []
     # A cell without any capacity is censored too, with NaN SOH.
     empty = compute_labels(_cell("none", [np.nan] * 4), 2.0, LabelConfig())
-    assert empty["censored"].all() and empty["soh"].isna().all() and empty["rul_cycles"].tolist() == [3, 2, 1, 0]
+    # no capacity at all: no reference, so no SOH and no RUL bound either, and the reason is stated
+    assert empty["censored"].all() and empty["soh"].isna().all() and empty["rul_cycles"].isna().all()
+    assert (empty["label_status"] == "unlabelled").all()
+    assert empty["label_note"].iloc[0].startswith("no SOH or end of life: 0 comparable full cycle(s)")
 
 
 def test_rul_falls_by_one_per_cycle_with_gaps_nan_and_shuffled_cells():

@@ -5,6 +5,10 @@ per cell_id and cycle_number) and `labels` (`labels.LABEL_COLUMNS`, same keys). 
 one-to-one on (cell_id, cycle_number); cell_id is compared as text. Every table is sorted by
 (cell_id, cycle_number) with a fresh 0..n-1 index, so equal inputs give equal tables and hashes.
 
+Only `labels.trainable` rows enter either task: comparable full cycles of cells whose label
+status is "labelled" (partial, diagnostic and formation cycles, cells without a reference and
+cells whose initial SOH is out of band never train).
+
 SOH task (`soh_dataset`): y = soh (fraction of the reference capacity), rows with a finite soh.
 X = `features.soh_feature_columns` of the numeric feature columns: never a column derived from
 the same cycle's measured capacity (`SOH_LEAKAGE_COLUMNS`) nor an identifier, plus (with
@@ -17,7 +21,7 @@ NaN on every row of the training cells (`train_cells`, default all cells) are dr
 Re/Rct for a cycler without impedance) and listed in `dropped_columns`; the remaining NaNs are
 left for the estimators' median imputation.
 
-RUL task (`rul_dataset`): y = rul_cycles (cycles until end of life) for rows of *uncensored*
+RUL task (`rul_dataset`): y = rul_cycles (cycles until end of life) for trainable rows of *uncensored*
 cells with rul_cycles >= 0 (censored cells only give a lower bound; cycles past end of life have
 negative RUL). X = observed history up to and including the current cycle:
   * every numeric feature column, capacity-derived ones included (the capacity of the current
@@ -54,7 +58,7 @@ import pandas as pd
 from pandas.api.types import is_bool_dtype, is_integer_dtype, is_numeric_dtype
 
 from battery_pipeline.science.features import SOH_LEAKAGE_COLUMNS, soh_feature_columns
-from battery_pipeline.science.labels import LABEL_COLUMNS
+from battery_pipeline.science.labels import LABEL_COLUMNS, trainable
 from battery_pipeline.science.ml.severson import SEVERSON_FEATURE_COLUMNS, severson_features
 
 KEYS = ["cell_id", "cycle_number"]
@@ -237,7 +241,7 @@ def soh_dataset(
         banned = (set(SOH_LEAKAGE_COLUMNS) | set(LABEL_COLUMNS)) & set(candidates)
         if banned:
             raise ValueError(f"not allowed as SOH features (same-cycle capacity or labels): {sorted(banned)}")
-    rows = joined[np.isfinite(joined["soh"].to_numpy(dtype=np.float64, na_value=np.nan))]
+    rows = joined[np.isfinite(joined["soh"].to_numpy(dtype=np.float64, na_value=np.nan)) & trainable(joined)]
     return _table("soh", "soh", rows, candidates, train_cells)
 
 
@@ -276,6 +280,9 @@ def rul_history_features(joined: pd.DataFrame, window: int = 10) -> pd.DataFrame
         if "discharge_capacity_ah" in joined.columns
         else np.full(len(joined), np.nan)
     )
+    # only comparable full cycles (those with an SOH) measure the capacity the same way: a partial
+    # discharge's 0.1 Ah would be read as a collapse
+    capacity = np.where(np.isfinite(soh), capacity, np.nan)
     soh_series = pd.Series(soh, index=joined.index)
     first_soh = soh_series.groupby(cells).transform("first")  # first non-NaN soh of the cell
     rolling_mean = (
@@ -310,7 +317,8 @@ def rul_dataset(
     if forbidden:  # cannot happen with the lists above; a guard for whoever edits them
         raise AssertionError(f"label columns among RUL inputs: {sorted(forbidden)}")
     rows = pd.concat([joined.drop(columns=["soh"]), history], axis=1)
-    rows = rows[~rows["censored"].astype(bool) & (rows["rul_cycles"] >= 0)]
+    rul = rows["rul_cycles"].astype("Float64")
+    rows = rows[(trainable(rows) & ~rows["censored"].astype(bool) & (rul >= 0).fillna(False)).to_numpy(dtype=bool)]
     return _table("rul", "rul_cycles", rows, candidates, train_cells)
 
 
@@ -330,7 +338,7 @@ def cycle_life_dataset(
         raise ValueError(f"labels lacks columns {missing}")
     life = (
         labels.assign(cell_id=labels["cell_id"].astype(str))
-        .loc[~labels["censored"].astype(bool)]
+        .loc[~labels["censored"].astype(bool) & (labels["label_status"] == "labelled")]
         .groupby("cell_id")["eol_cycle"]
         .first()
         .astype("float64")

@@ -63,7 +63,9 @@ EXPECTED_CHECKS = {
     ("cycle_features", "one_row_per_cycle"),
     ("cycle_features", "capacity_plausible"),
     ("cycle_features", "efficiencies_physical"),
+    ("cycle_features", "cycles_classified"),
     ("cycle_labels", "labels_consistent"),
+    ("cycle_labels", "initial_soh_in_band"),
     ("cycle_labels", "no_label_leakage"),
     *((f"{task}_training_set", name) for task in ("soh", "rul") for name in ("split_disjoint", "no_feature_leakage")),
     *((f"{task}_{estimator}_model", "interval_coverage") for task in ("soh", "rul") for estimator in MODEL_ESTIMATORS),
@@ -91,6 +93,15 @@ def test_asset_graph_matches_snapshot():
     assert assets == EXPECTED_ASSETS
     checks = {(c.asset_key.to_user_string(), c.name) for c in graph.asset_check_keys}
     assert checks == EXPECTED_CHECKS
+
+
+def test_every_check_has_a_one_line_description_in_the_ui():
+    """The check pages of the UI say what each check guards (none shows 'No description')."""
+    specs = [spec for assets_def in defs.resolve_asset_graph().assets_defs for spec in assets_def.check_specs]
+    assert len({(s.asset_key, s.name) for s in specs}) == len(EXPECTED_CHECKS)
+    missing = sorted({s.name for s in specs if not (s.description or "").strip()})
+    assert missing == []
+    assert all("\n" not in s.description for s in specs)
 
 
 def test_every_warehouse_step_is_in_the_duckdb_pool():

@@ -6,8 +6,6 @@ without raw samples, e.g. XJTU) arrive through `source_cycle_summaries` and land
 feature table with the columns they have.
 """
 
-import dataclasses
-
 import dagster as dg
 import pandas as pd
 
@@ -30,13 +28,11 @@ from battery_pipeline.science.features import (
 from battery_pipeline.science.labels import (
     LABEL_COLUMNS,
     check_label_consistency,
-    compute_labels,
     label_config_for,
-    with_source_capacity,
+    labels_for_cell,
 )
 from battery_pipeline.science.readers import CyclerReader
 from battery_pipeline.science.schema import SAMPLE_COLUMNS
-from battery_pipeline.science.sources import trusted_nominal
 
 FEATURES_GROUP = "features"
 LABEL_SETTINGS_FILE = DATA_DIR / "label_settings.json"
@@ -140,16 +136,10 @@ def _summary_features(warehouse: Warehouse, key: str) -> pd.DataFrame:
     return summary.join(classify_cycles(summary)).reindex(columns=CYCLE_FEATURE_COLUMNS)
 
 
-def _source_capacities(warehouse: Warehouse, key: str, cycles: pd.DataFrame) -> pd.DataFrame:
-    summary = (
-        warehouse.read_partition("source_cycle_summaries", "cell_id", key)
-        if warehouse.table_exists("source_cycle_summaries")
-        else None
-    )
-    try:
-        return with_source_capacity(cycles, summary)
-    except ValueError as exc:
-        raise dg.Failure(description=f"cell {key!r}: {exc} (label settings: {LABEL_SETTINGS_FILE})") from exc
+def _source_summary(warehouse: Warehouse, key: str) -> pd.DataFrame | None:
+    if not warehouse.table_exists("source_cycle_summaries"):
+        return None
+    return warehouse.read_partition("source_cycle_summaries", "cell_id", key)
 
 
 @dg.asset(
@@ -175,15 +165,13 @@ def cycle_labels(context: dg.AssetExecutionContext, warehouse: Warehouse):
     features = warehouse.read_partition("cycle_features", "cell_id", key)
     cell = warehouse.read_partition("cells", "cell_id", key).iloc[0]
     config = label_config_for(cell.get("dataset"), LABEL_SETTINGS_FILE)
-    nominal = trusted_nominal(cell)
-    if nominal is None and config.soh_reference == "nominal":
-        # No trustworthy rated capacity (none stated by a sidecar, the file or a dataset rule):
-        # SOH relative to the cell's own initial capacity, marked so in every label row.
-        config = dataclasses.replace(config, soh_reference="initial")
-    cycles = features[["cell_id", "cycle_number", "discharge_capacity_ah", "cycle_class"]]
+    summary = None
     if config.capacity_source == "source":
-        cycles = _source_capacities(warehouse, key, cycles)
-    labels = compute_labels(cycles, nominal, config)
+        summary = _source_summary(warehouse, key)
+    try:
+        labels, config, cycles = labels_for_cell(features, cell, config, summary)
+    except ValueError as exc:
+        raise dg.Failure(description=f"cell {key!r}: {exc} (label settings: {LABEL_SETTINGS_FILE})") from exc
     warehouse.replace_partition("cycle_labels", labels[LABEL_COLUMNS], "cell_id", key)
     first = labels.iloc[0] if len(labels) else None
     yield dg.MaterializeResult(

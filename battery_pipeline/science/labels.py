@@ -59,11 +59,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from battery_pipeline.science.sources import trusted_nominal
 
 LABEL_COLUMNS: list[str] = [
     "cell_id",
@@ -460,3 +462,20 @@ def check_label_consistency(labels: pd.DataFrame, cycles: pd.DataFrame | None = 
             shown = ", ".join(f"{c} cycle {n} ({k})" for (c, n), k in wrong_eol.head(_MAX_EXAMPLES).items())
             problems.append(f"end of life on a cycle that is not a comparable full cycle: {shown}")
     return problems
+
+
+def labels_for_cell(
+    features: pd.DataFrame, record, config: LabelConfig, source_summary: pd.DataFrame | None = None
+) -> tuple[pd.DataFrame, LabelConfig, pd.DataFrame]:
+    """(labels, the config used, the per-cycle capacities labelled) of one cell, as the pipeline
+    labels it: against the rated capacity only when a sidecar, the file or a dataset rule states
+    it (`sources.trusted_nominal`), else relative to the cell's initial capacity; on the source's
+    own per-cycle capacity when `config.capacity_source` says so."""
+    nominal = trusted_nominal(record)
+    if nominal is None and config.soh_reference == "nominal":
+        config = replace(config, soh_reference="initial")
+    columns = ["cell_id", "cycle_number", "discharge_capacity_ah"] + (["cycle_class"] if "cycle_class" in features.columns else [])
+    cycles = features[columns]
+    if config.capacity_source == "source":
+        cycles = with_source_capacity(cycles, source_summary)
+    return compute_labels(cycles, nominal, config), config, cycles

@@ -12,8 +12,8 @@ import pytest
 
 from battery_pipeline.science.cycle_classes import CYCLE_CLASSES, classify_cycles
 from battery_pipeline.science.features import compute_cycle_features
-from battery_pipeline.science.labels import LabelConfig, check_label_consistency, compute_labels, trainable
-from battery_pipeline.science.sources import cell_record, discover, trusted_nominal
+from battery_pipeline.science.labels import LabelConfig, check_label_consistency, labels_for_cell, trainable
+from battery_pipeline.science.sources import cell_record, discover
 from battery_pipeline_tests.conftest import dataset_file
 from battery_pipeline_tests.fixtures import xjtu_lookalike
 
@@ -28,10 +28,8 @@ def _labelled(root):
     else:
         summary = result.cycle_summary
         features = summary.join(classify_cycles(summary))
-    nominal = trusted_nominal(record)
-    config = LabelConfig(soh_reference="nominal" if nominal else "initial")
-    labels = compute_labels(features[["cell_id", "cycle_number", "discharge_capacity_ah", "cycle_class"]], nominal, config)
-    assert check_label_consistency(labels, features) == []
+    labels, _, cycles = labels_for_cell(features, record, LabelConfig())
+    assert check_label_consistency(labels, cycles) == []
     return record, features, labels
 
 

@@ -30,6 +30,7 @@ from battery_pipeline.checks import documentation
 from battery_pipeline.checks.governance import check_spec, rules_markdown
 from battery_pipeline.resources import DUCKDB_POOL, ModelStore, SourceCatalog, Warehouse
 from battery_pipeline.science import data_cards as cards
+from battery_pipeline.science.cycle_classes import CYCLE_CLASSES
 
 GOVERNANCE_GROUP = "governance"
 
@@ -54,6 +55,28 @@ def _counts_by_cell(warehouse: Warehouse) -> pd.DataFrame:
     ).set_index("cell_id")
     counts = parts[0].join(parts[1:] + [dropped], how="left").fillna(0).astype("int64")
     return counts.reset_index()
+
+
+def _label_summary(warehouse: Warehouse) -> pd.DataFrame:
+    """Per cell: cycles by class and the label reference and status (data cards)."""
+    columns = list(cards.LABEL_SUMMARY_COLUMNS)
+    stored = set(warehouse.query("SELECT column_name FROM information_schema.columns WHERE table_name IN ('cycle_features', 'cycle_labels')")["column_name"])
+    if not {"cycle_class", "label_status"} <= stored:  # a warehouse from before cycle classes
+        return pd.DataFrame(columns=columns)
+    classes = _table_or_empty(
+        warehouse, "cycle_features",
+        "SELECT cell_id, " + ", ".join(
+            f"count(*) FILTER (WHERE cycle_class = '{name}') AS {name}" for name in CYCLE_CLASSES
+        ) + " FROM cycle_features GROUP BY cell_id",
+        ["cell_id", *CYCLE_CLASSES],
+    )
+    labels = _table_or_empty(
+        warehouse, "cycle_labels",
+        "SELECT cell_id, any_value(soh_reference) AS soh_reference, round(any_value(initial_soh), 3) AS initial_soh, "
+        "any_value(label_status) AS label_status, any_value(label_note) AS label_note FROM cycle_labels GROUP BY cell_id",
+        ["cell_id", "soh_reference", "initial_soh", "label_status", "label_note"],
+    )
+    return classes.merge(labels, on="cell_id", how="outer").reindex(columns=columns)
 
 
 def _rules_by_cell(instance: dg.DagsterInstance, cell_ids: list[str]) -> dict[str, dict]:
@@ -104,6 +127,7 @@ def data_cards(context: dg.AssetExecutionContext, warehouse: Warehouse, catalog:
         ["cell_id", "flag", "channel", "values"],
     )
     rules = _rules_by_cell(context.instance, all_cells["cell_id"].astype(str).tolist())
+    labels = _label_summary(warehouse)
     folders = _source_folders(catalog)
     generated = datetime.now(timezone.utc).isoformat(timespec="seconds")
     problems, metadata = {}, {}
@@ -113,7 +137,7 @@ def data_cards(context: dg.AssetExecutionContext, warehouse: Warehouse, catalog:
         by_reason = mine(reasons).groupby("reason_code", as_index=False)["rows"].sum()
         by_flag = mine(flags).groupby(["flag", "channel"], as_index=False)["values"].sum()
         docs = cards.documentation_files(sorted({f for c in ids for f in folders.get(c, ())}))
-        sections = cards.card_sections(dataset, cells, mine(counts), by_reason, by_flag, rules, docs)
+        sections = cards.card_sections(dataset, cells, mine(counts), by_reason, by_flag, rules, docs, mine(labels))
         text = cards.render_card(dataset, sections, generated)
         name = cards.card_file_name(dataset)
         path = model_store.write_report(f"data_cards/{name}.md", text)

@@ -8,6 +8,10 @@ blocking `data_card_complete` check). A card states, per dataset:
   Collection process   the sources' own descriptions (reader defaults or `.cell.json` sidecar)
                        and the documentation files found beside the data (README, CITATION.cff)
   Sources              one row per source (cell): format, files, where the metadata came from
+                       (chemistry, rated capacity and voltage window each with its source)
+  Cycles and labels    per cell: cycles by class (full, partial, diagnostic, formation,
+                       rest only), the SOH reference (rated or relative to the initial
+                       capacity), initial SOH, label status and why
   Cleaning rules       the validation rules as run, incl. the seed's gap and outlier rules
   Quarantine and flags raw, validated, quarantined rows (they must add up), quarantine counts
                        by reason, cycles dropped as incomplete, interpolated values, outliers
@@ -23,7 +27,13 @@ from pathlib import Path
 import pandas as pd
 
 DATA_CARD_SECTIONS = (
-    "Dataset", "Collection process", "Sources", "Cleaning rules", "Quarantine and flags", "Licence and citation",
+    "Dataset", "Collection process", "Sources", "Cycles and labels", "Cleaning rules", "Quarantine and flags",
+    "Licence and citation",
+)
+# Per-cell columns of the "Cycles and labels" section (`card_sections(labels=...)`).
+LABEL_SUMMARY_COLUMNS = (
+    "cell_id", "full", "partial", "diagnostic", "formation", "rest_only",
+    "soh_reference", "initial_soh", "label_status", "label_note",
 )
 UNKNOWN_DATASET = "unnamed dataset"
 NOT_STATED = "not stated"
@@ -76,6 +86,7 @@ def card_sections(
     flags: pd.DataFrame,
     rules_by_cell: dict[str, dict],
     docs: list[Path],
+    labels: pd.DataFrame | None = None,
 ) -> dict[str, str]:
     """The card's sections (keys `DATA_CARD_SECTIONS`) for one dataset.
 
@@ -85,6 +96,8 @@ def card_sections(
     flags:   per (flag, channel): values (sample_flags of the dataset)
     rules_by_cell: the validation rules each cell was validated with (from its materialization)
     docs:    documentation files found beside the dataset's sources
+    labels:  per cell_id: `LABEL_SUMMARY_COLUMNS` (cycle classes from cycle_features, the label
+             reference and status from cycle_labels); cells without features are listed as such
     """
     chemistries = _stated(cells["chemistry"]) or [NOT_STATED]
     formats = _stated(cells["source_format"])
@@ -108,7 +121,22 @@ def card_sections(
         collection += ["", "Documentation found beside the data:"]
         collection += [f"- `{p.name}`: \"{excerpt(p)}\"" for p in docs]
     sources = cells.assign(files=cells["source_files"].map(lambda s: ", ".join(json.loads(s)) if isinstance(s, str) else ""))
-    sources = sources[["cell_id", "source_format", "files", "metadata_origin"]].sort_values("cell_id")
+    traced = [c for c in ("chemistry_source", "nominal_capacity_source", "voltage_window_source") if c in sources]
+    sources = sources[["cell_id", "source_format", "files", *traced]].sort_values("cell_id")
+    summary = cells[["cell_id"]].astype(str).merge(
+        labels.astype({"cell_id": str}) if labels is not None else pd.DataFrame(columns=list(LABEL_SUMMARY_COLUMNS)),
+        on="cell_id", how="left",
+    ).sort_values("cell_id")
+    summary["label_status"] = summary["label_status"].fillna("not labelled yet")
+    relative = int((summary["soh_reference"] == "initial").sum())
+    cycles_section = [
+        "Only comparable full cycles (the cell's regular discharge current, to its regular cut-off, "
+        "after a balanced charge) carry an SOH and enter training (science/cycle_classes.py, "
+        "science/labels.py).",
+        f"- **cells with SOH relative to their initial capacity** (no trustworthy rated capacity): {relative}",
+        "",
+        _table(summary[list(LABEL_SUMMARY_COLUMNS)]),
+    ]
     rules = _rules_text(rules_by_cell, cells["cell_id"].astype(str).tolist())
     totals = counts[["raw_rows", "validated_rows", "quarantined_rows"]].sum() if len(counts) else pd.Series(
         {"raw_rows": 0, "validated_rows": 0, "quarantined_rows": 0}
@@ -137,6 +165,7 @@ def card_sections(
         "Dataset": "\n".join(overview),
         "Collection process": "\n".join(collection),
         "Sources": _table(sources),
+        "Cycles and labels": "\n".join(cycles_section),
         "Cleaning rules": rules,
         "Quarantine and flags": "\n".join(quarantine),
         "Licence and citation": "\n".join(legal),

@@ -26,14 +26,20 @@ class TabularRegressor(RegressorMixin, BaseEstimator):
     Subclasses define `__init__` (parameters only) and `_make_model()` (or override
     `_fit_model` when they fit more than one model), and set
     `_scale_features = False` when scaling is pointless (trees), `_clip_features = True` to clip
-    features to the training range (models that extrapolate linearly). Fitted attributes:
+    features to the training range (models that extrapolate linearly; a `clip_margin` parameter
+    widens it). Fitted attributes:
     `preprocessor_` (the MedianImputeScaler), `model_` (the fitted scikit-learn model),
     `n_features_in_` and, for DataFrame input, `feature_names_in_`.
     """
 
     _scale_features = True
     _clip_features = False  # True: clip to the training range at predict time (linear models)
-    _clip_margin = 0.0  # with _clip_features: widen that range by this fraction on each side
+
+    @property
+    def _clip_margin(self) -> float:
+        """With _clip_features: widen the range by this fraction of it on each side; the
+        estimator's `clip_margin` parameter where it has one, else 0."""
+        return float(getattr(self, "clip_margin", 0.0))
 
     def _make_model(self):
         raise NotImplementedError

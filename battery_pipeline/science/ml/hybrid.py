@@ -61,10 +61,6 @@ class LinearTrendForest(TabularRegressor):
         self.clip_margin = clip_margin
         self.random_state = random_state
 
-    @property
-    def _clip_margin(self) -> float:  # read by TabularRegressor.fit
-        return float(self.clip_margin)
-
     def _fit_model(self, Z: np.ndarray, y: np.ndarray) -> None:
         self.trend_ = Ridge(alpha=self.alpha).fit(Z, y)
         self.model_ = None

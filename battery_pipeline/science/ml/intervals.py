@@ -38,7 +38,9 @@ costs K extra fits. The price is the guarantee: the refitted model is not the on
 bound above is not proven (CV+, Barber et al. 2021, would give >= 1 - 2 alpha at K models per
 prediction). The fold models see fewer cells than the refit, so the scores tend to overstate the
 error and the intervals to over-cover; the pipeline's `interval_coverage` check measures what
-each model achieves on the test cells.
+each model achieves on the test cells. The fold models' point predictions are kept
+(`oof_prediction_`): they are a cross-validated error over held-out training cells for free,
+which `cross_validation` uses to rank models without fitting them again.
 """
 
 from __future__ import annotations
@@ -141,7 +143,9 @@ class ConformalRegressor(RegressorMixin, BaseEstimator):
     `fit(X, y, groups=None)`; X is passed through to the estimator unchanged (2-D or 3-D arrays,
     DataFrames; NaN handling is the estimator's). Fitted: `estimator_`, `calibration_scores_`
     (sorted), `n_calibration_`, `calibration_groups_` (the cells whose scores calibrate, or None),
-    `n_folds_` (folds used; 0 for split conformal).
+    `n_folds_` (folds used; 0 for split conformal), and per training row `oof_prediction_` (the
+    point prediction of the model that did not see the row; NaN for rows no model held out, i.e.
+    the training part of split conformal) and `fold_of_row_` (its fold; -1 where not held out).
     """
 
     def __init__(
@@ -187,19 +191,24 @@ class ConformalRegressor(RegressorMixin, BaseEstimator):
         if self.method == "cqr" and not hasattr(self._base(), "predict_interval"):
             raise ValueError("method='cqr' needs an estimator with predict_interval")
         groups_array = None if groups is None else np.asarray(groups)
+        self.oof_prediction_ = np.full(n, np.nan)
+        self.fold_of_row_ = np.full(n, -1, dtype=np.int64)
         if self.cv_folds is None:
             train, cal = calibration_split(n, self.calibration_fraction, groups, self.random_state)
             self.estimator_ = self._fitted(X, y, groups_array, train)
             cal_groups = None if groups_array is None else groups_array[cal]
-            scores = self._scores(take_rows(X, cal), y[cal], cal_groups)
+            scores, self.oof_prediction_[cal] = self._scores(take_rows(X, cal), y[cal], cal_groups)
+            self.fold_of_row_[cal] = 0
             self.n_folds_ = 0
         else:
             folds = cross_folds(n, self.cv_folds, groups, self.random_state)
             scores, cal = [], np.concatenate(folds)
-            for held in folds:
+            for k, held in enumerate(folds):
                 fold_model = self._fitted(X, y, groups_array, np.setdiff1d(np.arange(n), held))
                 held_groups = None if groups_array is None else groups_array[held]
-                scores.append(self._scores(take_rows(X, held), y[held], held_groups, fold_model))
+                fold_scores, self.oof_prediction_[held] = self._scores(take_rows(X, held), y[held], held_groups, fold_model)
+                scores.append(fold_scores)
+                self.fold_of_row_[held] = k
             scores = np.concatenate(scores)
             self.estimator_ = self._fitted(X, y, groups_array, np.arange(n))
             cal_groups = None if groups_array is None else groups_array[cal]
@@ -228,11 +237,13 @@ class ConformalRegressor(RegressorMixin, BaseEstimator):
             return method(X, groups=groups)
         return method(X)
 
-    def _scores(self, X, y: np.ndarray, groups=None, model=None) -> np.ndarray:
+    def _scores(self, X, y: np.ndarray, groups=None, model=None) -> tuple[np.ndarray, np.ndarray]:
+        """(nonconformity scores, point predictions) of the rows."""
+        point = np.asarray(self._call("predict", X, groups, model), dtype=np.float64)
         if self.method == "cqr":
             lower, upper = self._call("predict_interval", X, groups, model)
-            return np.maximum(lower - y, y - upper)
-        return np.abs(y - self._call("predict", X, groups, model))
+            return np.maximum(lower - y, y - upper), point
+        return np.abs(y - point), point
 
     def predict(self, X, groups=None) -> np.ndarray:
         """The wrapped estimator's point prediction."""

@@ -20,7 +20,8 @@ so that scoring a new cell applies exactly the same transform.
     leave-one-cell-out, ridge SOH RMSE 1.16 -> 0.033 (a held-out cell's odd cycles, e.g. a
     charge cut short, put features far outside the training range). Trees are unaffected.
     `clip_margin` widens the bounds by that fraction of the training range on each side
-    (`hybrid.LinearTrendForest`: a trend may extrapolate a little, an odd cycle still not far).
+    (`linear`: 10 %, `hybrid.LinearTrendForest`: 50 %; a trend may extrapolate a little, an odd
+    cycle still not far).
 """
 
 from __future__ import annotations

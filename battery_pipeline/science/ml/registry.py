@@ -10,7 +10,9 @@ Classes are imported when first made (the LSTM's import of torch costs about a s
 
 `fit_on`, `predict_on` and `interval_on` run any of them on a `datasets.TrainingTable`, passing
 the table's cells as `groups` to the estimators that take them (LSTM windows, conformal
-calibration), so training code need not know which ones do.
+calibration), so training code need not know which ones do. Predictions and interval bounds
+come back clipped to the task's physical range (`bounds`); `scored_on` gives all three with the
+number of values clipped, for the record.
 
 Tasks: "soh" and "rul" (per-cycle tables of `datasets`), "cycle_life" (one row per cell,
 Severson features).
@@ -25,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from battery_pipeline.science.ml.bounds import clip_to_range
 from battery_pipeline.science.ml.datasets import TASKS, TrainingTable
 from battery_pipeline.science.ml.intervals import ConformalRegressor, accepts_groups
 
@@ -139,14 +142,42 @@ def fit_on(estimator, table: TrainingTable):
     return estimator.fit(table.X, table.y.to_numpy(), **_groups(estimator.fit, table))
 
 
-def predict_on(estimator, table: TrainingTable) -> np.ndarray:
-    """Predictions for the table's rows."""
+def _raw_prediction(estimator, table: TrainingTable) -> np.ndarray:
     return np.asarray(estimator.predict(table.X, **_groups(estimator.predict, table)), dtype=np.float64)
 
 
-def interval_on(estimator, table: TrainingTable, alpha: float | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(lower, upper) for the table's rows; the estimator must have `predict_interval`."""
+def _raw_interval(estimator, table: TrainingTable, alpha: float | None) -> tuple[np.ndarray, np.ndarray]:
     kwargs = _groups(estimator.predict_interval, table)
     if alpha is not None:
         kwargs["alpha"] = alpha
     return estimator.predict_interval(table.X, **kwargs)
+
+
+def predict_on(estimator, table: TrainingTable) -> np.ndarray:
+    """Predictions for the table's rows, clipped to the task's physical range."""
+    return clip_to_range(table.task, _raw_prediction(estimator, table))[0]
+
+
+def interval_on(estimator, table: TrainingTable, alpha: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(lower, upper) for the table's rows, clipped to the task's physical range; the estimator
+    must have `predict_interval`."""
+    lower, upper = _raw_interval(estimator, table, alpha)
+    return clip_to_range(table.task, lower)[0], clip_to_range(table.task, upper)[0]
+
+
+@dataclass(frozen=True)
+class Scored:
+    """Predictions and interval bounds in the physical range, and how many of each were clipped."""
+
+    prediction: np.ndarray
+    lower: np.ndarray
+    upper: np.ndarray
+    clipped: dict[str, int]  # "prediction", "lower", "upper" -> values moved into the range
+
+
+def scored_on(estimator, table: TrainingTable, alpha: float | None = None) -> Scored:
+    """`predict_on` and `interval_on` in one pass, counting what the physical range clipped."""
+    values = {"prediction": _raw_prediction(estimator, table)}
+    values["lower"], values["upper"] = _raw_interval(estimator, table, alpha)
+    clipped = {name: clip_to_range(table.task, v) for name, v in values.items()}
+    return Scored(**{name: c[0] for name, c in clipped.items()}, clipped={name: c[1] for name, c in clipped.items()})

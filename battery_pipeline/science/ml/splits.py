@@ -10,6 +10,13 @@ and cut into three consecutive parts. Sizes: validation and test get round(fract
 at least one each when their fraction is > 0 and there are at least 3 cells, and train gets the
 rest (at least one). With 2 cells: one train, one test (the validation split is empty); with 1
 cell: train only. Same ids and seed -> same split; each list is sorted.
+
+How many cells training needs (`MIN_TRAINING_CELLS`): the cross-validation folds of the training
+cells (cross-conformal intervals, and the cross-validated error that ranks models for
+promotion) need `MIN_TRAIN_CELLS` = 2 training cells, so that one is unseen while the other
+trains; the promotion gate needs a test cell and the split gives a validation cell. The default
+70/15/15 split of 4 cells is 2 / 1 / 1; of 3 cells it is 1 / 1 / 1, one training cell too few.
+`training_shortfall` says, for a given split, what is missing.
 """
 
 from __future__ import annotations
@@ -20,6 +27,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 SPLIT_NAMES = ("train", "validation", "test")
+DEFAULT_FRACTIONS = (0.70, 0.15, 0.15)
+MIN_TRAIN_CELLS = 2
+MIN_TRAINING_CELLS = 4  # cells with labels for a task: 2 train + 1 validation + 1 test at DEFAULT_FRACTIONS
 
 
 @dataclass(frozen=True)
@@ -77,7 +87,7 @@ def _sizes(n: int, fractions: tuple[float, float, float]) -> tuple[int, int, int
     return n, 0, 0
 
 
-def split_cells(cell_ids: Iterable, fractions=(0.70, 0.15, 0.15), seed: int = 0) -> CellSplit:
+def split_cells(cell_ids: Iterable, fractions=DEFAULT_FRACTIONS, seed: int = 0) -> CellSplit:
     """Deterministic train/validation/test split of the distinct cells (module docstring)."""
     fractions = tuple(float(f) for f in fractions)
     if len(fractions) != 3 or any(not np.isfinite(f) or f < 0 for f in fractions):
@@ -96,6 +106,19 @@ def split_cells(cell_ids: Iterable, fractions=(0.70, 0.15, 0.15), seed: int = 0)
         seed=int(seed),
         fractions=fractions,
     )
+
+
+def training_shortfall(split: CellSplit) -> str | None:
+    """What training lacks on this split (module docstring), or None when it has enough."""
+    n = sum(len(split.cells(name)) for name in SPLIT_NAMES)
+    if n < MIN_TRAINING_CELLS:
+        return f"training needs at least {MIN_TRAINING_CELLS} cells"
+    if len(split.train) < MIN_TRAIN_CELLS or not split.test:
+        return (
+            f"training needs at least {MIN_TRAIN_CELLS} train cells and 1 test cell, "
+            f"the split gives {len(split.train)} and {len(split.test)}"
+        )
+    return None
 
 
 def leave_one_cell_out(cell_ids: Iterable) -> Iterator[CellSplit]:

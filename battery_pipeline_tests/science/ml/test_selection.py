@@ -71,10 +71,12 @@ def test_clip_holds_values_to_the_training_range():
     np.testing.assert_array_equal(widened.transform(np.array([[-5.0, 7.0], [2.5, 1.0]])), [[-1.0, 7.0], [2.5, 1.0]])
 
 
-def test_ridge_does_not_extrapolate_beyond_its_training_range():
+def test_ridge_does_not_extrapolate_beyond_its_training_range_and_margin():
     x = np.linspace(0.0, 1.0, 50)[:, None]
-    model = RidgeBaseline(alpha=1e-9).fit(x, 2.0 * x[:, 0])
-    np.testing.assert_allclose(model.predict([[10.0], [-3.0]]), [2.0, 0.0], atol=1e-6)
+    model = RidgeBaseline(alpha=1e-9).fit(x, 2.0 * x[:, 0])  # default margin: 10 % of the range
+    np.testing.assert_allclose(model.predict([[10.0], [-3.0]]), [2.2, -0.2], atol=1e-6)
+    exact = RidgeBaseline(alpha=1e-9, clip_margin=0.0).fit(x, 2.0 * x[:, 0])
+    np.testing.assert_allclose(exact.predict([[10.0], [-3.0]]), [2.0, 0.0], atol=1e-6)
 
 
 def test_change_from_start_is_causal_per_cell_and_robust_to_an_odd_first_cycle():

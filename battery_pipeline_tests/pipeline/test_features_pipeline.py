@@ -54,7 +54,12 @@ def test_simulated_cell_features_match_ground_truth_and_checks_pass(tmp_path, in
     assert len(joined) >= 70
     relative = (joined["discharge_capacity_ah"] / joined["measured_discharge_capacity_ah"] - 1).abs()
     assert relative.max() < 0.01, relative.max()
-    assert len(labels) == len(table) and labels["soh"].between(0.5, 1.1).all()
+    assert len(labels) == len(table)
+    full = labels["cycle_class"] == "full"
+    assert labels.loc[full, "soh"].between(0.5, 1.1).all() and labels.loc[~full, "soh"].isna().all()
+    # the simulated cell starts part-charged: its first cycle is formation, every other one full
+    assert labels["cycle_class"].iloc[0] == "formation" and full.iloc[1:].all()
+    assert (labels["label_status"] == "labelled").all() and (labels["soh_reference"] == "nominal").all()
     assert set(curves["curve"]) == {"q_of_v", "delta_q", "dqdv"}
 
 

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pandera.errors
 
+from battery_pipeline.checks.outcomes import not_evaluated
 from battery_pipeline.science.schema import SAMPLE_COLUMNS, CellCycleSample, column_differences
 
 WORST_OFFENDERS = 10
@@ -109,6 +110,8 @@ def no_duplicates_check(frame: pd.DataFrame) -> dg.AssetCheckResult:
 def cycle_continuity_check(cycle_numbers: pd.Series) -> dg.AssetCheckResult:
     """Cycle numbers form an unbroken run (a gap means a file or a cycle is missing)."""
     cycles = np.unique(cycle_numbers.to_numpy())
+    if len(cycles) == 0:
+        return not_evaluated("cycle_numbers_continuous", "validated_samples", "no validated samples (a summary-level source, or every sample quarantined)")
     gaps = []
     if len(cycles) > 1:
         steps = np.diff(cycles)
@@ -131,7 +134,10 @@ def cycle_continuity_check(cycle_numbers: pd.Series) -> dg.AssetCheckResult:
 
 def quarantine_rate_check(raw_rows: int, quarantined: pd.DataFrame, max_rate: float) -> dg.AssetCheckResult:
     """Warn when more than `max_rate` of a cell's samples are rejected."""
-    rate = len(quarantined) / raw_rows if raw_rows else 0.0
+    if not raw_rows:
+        return not_evaluated("quarantine_rate", "quarantined_samples", "the source has no samples (a summary-level source)",
+                             threshold=float(max_rate))
+    rate = len(quarantined) / raw_rows
     by_reason = quarantined["reason_code"].value_counts() if len(quarantined) else pd.Series(dtype=int)
     examples = (
         quarantined.groupby("reason_code", observed=True).head(2)[["reason_code", "source_file", "source_row", "reason"]]

@@ -6,6 +6,8 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
+from battery_pipeline.checks.outcomes import not_evaluated
+
 WORST_OFFENDERS = 10
 
 
@@ -31,18 +33,6 @@ def features_finite_check(features: pd.DataFrame) -> dg.AssetCheckResult:
             "nan_share_by_column": dg.MetadataValue.json({c: round(float(v), 4) for c, v in nan_share.head(15).items()}),
         },
         description=None if passed else "infinite values, or no cycle has a discharge capacity",
-    )
-
-
-def not_evaluated(check_name: str, asset_key: str, reason: str, **metadata) -> dg.AssetCheckResult:
-    """A check that could not evaluate: failed at WARN (never Passed), the reason in its metadata."""
-    return dg.AssetCheckResult(
-        check_name=check_name,
-        asset_key=asset_key,
-        passed=False,
-        severity=dg.AssetCheckSeverity.WARN,
-        metadata={"not_evaluated": reason, **metadata},
-        description=f"not evaluated: {reason}",
     )
 
 

@@ -60,3 +60,51 @@ def test_labels_consistent_and_leakage():
     assert feature_quality.no_label_leakage_check(["charge_voltage_mean_v", "cycle_number"], forbidden).passed
     leaked = feature_quality.no_label_leakage_check(["charge_voltage_mean_v", "discharge_capacity_ah"], forbidden)
     assert not leaked.passed and leaked.metadata["leaked"].value == ["discharge_capacity_ah"]
+
+
+def _not_evaluated(result) -> bool:
+    return (not result.passed) and result.severity.value == "WARN" and "not_evaluated" in result.metadata
+
+
+def test_a_check_that_cannot_evaluate_fails_at_warn_with_the_reason():
+    """Never Passed when there was nothing to judge (issue 13: capacity_plausible said Passed while
+    its metadata said it was skipped)."""
+    from battery_pipeline.checks import data_quality
+
+    no_rating = feature_quality.capacity_plausible_check(features(), None, nominal_source="unknown")
+    assert _not_evaluated(no_rating) and "no rated capacity" in no_rating.metadata["not_evaluated"].value
+    no_full = feature_quality.capacity_plausible_check(features().assign(cycle_class="partial"), 2.0)
+    assert _not_evaluated(no_full)
+    open_cycles = feature_quality.efficiencies_physical_check(features().assign(cycle_class="formation"))
+    assert _not_evaluated(open_cycles)
+    assert _not_evaluated(data_quality.quarantine_rate_check(0, pd.DataFrame(columns=["reason_code"]), 0.05))
+    assert _not_evaluated(data_quality.cycle_continuity_check(pd.Series([], dtype="int64")))
+
+
+def test_efficiency_rules_exempt_the_first_and_partial_cycles_and_judge_the_rest():
+    frame = features().assign(cycle_class="full")
+    frame.loc[0, ["cycle_class", "coulombic_efficiency"]] = ["formation", 1.49]  # started part-charged
+    assert feature_quality.efficiencies_physical_check(frame).passed
+    frame.loc[5, "coulombic_efficiency"] = 1.3  # a full cycle cannot give back more than it took
+    assert not feature_quality.efficiencies_physical_check(frame).passed
+
+
+def test_initial_soh_band_fails_out_of_band_and_warns_without_a_reference():
+    from battery_pipeline.science.labels import compute_labels
+
+    cycles = pd.DataFrame({"cell_id": "c", "cycle_number": range(1, 11), "discharge_capacity_ah": 1.1})
+    band = (0.85, 1.10)
+    assert feature_quality.initial_soh_in_band_check(compute_labels(cycles, 1.1), band).passed
+    wrong = feature_quality.initial_soh_in_band_check(compute_labels(cycles, 2.0), band)  # 0.55 of "rated"
+    assert not wrong.passed and wrong.severity.value == "ERROR"
+    unlabelled = compute_labels(cycles.head(2), 1.1)
+    assert _not_evaluated(feature_quality.initial_soh_in_band_check(unlabelled, band))
+
+
+def test_cycles_classified_warns_when_too_few_full_cycles_are_left():
+    from battery_pipeline.science.cycle_classes import CYCLE_CLASSES
+
+    frame = features(4).assign(cycle_class=["formation", "diagnostic", "diagnostic", "partial"], cycle_class_reason="x")
+    result = feature_quality.cycles_classified_check(frame, CYCLE_CLASSES, 3)
+    assert not result.passed and result.metadata["comparable_full_cycles"].value == 0
+    assert feature_quality.cycles_classified_check(features().assign(cycle_class="full", cycle_class_reason="x"), CYCLE_CLASSES, 3).passed

@@ -7,19 +7,23 @@ scores the cells.
 
 * `soh_training_set`, `rul_training_set`: every labelled cycle of every cell, with its cell's
   split (train / validation / test of cells, seeded; `SplitConfig`). Blocking checks: the split is
-  disjoint by cell, no label or same-cycle capacity is a feature.
+  disjoint by cell, no label or same-cycle capacity is a feature. With fewer than
+  `splits.MIN_TRAINING_CELLS` cells for the task (`task_split`) the asset is not materialized:
+  the run succeeds, the task's models are skipped, the reason is logged and observed on the asset.
 * `<task>_<estimator>_model`, one per estimator of `science.ml.registry` and task: fitted on the
   train cells (estimators without their own intervals get cross-conformal ones: out-of-fold
   errors over 3 folds of the train cells, the point model refitted on all of them), scored on
-  every row; validation cells choose the model that gets promoted, test cells give the reported
-  figures. The artifact and a JSON sidecar go to the
+  every row, predictions and intervals clipped to the physical range (`science.ml.bounds`, the
+  count recorded). The out-of-fold predictions on the same folds give `cv_error`, the error over
+  held-out training cells that ranks models for promotion (`science.ml.cross_validation`); test
+  cells give the reported figures and the gate. The artifact and a JSON sidecar go to the
   model store under a model id that hashes task, estimator, parameters, data hash, seed and code
   version, so retraining on the same data with the same code gives the same id. The model's
   predictions land in `model_predictions` (rows keyed by asset name).
 * `model_registry`: one row per model ever trained (history kept), `current` marks the latest of
   each asset and `promoted` the one scoring cells (set by the promotion assets only).
-* `promoted_soh_model`, `promoted_rul_model`: pick the candidate with the lowest validation
-  error; the blocking `promotion_gate` lets it replace the promoted model only if it beats the
+* `promoted_soh_model`, `promoted_rul_model`: pick the candidate with the lowest `cv_error`
+  (`rank_candidates`); the blocking `promotion_gate` lets it replace the promoted model only if it beats the
   dummy on the test cells and is not worse than the previous promoted model (re-scored on the
   same test cells) by more than `PromotionConfig.tolerance`. Each decision is kept in
   `model_promotions`.
@@ -41,14 +45,17 @@ import pandas as pd
 
 from battery_pipeline.checks import model_quality
 from battery_pipeline.checks.governance import check_spec
+from battery_pipeline.checks.outcomes import not_evaluated
 from battery_pipeline.partitions import cell_partitions
 from battery_pipeline.provenance import code_version
 from battery_pipeline.resources import DUCKDB_POOL, ModelStore, Warehouse
+from battery_pipeline.science.ml.bounds import describe_range, physical_range
+from battery_pipeline.science.ml.cross_validation import out_of_fold_predictions
 from battery_pipeline.science.ml.datasets import TrainingTable, rul_dataset, soh_dataset
 from battery_pipeline.science.ml.inference import bootstrap_interval, scoring_table
 from battery_pipeline.science.ml.metrics import interval_metrics, rul_metrics, soh_metrics
-from battery_pipeline.science.ml.registry import ESTIMATORS, estimator_names, fit_on, interval_on, make_estimator, predict_on
-from battery_pipeline.science.ml.splits import split_cells
+from battery_pipeline.science.ml.registry import ESTIMATORS, estimator_names, fit_on, make_estimator, predict_on, scored_on
+from battery_pipeline.science.ml.splits import MIN_TRAINING_CELLS, CellSplit, split_cells, training_shortfall
 
 MODELS_GROUP = "models"
 PREDICTIONS_GROUP = "predictions"
@@ -69,6 +76,11 @@ def model_asset_name(task: str, estimator: str) -> str:
 
 
 MODEL_ASSETS = {task: [model_asset_name(task, name) for name in estimator_names(task)] for task in TASKS}
+
+
+def task_assets(task: str) -> list[str]:
+    """Every asset of one task, from its training set to its per-cell predictions."""
+    return [f"{task}_training_set", *MODEL_ASSETS[task], f"promoted_{task}_model", f"{task}_predictions"]
 
 
 class SplitConfig(dg.Config):
@@ -114,22 +126,42 @@ def _all_rows(warehouse: Warehouse, table: str) -> pd.DataFrame:
     return warehouse.query(f"SELECT * FROM {table} ORDER BY cell_id, cycle_number")
 
 
-def build_training_rows(task: str, features: pd.DataFrame, labels: pd.DataFrame, config: SplitConfig):
-    """(rows to store, TrainingTable, CellSplit): the task's table with a `split` column.
+# What makes a cell count for a task's training (the builders' rule), for messages.
+ELIGIBLE_CELLS = {"soh": "cell(s) with SOH labels", "rul": "uncensored cell(s) with RUL labels"}
+
+
+def task_split(task: str, features: pd.DataFrame, labels: pd.DataFrame, config: SplitConfig) -> tuple[Optional[CellSplit], str]:
+    """(the task's cell split, "") or (None, why its models cannot be trained: how many cells
+    there are and how many training needs, `splits.MIN_TRAINING_CELLS`).
 
     The split is drawn over the cells that have rows for this task (for RUL the uncensored ones),
-    so every split of the task gets cells; columns empty on all train cells are dropped.
+    so every split of the task gets cells.
     """
     eligible = BUILDERS[task](features, labels).cells
-    if not eligible:
-        raise dg.Failure(description=f"no cell has {TARGETS[task]} labels: nothing to train {task} models on")
     fractions = (config.train_fraction, config.validation_fraction, config.test_fraction)
-    split = split_cells(eligible, fractions, seed=config.seed)
+    split = split_cells(eligible, fractions, seed=config.seed) if eligible else CellSplit((), (), ())
+    shortfall = training_shortfall(split)
+    if shortfall is None:
+        return split, ""
+    named = f" ({', '.join(eligible[:5])}{', ...' if len(eligible) > 5 else ''})" if eligible else ""
+    return None, f"{task.upper()} training skipped: {len(eligible)} {ELIGIBLE_CELLS[task]}{named}; {shortfall}"
+
+
+def training_shortfalls(warehouse: Warehouse, config: Optional[SplitConfig] = None) -> dict[str, str]:
+    """Per task, why its models cannot be trained on what the warehouse holds ("" when they can):
+    what the CLI asks before it launches train_models_job."""
+    features, labels = _all_rows(warehouse, "cycle_features"), _all_rows(warehouse, "cycle_labels")
+    return {task: task_split(task, features, labels, config or SplitConfig())[1] for task in TASKS}
+
+
+def build_training_rows(task: str, features: pd.DataFrame, labels: pd.DataFrame, split: CellSplit):
+    """(rows to store, TrainingTable): the task's table with a `split` column (`task_split`);
+    columns empty on all train cells are dropped."""
     table = BUILDERS[task](features, labels, train_cells=split.train)
     X = table.X.rename(columns={c: c + KEY_FEATURE_SUFFIX for c in KEY_COLUMNS if c in table.X.columns})
     rows = pd.concat([table.cell_id, table.cycle_number, table.y.rename(table.target), X], axis=1)
     rows.insert(2, "split", split.assign(rows["cell_id"]))
-    return rows, table, split
+    return rows, table
 
 
 def load_training_table(warehouse: Warehouse, task: str) -> tuple[TrainingTable, pd.DataFrame]:
@@ -165,19 +197,30 @@ def _training_set_asset(task: str):
         kinds={"duckdb", "pandas"},
         description=(
             f"Every {TARGETS[task]}-labelled cycle of every cell with its features and the cell's split "
-            "(train / validation / test of cells, 70/15/15, seeded)."
+            f"(train / validation / test of cells, 70/15/15, seeded). Needs {MIN_TRAINING_CELLS} cells: "
+            "with fewer it is not materialized and the task's models are skipped, the reason in the run log."
         ),
         check_specs=[
             check_spec("split_disjoint", name),
             check_spec("no_feature_leakage", name),
         ],
+        # Too few cells is a state of the data, not an error: the run (the nightly schedule's
+        # too) succeeds, this asset and everything trained from it are skipped, the reason shown.
+        output_required=False,
     )
     def training_set(context: dg.AssetExecutionContext, config: SplitConfig, warehouse: Warehouse):
         features, labels = _all_rows(warehouse, "cycle_features"), _all_rows(warehouse, "cycle_labels")
         try:
-            rows, table, split = build_training_rows(task, features, labels, config)
-        except ValueError as exc:  # e.g. too few cells for the fractions
+            split, shortfall = task_split(task, features, labels, config)
+        except ValueError as exc:  # e.g. fractions that do not sum to 1
             raise dg.Failure(description=f"{name}: {exc}") from exc
+        if split is None:
+            context.log.warning(f"{name}: {shortfall}")
+            yield dg.AssetObservation(asset_key=name, metadata={"skipped": shortfall, "cells_needed": MIN_TRAINING_CELLS})
+            for check_name in ("split_disjoint", "no_feature_leakage"):
+                yield not_evaluated(check_name, name, shortfall)
+            return
+        rows, table = build_training_rows(task, features, labels, split)
         warehouse.replace_table(name, rows)
         yield dg.MaterializeResult(
             metadata={
@@ -249,11 +292,14 @@ def train_and_evaluate(task: str, estimator_name: str, table: TrainingTable, spl
     started = time.perf_counter()
     try:
         fit_on(estimator, train)
-    except ValueError as exc:  # e.g. one training cell: nothing left to calibrate intervals on
+        seconds = time.perf_counter() - started
+        # the intervals' own fold models where the estimator has them: no second fit
+        out_of_fold = out_of_fold_predictions(estimator, train, seed=config.seed)
+    except ValueError as exc:  # e.g. one training cell: no fold to hold out (task_split prevents it)
         raise dg.Failure(description=f"{model_asset_name(task, estimator_name)}: {exc}") from exc
-    seconds = time.perf_counter() - started
-    prediction = predict_on(estimator, table)
-    lower, upper = interval_on(estimator, table)
+    cv_seconds = time.perf_counter() - started - seconds
+    scored = scored_on(estimator, table)
+    prediction, lower, upper = scored.prediction, scored.lower, scored.upper
     truth = table.y.to_numpy()
     predictions = pd.DataFrame(
         {
@@ -274,6 +320,7 @@ def train_and_evaluate(task: str, estimator_name: str, table: TrainingTable, spl
         metrics[name] = split_metrics(task, truth[rows], prediction[rows], lower[rows], upper[rows])
         dummy_metrics[name] = split_metrics(task, truth[rows], dummy_prediction[rows])  # a point baseline
     error = ERROR_METRIC[task]
+    cv_metrics = split_metrics(task, train.y.to_numpy(), out_of_fold.prediction)
     test = split_of_row == "test"
     rmse = lambda t, p: float(np.sqrt(np.mean((t - p) ** 2)))  # noqa: E731
     ci = bootstrap_interval(truth[test], prediction[test], table.cell_id.to_numpy()[test], rmse, seed=config.seed)
@@ -293,10 +340,22 @@ def train_and_evaluate(task: str, estimator_name: str, table: TrainingTable, spl
         "metrics": metrics,
         "dummy_metrics": dummy_metrics,
         "error_metric": error,
+        # the error that ranks models for promotion: out-of-fold over the training cells
+        "cv_error": float(cv_metrics.get(error, math.nan)),
+        "cv_metrics": cv_metrics,
+        "cross_validation": {
+            "folds": len(out_of_fold.fold_cells),
+            "cells": len(train.cells),
+            "fold_cells": out_of_fold.fold_cells,
+            "reused_interval_fold_models": out_of_fold.reused,
+        },
         "test_error_95ci": list(ci),
         "interval_nominal_coverage": 1 - float(getattr(estimator, "alpha", 0.1)),
         "interval_calibration": interval_calibration(estimator),
+        "physical_range": [bound if math.isfinite(bound) else None for bound in physical_range(task)],  # None: unbounded
+        "clipped": {**scored.clipped, "rows": len(table)},
         "training_seconds": round(seconds, 3),
+        "cv_seconds": round(cv_seconds, 3),
     }
     if hasattr(getattr(estimator, "estimator_", estimator), "best_epoch_"):
         net = getattr(estimator, "estimator_", estimator)
@@ -350,9 +409,15 @@ def _model_asset(task: str, estimator_name: str):
                 f"test_{error}": test.get(error, math.nan),
                 f"dummy_test_{error}": dummy.get(error, math.nan),
                 f"validation_{error}": record["metrics"]["validation"].get(error, math.nan),
+                f"cv_{error}": record["cv_error"],
+                "cross_validation": dg.MetadataValue.json(record["cross_validation"]),
                 "test_coverage": test.get("coverage", math.nan),
                 "metrics": dg.MetadataValue.json(record["metrics"]),
+                "clipped_to_physical_range": dg.MetadataValue.json(
+                    {"range": describe_range(task), **record["clipped"]}
+                ),
                 "training_seconds": record["training_seconds"],
+                "cv_seconds": record["cv_seconds"],
             }
         )
         yield model_quality.interval_coverage_check(test.get("coverage", math.nan), record["interval_nominal_coverage"], name)
@@ -367,13 +432,17 @@ def _model_asset(task: str, estimator_name: str):
 
 REGISTRY_COLUMNS = [
     "model_id", "model_name", "task", "estimator", "hyperparameters", "feature_columns", "train_cells",
-    "validation_cells", "test_cells", "data_hash", "code_version", "seed", "metrics", "validation_error",
-    "test_error", "dummy_test_error", "created_at", "artifact_path", "current", "promoted",
+    "validation_cells", "test_cells", "data_hash", "code_version", "seed", "metrics", "cv_error", "cv_folds",
+    "cv_cells", "validation_error", "test_error", "dummy_test_error", "clipped_predictions", "created_at",
+    "artifact_path", "current", "promoted",
 ]
 
 
 def registry_row(record: dict, artifact_path: str) -> dict:
+    """The registry row of a sidecar; sidecars from before cross-validated errors and clipping
+    get NaN / 0 there."""
     error = record["error_metric"]
+    cv = record.get("cross_validation", {})
     return {
         "model_id": record["model_id"],
         "model_name": record["model_name"],
@@ -388,9 +457,13 @@ def registry_row(record: dict, artifact_path: str) -> dict:
         "code_version": record["code_version"],
         "seed": int(record["seed"]),
         "metrics": json.dumps(record["metrics"], sort_keys=True),
+        "cv_error": float(record.get("cv_error", math.nan)),
+        "cv_folds": int(cv.get("folds", 0)),
+        "cv_cells": int(cv.get("cells", 0)),
         "validation_error": float(record["metrics"]["validation"].get(error, math.nan)),
         "test_error": float(record["metrics"]["test"].get(error, math.nan)),
         "dummy_test_error": float(record["dummy_metrics"]["test"].get(error, math.nan)),
+        "clipped_predictions": int(record.get("clipped", {}).get("prediction", 0)),
         "created_at": pd.Timestamp(record["created_at"]).tz_convert(None),  # naive UTC, as DuckDB stores it
         "artifact_path": artifact_path,
     }
@@ -418,7 +491,8 @@ def model_registry(context: dg.AssetExecutionContext, warehouse: Warehouse, mode
             fresh.append(registry_row(model_store.sidecar(model_id), str(model_store.model_dir(model_id))))
     fresh = pd.DataFrame(fresh, columns=REGISTRY_COLUMNS[:-2])
     if warehouse.table_exists("model_registry"):
-        old = warehouse.query("SELECT * FROM model_registry")
+        # a registry written before a column existed gets it empty (NaN), the rows kept
+        old = warehouse.query("SELECT * FROM model_registry").reindex(columns=REGISTRY_COLUMNS)
     else:
         old = pd.DataFrame(columns=REGISTRY_COLUMNS)
     promoted = set(old.loc[old["promoted"].astype(bool), "model_id"])
@@ -426,9 +500,12 @@ def model_registry(context: dg.AssetExecutionContext, warehouse: Warehouse, mode
     fresh = fresh.assign(current=True, promoted=fresh["model_id"].isin(promoted))
     # an empty history (first training) must not decide the column types of the concatenation
     registry = (pd.concat([history, fresh], ignore_index=True) if len(history) else fresh)[REGISTRY_COLUMNS]
-    registry = registry.astype({"current": bool, "promoted": bool, "seed": "int64"}).sort_values(["task", "model_name", "created_at"])
+    registry = registry.astype(
+        {"current": bool, "promoted": bool, "seed": "int64", "cv_error": "float64",
+         "cv_folds": "Int64", "cv_cells": "Int64", "clipped_predictions": "Int64"}
+    ).sort_values(["task", "model_name", "created_at"])
     warehouse.replace_table("model_registry", registry.reset_index(drop=True))
-    overview = fresh[["model_name", "model_id", "validation_error", "test_error", "dummy_test_error"]]
+    overview = fresh[["model_name", "model_id", "cv_error", "validation_error", "test_error", "dummy_test_error", "clipped_predictions"]]
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": len(registry),
@@ -438,26 +515,45 @@ def model_registry(context: dg.AssetExecutionContext, warehouse: Warehouse, mode
     )
 
 
+# What ranks the candidates, best first: the error over held-out training cells (every cell a
+# turn as the unseen one), then, for registry rows from before it was recorded, the validation
+# cells, and with neither the test cells.
+RANKING = (
+    ("cv_error", "cv_error (cross-validated over the training cells)"),
+    ("validation_error", "validation_error (no cross-validated error recorded)"),
+    ("test_error", "test_error (no cross-validated or validation error)"),
+)
+
+
+def rank_candidates(candidates: pd.DataFrame) -> tuple[pd.DataFrame, str, str]:
+    """(the non-dummy candidates with a test error, best first; the column that ranked them;
+    why that one)."""
+    pool = candidates[candidates["estimator"] != "dummy"]
+    pool = pool[np.isfinite(pool["test_error"].astype(float))]
+    for column, text in RANKING:
+        if column in pool.columns:
+            ranked = pool[np.isfinite(pool[column].astype(float))]
+            if len(ranked):
+                return ranked.sort_values([column, "model_name"]), column, text
+    return pool, "", ""
+
+
 def promotion_decision(candidates: pd.DataFrame, previous: Optional[dict], tolerance: float) -> dict:
     """Which current model to promote and whether the gate lets it (pure: tests call it).
 
-    `candidates`: the task's current registry rows (dummy included, it is never chosen).
-    `previous`: {"model_id", "test_error"} of the promoted model, its error re-scored on the
-    candidate's test cells where possible; None when nothing was promoted yet.
+    `candidates`: the task's current registry rows (dummy included, it is never chosen), ranked
+    by `rank_candidates`. `previous`: {"model_id", "test_error"} of the promoted model, its error
+    re-scored on the candidate's test cells where possible; None when nothing was promoted yet.
     """
-    pool = candidates[candidates["estimator"] != "dummy"]
-    pool = pool[np.isfinite(pool["test_error"].astype(float))]
-    if pool.empty:
+    ranked, column, selected_by = rank_candidates(candidates)
+    if ranked.empty:
         return {"passed": False, "model_id": None, "reasons": ["no trained candidate with test rows"]}
-    by_validation = pool[np.isfinite(pool["validation_error"].astype(float))]
-    ranked = (by_validation if len(by_validation) else pool).sort_values(
-        ["validation_error" if len(by_validation) else "test_error", "model_name"]
-    )
     best = ranked.iloc[0]
     decision = {
         "model_id": best["model_id"],
         "model_name": best["model_name"],
-        "selected_by": "validation_error" if len(by_validation) else "test_error (no validation rows)",
+        "selected_by": selected_by,
+        "ranking": dict(zip(ranked["model_name"], ranked[column].astype(float))),  # best first
         "test_error": float(best["test_error"]),
         "dummy_test_error": float(best["dummy_test_error"]),
         "previous_model_id": previous["model_id"] if previous else None,
@@ -505,8 +601,9 @@ def _promotion_asset(task: str):
         pool=DUCKDB_POOL,
         kinds={"duckdb"},
         description=(
-            f"The {task.upper()} model that scores cells: the current model with the lowest validation "
-            "error, promoted only through the blocking promotion_gate."
+            f"The {task.upper()} model that scores cells: the current model with the lowest error over "
+            "held-out training cells (cv_error, the cross-conformal folds), promoted only through the "
+            "blocking promotion_gate."
         ),
         check_specs=[check_spec("promotion_gate", name)],
     )
@@ -518,7 +615,8 @@ def _promotion_asset(task: str):
         if len(promoted):
             old = promoted.iloc[0]
             table, _ = load_training_table(warehouse, task)
-            best_test_cells = json.loads(candidates.sort_values("validation_error").iloc[0]["test_cells"]) if len(candidates) else []
+            ranked = rank_candidates(candidates)[0]
+            best_test_cells = json.loads(ranked.iloc[0]["test_cells"]) if len(ranked) else []
             error = rescored_error(task, old["model_id"], table, best_test_cells, model_store)
             previous = {"model_id": old["model_id"], "test_error": float(old["test_error"]) if error is None else error}
         decision = promotion_decision(candidates, previous, config.tolerance)
@@ -539,6 +637,8 @@ def _promotion_asset(task: str):
                 "candidate_model_id": decision["model_id"] or "none",
                 "decision": "promoted" if decision["passed"] else "rejected: the promoted model is unchanged",
                 "reasons": dg.MetadataValue.json(decision["reasons"]),
+                "selected_by": decision.get("selected_by") or "none",
+                "ranking": dg.MetadataValue.json(decision.get("ranking", {})),
             }
         )
         yield model_quality.promotion_gate_check(decision, name)
@@ -559,14 +659,15 @@ def promoted_model_id(warehouse: Warehouse, task: str) -> str:
     )
 
 
-def score_cell(task: str, features: pd.DataFrame, labels: pd.DataFrame, sidecar: dict, estimator) -> pd.DataFrame:
-    """Predictions with intervals for every cycle of one cell."""
+def score_cell(task: str, features: pd.DataFrame, labels: pd.DataFrame, sidecar: dict, estimator) -> tuple[pd.DataFrame, dict]:
+    """Predictions with intervals for every cycle of one cell, and how many values the physical
+    range clipped ("prediction", "lower", "upper")."""
     keys, X = scoring_table(task, features, labels, sidecar["feature_columns"])
     table = TrainingTable(
         task, TARGETS[task], X, keys["truth"], keys["cell_id"], keys["cycle_number"], tuple(sidecar["feature_columns"])
     )
-    prediction = predict_on(estimator, table)
-    lower, upper = interval_on(estimator, table)
+    scored = scored_on(estimator, table)
+    prediction, lower, upper = scored.prediction, scored.lower, scored.upper
     split_of_cell = {cell: name for name, cells in sidecar["cells"].items() for cell in cells}
     out = pd.DataFrame(
         {
@@ -582,7 +683,7 @@ def score_cell(task: str, features: pd.DataFrame, labels: pd.DataFrame, sidecar:
     )
     if task == "rul":
         out["predicted_eol_cycle"] = out["cycle_number"] + out["prediction"]
-    return out
+    return out, scored.clipped
 
 
 def _predictions_asset(task: str):
@@ -607,7 +708,7 @@ def _predictions_asset(task: str):
         features = warehouse.read_partition("cycle_features", "cell_id", key)
         labels = warehouse.read_partition("cycle_labels", "cell_id", key)
         try:
-            scored = score_cell(task, features, labels, sidecar, model_store.load(model_id))
+            scored, clipped = score_cell(task, features, labels, sidecar, model_store.load(model_id))
         except Exception as exc:
             if sidecar["code_version"] == code_version():
                 raise
@@ -627,6 +728,7 @@ def _predictions_asset(task: str):
                 "model_id": model_id,
                 "split": str(scored["split"].iloc[0]) if len(scored) else "none",
                 "rmse_where_truth_known": float(error),
+                "clipped_to_physical_range": dg.MetadataValue.json({"range": describe_range(task), **clipped}),
                 "last_prediction": float(scored["prediction"].iloc[-1]) if len(scored) else math.nan,
             }
         )

@@ -1,8 +1,9 @@
 """Reports: the metrics report of every current model against the dummy, and a model card per
 model, both generated from what the run recorded (registry, sidecars, stored predictions).
 
-* `model_metrics_report`: per task a comparison table (validation and test error, test metrics,
-  times better than the dummy, interval coverage and width) and plots (predicted vs true per
+* `model_metrics_report`: per task a comparison table (cross-validated error over the training
+  cells, which ranks models for promotion, validation and test error, test metrics, times better
+  than the dummy, interval coverage and width, predictions clipped to the physical range) and plots (predicted vs true per
   model, the promoted model's error by cycle, RUL trajectories of the test cells); written to
   `results/soh_results.json` and `results/rul_results.json` for auditing.
 * `model_cards`: markdown per current model in `reports/model_cards/<model asset>.md`, the
@@ -23,6 +24,7 @@ from battery_pipeline.assets.plots import error_by_cycle_plot, predicted_vs_true
 from battery_pipeline.checks import model_quality
 from battery_pipeline.checks.governance import check_spec
 from battery_pipeline.resources import DUCKDB_POOL, ModelStore, Warehouse
+from battery_pipeline.science.ml.bounds import describe_range
 
 REPORTS_GROUP = "reports"
 UNITS = {"soh": "SOH", "rul": "cycles"}
@@ -68,12 +70,14 @@ def comparison_table(records: list[dict], task: str) -> pd.DataFrame:
         rows.append(
             {
                 "model": r["model_name"] + (" (promoted)" if r["promoted"] else ""),
+                f"cv {error}": r.get("cv_error", math.nan),
                 f"validation {error}": r["metrics"]["validation"].get(error, math.nan),
                 **{f"test {m}": test.get(m, math.nan) for m in TABLE_METRICS[task]},
                 "x better than dummy": dummy_error / test[error] if test.get(error) else math.nan,
                 "coverage": test.get("coverage", math.nan),
                 "nominal": r["interval_nominal_coverage"],
                 "interval width": test.get("mean_interval_width", math.nan),
+                "clipped": r.get("clipped", {}).get("prediction", math.nan),
             }
         )
     return pd.DataFrame(rows)
@@ -82,14 +86,19 @@ def comparison_table(records: list[dict], task: str) -> pd.DataFrame:
 def results_payload(records: list[dict], task: str) -> dict:
     promoted = next((r["model_id"] for r in records if r["promoted"]), None)
     keep = ("model_name", "model_id", "estimator", "hyperparameters", "data_hash", "code_version", "seed",
-            "cells", "rows", "test_error_95ci", "interval_nominal_coverage", "created_at")
+            "cells", "rows", "cv_error", "cross_validation", "test_error_95ci", "interval_nominal_coverage",
+            "physical_range", "clipped", "created_at")
     return {
         "task": task,
         "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "error_metric": ERROR_METRIC[task],
+        "ranked_by": "cv_error: the error metric over out-of-fold predictions of the training cells",
+        "physical_range": describe_range(task),
         "promoted_model_id": promoted,
         "models": [
-            {**{k: r.get(k) for k in keep}, **r["metrics"], "dummy_test": r["dummy_metrics"]["test"]} for r in records
+            {**{k: r.get(k) for k in keep}, **r["metrics"], "cv": r.get("cv_metrics", {}),
+             "dummy_test": r["dummy_metrics"]["test"]}
+            for r in records
         ],
     }
 
@@ -111,8 +120,9 @@ def _json_safe(value):
     pool=DUCKDB_POOL,
     kinds={"duckdb", "json"},
     description=(
-        "Every current model against the dummy per task: validation/test metrics, interval coverage, "
-        "plots; also results/soh_results.json and results/rul_results.json."
+        "Every current model against the dummy per task: cross-validated (ranks for promotion), "
+        "validation and test metrics, interval coverage, clipped predictions, plots; also "
+        "results/soh_results.json and results/rul_results.json."
     ),
 )
 def model_metrics_report(context: dg.AssetExecutionContext, warehouse: Warehouse, model_store: ModelStore):
@@ -187,9 +197,13 @@ def card_sections(record: dict, cells: pd.DataFrame, promotions: pd.DataFrame) -
     else:
         data.append("The `cells` table has no record of these cells: datasets and licences unknown.")
     metric_names = sorted({m for split in record["metrics"].values() for m in split if m != "n"})
-    metrics = ["| metric | train | validation | test | dummy (test) |", "|---|---|---|---|---|"]
+    metrics = [
+        "| metric | train | cross-validated (train cells, out of fold) | validation | test | dummy (test) |",
+        "|---|---|---|---|---|---|",
+    ]
     for m in metric_names:
-        values = [record["metrics"][s].get(m, math.nan) for s in ("train", "validation", "test")]
+        values = [record["metrics"]["train"].get(m, math.nan), record.get("cv_metrics", {}).get(m, math.nan)]
+        values += [record["metrics"][s].get(m, math.nan) for s in ("validation", "test")]
         values.append(record["dummy_metrics"]["test"].get(m, math.nan))
         metrics.append(f"| {m} | " + " | ".join(f"{v:.4g}" for v in values) + " |")
     low, high = record["test_error_95ci"]
@@ -203,6 +217,7 @@ def card_sections(record: dict, cells: pd.DataFrame, promotions: pd.DataFrame) -
         f"achieved on test cells {record['metrics']['test'].get('coverage', math.nan):.1%}"
         + _calibration_text(record)
     )
+    metrics += _cross_validation_lines(record) + _clipping_lines(record)
     checks = _card_checks(record, promotions)
     return {
         "Model details": details,
@@ -237,6 +252,30 @@ def _limitations(record: dict, facts: pd.DataFrame) -> list[str]:
     if record["task"] == "rul":
         lines.append("RUL labels exist only for cells that reached end of life; censored cells are scored, never trained on.")
     return lines
+
+
+def _cross_validation_lines(record: dict) -> list[str]:
+    """What ranks the model for promotion (records from before cv_error: nothing)."""
+    cv = record.get("cross_validation")
+    if not cv:
+        return []
+    return [
+        f"Cross-validated {record['error_metric']} {record['cv_error']:.4g}: each of {cv['cells']} training cells "
+        f"scored by a model fitted without it ({cv['folds']} folds of cells, the folds of the cross-conformal "
+        "intervals). This error ranks the models for promotion."
+    ]
+
+
+def _clipping_lines(record: dict) -> list[str]:
+    """How many predictions the physical range clipped (records from before clipping: nothing)."""
+    clipped = record.get("clipped")
+    if not clipped:
+        return []
+    return [
+        f"Predictions and interval bounds are clipped to the physical range {describe_range(record['task'])}: "
+        f"{clipped['prediction']} of {clipped['rows']} predictions, {clipped['lower']} lower and "
+        f"{clipped['upper']} upper bounds were outside it."
+    ]
 
 
 def _calibration_text(record: dict) -> str:

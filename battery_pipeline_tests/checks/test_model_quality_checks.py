@@ -54,20 +54,31 @@ def test_model_card_complete_needs_every_section_with_text():
 
 
 def registry(*rows) -> pd.DataFrame:
-    columns = ["model_id", "model_name", "estimator", "validation_error", "test_error", "dummy_test_error"]
+    columns = ["model_id", "model_name", "estimator", "cv_error", "validation_error", "test_error", "dummy_test_error"]
     return pd.DataFrame(rows, columns=columns)
 
 
 CANDIDATES = registry(
-    ("d", "soh_dummy_model", "dummy", 0.05, 0.05, 0.05),
-    ("rf", "soh_random_forest_model", "random_forest", 0.012, 0.015, 0.05),
-    ("ridge", "soh_ridge_model", "ridge", 0.010, 0.020, 0.05),
+    ("d", "soh_dummy_model", "dummy", 0.05, 0.05, 0.05, 0.05),
+    ("rf", "soh_random_forest_model", "random_forest", 0.013, 0.008, 0.015, 0.05),
+    ("ridge", "soh_ridge_model", "ridge", 0.010, 0.012, 0.020, 0.05),
 )
 
 
-def test_promotion_picks_the_lowest_validation_error_and_passes_the_gate_first_time():
+def test_promotion_ranks_by_the_cross_validated_error_and_passes_the_gate_first_time():
     decision = promotion_decision(CANDIDATES, previous=None, tolerance=0.05)
-    assert decision["passed"] and decision["model_id"] == "ridge"  # validation, not test, selects
+    # the error over held-out training cells selects, not one validation cell, not the test cells
+    assert decision["passed"] and decision["model_id"] == "ridge"
+    assert decision["selected_by"].startswith("cv_error")
+    assert list(decision["ranking"]) == ["soh_ridge_model", "soh_random_forest_model"]
+
+
+def test_registry_rows_without_a_cross_validated_error_are_ranked_by_validation():
+    old = CANDIDATES.assign(cv_error=float("nan"))
+    decision = promotion_decision(old, previous=None, tolerance=0.05)
+    assert decision["model_id"] == "rf" and decision["selected_by"].startswith("validation_error")
+    older = old.drop(columns=["cv_error"])
+    assert promotion_decision(older, previous=None, tolerance=0.05)["model_id"] == "rf"
 
 
 def test_promotion_gate_rejects_a_candidate_worse_than_the_promoted_model():
@@ -78,7 +89,7 @@ def test_promotion_gate_rejects_a_candidate_worse_than_the_promoted_model():
 
 
 def test_promotion_gate_rejects_a_candidate_that_loses_to_the_dummy():
-    losing = registry(("d", "soh_dummy_model", "dummy", 0.05, 0.05, 0.05), ("bad", "soh_linear_model", "linear", 0.04, 0.07, 0.05))
+    losing = registry(("d", "soh_dummy_model", "dummy", 0.05, 0.05, 0.05, 0.05), ("bad", "soh_linear_model", "linear", 0.04, 0.04, 0.07, 0.05))
     decision = promotion_decision(losing, previous=None, tolerance=0.05)
     assert not decision["passed"] and decision["model_id"] == "bad"
     only_dummy = promotion_decision(losing.iloc[:1], previous=None, tolerance=0.05)

@@ -21,6 +21,8 @@ import pytest
 from battery_pipeline.assets import features, ingest, models, reports, validation
 from battery_pipeline.partitions import cell_partitions
 from battery_pipeline.resources import ModelStore, SourceCatalog, Warehouse
+from battery_pipeline.science.ml.bounds import PHYSICAL_RANGE
+from battery_pipeline.science.ml.registry import CONFORMAL_FOLDS
 
 ASSETS = dg.load_assets_from_modules([ingest, validation, features, models, reports])
 TRAINING_RUN_CONFIG = {
@@ -234,3 +236,30 @@ def test_retraining_on_the_same_data_reproduces_models_and_metrics(trained):
     assert len(reproducible) == 5 and all(e.passed and e.metadata["compared"].value for e in reproducible)
     registry = read(tmp, "SELECT model_id FROM model_registry")
     assert registry["model_id"].is_unique and len(registry) == sum(len(v) for v in models.MODEL_ASSETS.values())
+
+
+def test_models_are_ranked_by_cross_validated_error_on_shared_folds_and_predictions_are_physical(trained):
+    tmp, instance, _ = trained
+    registry = read(tmp, "SELECT * FROM model_registry WHERE current")
+    for task, rows in registry.groupby("task"):
+        sidecars = [json.loads((tmp / "models" / m / "model.json").read_text()) for m in rows["model_id"]]
+        folds = {json.dumps(s["cross_validation"]["fold_cells"]) for s in sidecars}
+        assert len(folds) == 1, task  # every estimator judged on the same held-out training cells
+        assert all(s["cross_validation"]["cells"] == len(json.loads(r)) for s, r in zip(sidecars, rows["train_cells"]))
+        assert rows["cv_error"].notna().all() and (rows["cv_folds"] == CONFORMAL_FOLDS).all()
+        reused = {s["estimator"]: s["cross_validation"]["reused_interval_fold_models"] for s in sidecars}
+        assert not reused.pop("quantile_gbm") and all(reused.values())  # only the unwrapped one is refitted
+        promoted = rows[rows["promoted"]].iloc[0]
+        pool = rows[rows["estimator"] != "dummy"]
+        assert promoted["cv_error"] == pool["cv_error"].min(), task
+        event = instance.get_latest_materialization_event(dg.AssetKey(f"promoted_{task}_model"))
+        assert event.asset_materialization.metadata["selected_by"].value.startswith("cv_error")
+        low, high = PHYSICAL_RANGE[task]
+        stored = read(tmp, "SELECT * FROM model_predictions WHERE model_id IN (SELECT unnest(?))", [list(rows["model_id"])])
+        values = stored[["prediction", "lower", "upper"]]
+        assert ((values >= low) & (values <= high)).all().all(), task
+        assert all(s["clipped"]["rows"] == len(stored) / len(rows) and s["physical_range"][0] == low for s in sidecars)
+    report = json.loads((tmp / "results" / "rul_results.json").read_text())
+    assert all(np.isfinite(m["cv_error"]) and m["cv"]["rmse_cycles"] == m["cv_error"] for m in report["models"])
+    card = (tmp / "reports" / "model_cards" / "rul_linear_model.md").read_text()
+    assert "Cross-validated rmse_cycles" in card and "clipped to the physical range [0, inf)" in card

@@ -2,9 +2,12 @@
 
     battery-pipeline run        register every cell found, run `cell_pipeline_job` for each,
                                 print a summary (uses the demo fleet when no data is present);
-                                then train, promote and report (`train_models_job`), score every
-                                cell (`score_cells_job`), run every pack (`pack_pipeline_job`),
-                                write data cards and the audit log (`governance_job`)
+                                then train, promote and report (`train_models_job`) and score
+                                every cell (`score_cells_job`) for each task with enough cells
+                                (`splits.MIN_TRAINING_CELLS`; otherwise it says so and skips),
+                                run every pack (`pack_pipeline_job`: the pack folders' packs, and
+                                the demo packs only with the demo fleet), write data cards and
+                                the audit log (`governance_job`)
     battery-pipeline ui         start `dagster dev` on this project (webserver + daemon)
     battery-pipeline demo DIR   write the demo fleet to DIR
 
@@ -68,15 +71,20 @@ def ensure_dagster_home() -> Path:
 
 
 def run_all(
-    data_dirs: list[str] | None = None, demo_dir: str | None = None, only: list[str] | None = None
+    data_dirs: list[str] | None = None,
+    demo_dir: str | None = None,
+    only: list[str] | None = None,
+    pack_dirs: list[str] | None = None,
 ) -> int:
     """Register every cell partition and run the main job for each (or for `only`).
 
     Returns the number of failed runs.
     """
     ensure_dagster_home()
-    if data_dirs:
-        os.environ["BATTERY_PIPELINE_DATA_DIRS"] = os.pathsep.join(str(Path(d).resolve()) for d in data_dirs)
+    # Environment, not arguments: the step processes of every job read the same folders.
+    for variable, folders in (("BATTERY_PIPELINE_DATA_DIRS", data_dirs), ("BATTERY_PIPELINE_PACK_DIRS", pack_dirs)):
+        if folders:
+            os.environ[variable] = os.pathsep.join(str(Path(d).resolve()) for d in folders)
     if demo_dir:
         os.environ["BATTERY_PIPELINE_DEMO_DIR"] = str(Path(demo_dir).resolve())
 
@@ -86,7 +94,9 @@ def run_all(
     from battery_pipeline.resources import SourceCatalog, Warehouse
 
     catalog = SourceCatalog()
-    print(f"data folders: {[str(r) for r in catalog.roots()]}")
+    roots = catalog.roots()
+    demo_fleet = roots != [Path(d) for d in catalog.data_dirs]  # no data found: the demo fleet stands in
+    print(f"data folders: {[str(r) for r in roots]}" + (" (the demo fleet: no data files found)" if demo_fleet else ""))
     sources = catalog.discover()
     instance = DagsterInstance.get()
     known = set(instance.get_dynamic_partitions(cell_partitions.name))
@@ -117,7 +127,7 @@ def run_all(
     if not only:  # --partition names cells; models and packs run with the full run
         succeeded = [key for key, outcome in outcomes.items() if outcome[0]]
         failed += run_models(instance, succeeded)
-        failed += run_packs(instance)
+        failed += run_packs(instance, demo_fleet)
         failed += run_governance(instance)
     return failed
 
@@ -132,12 +142,14 @@ def run_governance(instance) -> int:
     return 0 if ok else 1
 
 
-def run_job(instance, name: str, tags: dict | None = None) -> tuple[bool, str]:
-    """Run a job of the code location in this instance; (success, failure text)."""
-    from dagster import build_reconstructable_job, execute_job
+def run_job(instance, name: str, tags: dict | None = None, assets: list[str] | None = None) -> tuple[bool, str]:
+    """Run a job of the code location in this instance (only `assets` of it when given);
+    (success, failure text)."""
+    from dagster import AssetKey, build_reconstructable_job, execute_job
 
     job = build_reconstructable_job("battery_pipeline.cli", "job_def", reconstructable_args=(name,))
-    with execute_job(job, instance=instance, tags=tags or {}, run_config=QUIET_CONSOLE) as result:
+    selection = None if assets is None else [AssetKey(a) for a in assets]
+    with execute_job(job, instance=instance, tags=tags or {}, run_config=QUIET_CONSOLE, asset_selection=selection) as result:
         return result.success, _failure_text(result)
 
 
@@ -150,12 +162,22 @@ def job_def(name: str):
 
 def run_models(instance, cells: list[str]) -> int:
     """Train, register and promote every model on the cells' features (`train_models_job`), then
-    score each cell with the promoted models (`score_cells_job`); returns the failed runs."""
-    from battery_pipeline.resources import ModelStore
+    score each cell with the promoted models (`score_cells_job`); returns the failed runs.
 
-    print("\nTraining every model on all cells (train_models_job) ...")
+    Only for the tasks with enough cells (`models.training_shortfalls`): a task without them is
+    skipped with the reason, and with no task left neither job is launched. Too few cells is
+    what the data is, not a failure.
+    """
+    from battery_pipeline.resources import ModelStore, Warehouse
+
+    tasks = trainable_tasks(Warehouse())
+    if not tasks:
+        print("  train_models_job and score_cells_job not launched: no model is trained or scores a cell")
+        return 0
+    train_assets, score_assets = task_selection("train_models_job", tasks), task_selection("score_cells_job", tasks)
+    print(f"\nTraining every {' and '.join(t.upper() for t in tasks)} model on all cells (train_models_job) ...")
     started = time.perf_counter()
-    ok, text = run_job(instance, "train_models_job")
+    ok, text = run_job(instance, "train_models_job", assets=train_assets)
     print(f"  train_models_job {'ok' if ok else 'FAILED: ' + text} ({time.perf_counter() - started:.0f} s)")
     if not ok:
         return 1
@@ -163,7 +185,7 @@ def run_models(instance, cells: list[str]) -> int:
     print(f"  metrics: {ModelStore().results_dir}/soh_results.json, rul_results.json; model cards: {ModelStore().reports_dir}/model_cards/")
     failed = 0
     for key in cells:
-        ok, text = run_job(instance, "score_cells_job", {"dagster/partition": key})
+        ok, text = run_job(instance, "score_cells_job", {"dagster/partition": key}, assets=score_assets)
         failed += not ok
         if not ok:
             print(f"  scoring {key} FAILED: {text}")
@@ -171,30 +193,62 @@ def run_models(instance, cells: list[str]) -> int:
     return failed
 
 
+def trainable_tasks(warehouse) -> list[str]:
+    """The tasks with enough cells to train on; prints why each other task is skipped."""
+    from battery_pipeline.assets.models import TASKS, training_shortfalls
+
+    if not all(warehouse.table_exists(t) for t in ("cycle_features", "cycle_labels")):
+        print("\nTraining skipped: no cell has features and labels yet")
+        return []
+    shortfalls = training_shortfalls(warehouse)
+    for reason in filter(None, shortfalls.values()):
+        print(f"\n{reason}")
+    return [task for task in TASKS if not shortfalls[task]]
+
+
+def task_selection(job: str, tasks: list[str]) -> list[str] | None:
+    """The job's assets without those of the tasks left out; None (the whole job) with every task."""
+    from battery_pipeline.assets.models import TASKS, task_assets
+    from battery_pipeline.definitions import defs
+
+    if set(tasks) == set(TASKS):
+        return None
+    left_out = {name for task in set(TASKS) - set(tasks) for name in task_assets(task)}
+    keys = defs.resolve_job_def(job).asset_layer.selected_asset_keys
+    return sorted(key.to_user_string() for key in keys if key.to_user_string() not in left_out)
+
+
 def print_model_summary() -> None:
     from battery_pipeline.resources import Warehouse
 
     models = Warehouse().query(
         """
-        SELECT task, model_name, round(validation_error, 4) AS validation_error, round(test_error, 4) AS test_error,
-               round(dummy_test_error, 4) AS dummy_test_error, promoted
-        FROM model_registry WHERE current ORDER BY task, test_error
+        SELECT task, model_name, round(cv_error, 4) AS cv_error, round(validation_error, 4) AS validation_error,
+               round(test_error, 4) AS test_error, round(dummy_test_error, 4) AS dummy_test_error,
+               clipped_predictions AS clipped, promoted
+        FROM model_registry WHERE current ORDER BY task, cv_error
         """
     )
-    print("  current models (errors: SOH RMSE as a fraction, RUL RMSE in cycles; test = unseen cells):")
+    print("  current models (errors: SOH RMSE as a fraction, RUL RMSE in cycles; cv = out of fold over the")
+    print("  training cells, which ranks them for promotion; test = unseen cells; clipped = predictions")
+    print("  moved into the physical range):")
     print("    " + models.to_string(index=False).replace("\n", "\n    "))
 
 
-def run_packs(instance) -> int:
-    """Register every pack found (demo packs when the pack folders are empty), run
-    `pack_pipeline_job` for each, print one line per pack; returns the number of failed runs."""
+def run_packs(instance, demo_fleet: bool) -> int:
+    """Register every pack found, run `pack_pipeline_job` for each, print one line per pack;
+    returns the number of failed runs. The demo packs stand in for empty pack folders only with
+    the demo fleet: with the user's cells, only the user's packs run (none if there are none)."""
     from battery_pipeline.pack_resources import PackSourceCatalog
     from battery_pipeline.partitions import pack_partitions
 
-    packs = PackSourceCatalog().discover()
+    catalog = PackSourceCatalog(use_demo_when_empty=demo_fleet)
+    packs = catalog.discover()
     known = set(instance.get_dynamic_partitions(pack_partitions.name))
     instance.add_dynamic_partitions(pack_partitions.name, [k for k in packs.keys() if k not in known])
-    print(f"\n{len(packs)} pack(s) in {[str(r) for r in PackSourceCatalog().roots()]}:")
+    print(f"\n{len(packs)} pack(s) in {[str(r) for r in catalog.roots()]}" + (
+        ":" if len(packs) else " (pack folders: --pack-dir or BATTERY_PIPELINE_PACK_DIRS; demo packs only with the demo fleet)"
+    ))
     failed = 0
     for key in packs.keys():
         ok, text = run_job(instance, "pack_pipeline_job", {"dagster/partition": key})
@@ -280,6 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     run = commands.add_parser("run", help="run the main job for every cell found")
     run.add_argument("--data-dir", action="append", help="data folder (repeatable); default data/incoming")
     run.add_argument("--demo-dir", help="where the demo fleet lives (default data/demo)")
+    run.add_argument("--pack-dir", action="append", help="pack telemetry folder (repeatable); default data/packs")
     run.add_argument("--partition", action="append", help="run only this cell partition (repeatable)")
     commands.add_parser("ui", help="start dagster dev (webserver + daemon)")
     demo = commands.add_parser("demo", help="write the demo fleet")
@@ -287,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.command == "run":
-        return 1 if run_all(args.data_dir, args.demo_dir, args.partition) else 0
+        return 1 if run_all(args.data_dir, args.demo_dir, args.partition, args.pack_dir) else 0
     if args.command == "ui":
         ensure_dagster_home()
         workspace = PROJECT_ROOT / "workspace.yaml"

@@ -9,8 +9,10 @@ cells with `registry.CONFORMAL_FOLDS` folds and the training seed, exactly the f
 cross-conformal intervals. A fitted cross-conformal wrapper (`ConformalRegressor` with
 `cv_folds`) already holds its fold models' predictions of those folds (`oof_prediction_`), so
 they are reused and nothing is fitted again; any other estimator (`QuantileGradientBoosting`,
-which brings its own intervals) gets one clone fitted per fold. The predictions are clipped to
-the physical range (`bounds`), as every prediction the pipeline publishes is.
+which brings its own intervals) gets one clone fitted per fold, of its `point_estimator()` where
+it has one (the quantile model's mean booster alone: its predictions, a third of the fits). The
+predictions are clipped to the physical range (`bounds`), as every prediction the pipeline
+publishes is.
 """
 
 from __future__ import annotations
@@ -45,10 +47,11 @@ def out_of_fold_predictions(estimator, table: TrainingTable, seed: int = 0, n_fo
     fold_cells = [sorted({str(c) for c in table.groups[rows]}) for rows in folds]
     if _holds_these_folds(estimator, folds):
         return OutOfFold(clip_to_range(table.task, estimator.oof_prediction_)[0], fold_cells, reused=True)
+    point = estimator.point_estimator() if hasattr(estimator, "point_estimator") else estimator
     prediction = np.full(len(table), np.nan)
     for rows, cells in zip(folds, fold_cells):
         others = sorted(set(table.cells) - set(cells))
-        model = fit_on(clone(estimator), table.subset(others))
+        model = fit_on(clone(point), table.subset(others))
         prediction[rows] = predict_on(model, table.subset(cells))  # subset keeps the row order
     return OutOfFold(prediction, fold_cells, reused=False)
 

@@ -106,6 +106,10 @@ def test_every_estimator_is_cross_validated_on_the_same_folds_and_wrappers_fit_n
     own_intervals = out_of_fold_predictions(quantile, table, seed=3)
     assert not own_intervals.reused and own_intervals.fold_cells == reused.fold_cells
     assert (own_intervals.prediction >= 0).all()  # clipped like every published prediction
+    # its folds fit the mean booster alone, which predicts what the quantile model predicts
+    booster = fit_on(make_estimator("conformal_gbm", "rul", seed=3, estimator__max_iter=10), table)
+    np.testing.assert_array_equal(own_intervals.prediction, out_of_fold_predictions(booster, table, seed=3).prediction)
+    np.testing.assert_array_equal(quantile.point_estimator().fit(table.X, table.y).predict(table.X), quantile.predict(table.X))
     other_seed = out_of_fold_predictions(wrapped, table, seed=4)  # other folds: not the wrapper's
     assert not other_seed.reused and other_seed.fold_cells != reused.fold_cells
     unfitted = clone(wrapped)

@@ -127,7 +127,9 @@ def test_predictions_follow_a_new_cell_and_a_promotion_and_wait_for_blocking_che
 
         # A cycler file arrives: the sensor registers the cell and requests its pipeline run.
         sensor = SensorDriver(instance, tmp_path)
-        write_csv(sensor.incoming, "cell_a.csv", cycling_frame(n_cycles=3))
+        # (balanced cycles and a stated rated capacity: every check can evaluate, and passes)
+        write_csv(sensor.incoming, "cell_a.csv", cycling_frame(n_cycles=5, balanced=True))
+        (sensor.incoming / "cell_a.cell.json").write_text(json.dumps({"nominal_capacity_ah": 0.17}))
         sensor.tick()
         ((job, key, _),) = sensor.requests()
         ticks = AutomationTicks(instance)
@@ -155,8 +157,9 @@ def test_predictions_follow_a_new_cell_and_a_promotion_and_wait_for_blocking_che
         assert eager_ticks.requested() == set()
 
         # A second cell flows through cleanly; then the first cell's sidecar claims 2 Ah where it
-        # delivers 0.17, and its rerun fails the blocking capacity_plausible check.
-        write_csv(sensor.incoming, "cell_b.csv", cycling_frame(n_cycles=3))
+        # delivers 0.17, and its rerun fails the blocking capacity_plausible (and initial_soh_in_band) check.
+        write_csv(sensor.incoming, "cell_b.csv", cycling_frame(n_cycles=5, balanced=True))
+        (sensor.incoming / "cell_b.cell.json").write_text(json.dumps({"nominal_capacity_ah": 0.17}))
         sensor.tick()
         ((_, other, _),) = sensor.requests()
         dg.materialize(

@@ -203,6 +203,10 @@ DQDV_COLUMNS = [c for c in CYCLE_FEATURE_COLUMNS if c.startswith("dqdv_")]
 #   - temperature_mean_c / _max_c / _rise_c are over the whole cycle: the cell heats through
 #     the discharge (NASA: +14 degC, the maximum at its end, not saturated), so they grow with
 #     the discharge's duration = capacity / current.
+#   - discharge_current_mean_a = discharge capacity / discharge time, over the whole discharge:
+#     under a pure CC discharge it is the setpoint, but any taper, pulse or interval booked at the
+#     cut-off makes it move with where the discharge ends (it is the cycle classes' protocol
+#     signature, not an SOH input).
 # Their replacements that are allowed: discharge_early_voltage_v and
 # discharge_early_temperature_rise_c (at a fixed `early_discharge_s` into the discharge, long
 # before any cut-off: they depend on resistance, OCV near full charge and heating, not on how
@@ -219,6 +223,7 @@ SOH_LEAKAGE_COLUMNS: list[str] = [
     "n_samples",
     "discharge_voltage_mean_v",
     "discharge_end_voltage_v",
+    "discharge_current_mean_a",
     "temperature_mean_c",
     "temperature_max_c",
     "temperature_rise_c",

@@ -122,6 +122,7 @@ def test_column_contract_and_leakage_list():
         # summaries of the full discharge down to the cut-off, and whole-cycle temperatures
         "discharge_voltage_mean_v",
         "discharge_end_voltage_v",
+        "discharge_current_mean_a",
         "temperature_mean_c",
         "temperature_max_c",
         "temperature_rise_c",

@@ -161,17 +161,29 @@ def build_training_rows(task: str, features: pd.DataFrame, labels: pd.DataFrame,
     X = table.X.rename(columns={c: c + KEY_FEATURE_SUFFIX for c in KEY_COLUMNS if c in table.X.columns})
     rows = pd.concat([table.cell_id, table.cycle_number, table.y.rename(table.target), X], axis=1)
     rows.insert(2, "split", split.assign(rows["cell_id"]))
+    # what each row's SOH is relative to (rated capacity, or the cell's initial capacity): kept
+    # beside the target, never a feature
+    reference = labels.assign(cell_id=labels["cell_id"].astype(str)).set_index(list(KEY_COLUMNS))["soh_reference"]
+    rows.insert(3, "soh_reference", reference.reindex(pd.MultiIndex.from_frame(rows[list(KEY_COLUMNS)])).to_numpy())
     return rows, table
 
 
+def soh_reference_cells(rows: pd.DataFrame) -> dict[str, int]:
+    """Cells per SOH reference kind (nominal / initial) among training rows."""
+    if "soh_reference" not in rows:
+        return {}
+    return {str(k): int(v) for k, v in rows.groupby(rows["soh_reference"].fillna("not recorded"))["cell_id"].nunique().items()}
+
+
 def load_training_table(warehouse: Warehouse, task: str) -> tuple[TrainingTable, pd.DataFrame]:
-    """The stored training set as a TrainingTable, and its (cell_id, cycle_number, split) rows."""
+    """The stored training set as a TrainingTable, and its (cell_id, cycle_number, split,
+    soh_reference) rows."""
     name = f"{task}_training_set"
     if not warehouse.table_exists(name):
         raise dg.Failure(description=f"{name} is not materialized yet")
     rows = warehouse.query(f"SELECT * FROM {name} ORDER BY rowid")
     target = TARGETS[task]
-    stored = [c for c in rows.columns if c not in (*KEY_COLUMNS, "split", target)]
+    stored = [c for c in rows.columns if c not in (*KEY_COLUMNS, "split", "soh_reference", target)]
     X = rows[stored].astype(np.float64).rename(columns=lambda c: c.removesuffix(KEY_FEATURE_SUFFIX))
     features = list(X.columns)
     table = TrainingTable(
@@ -183,7 +195,9 @@ def load_training_table(warehouse: Warehouse, task: str) -> tuple[TrainingTable,
         cycle_number=rows["cycle_number"].astype(np.int64),
         feature_columns=tuple(features),
     )
-    return table, rows[["cell_id", "cycle_number", "split"]]
+    if "soh_reference" not in rows:  # a training set stored before references were recorded
+        rows["soh_reference"] = None
+    return table, rows[["cell_id", "cycle_number", "split", "soh_reference"]]
 
 
 def _training_set_asset(task: str):
@@ -231,6 +245,8 @@ def _training_set_asset(task: str):
                 "rows_by_split": dg.MetadataValue.json(rows["split"].value_counts().to_dict()),
                 "features": dg.MetadataValue.json(list(table.feature_columns)),
                 "dropped_features": dg.MetadataValue.json(list(table.dropped_columns)),
+                # "initial": SOH relative to the cell's own initial capacity (no trustworthy rating)
+                "cells_by_soh_reference": dg.MetadataValue.json(soh_reference_cells(rows)),
                 "seed": config.seed,
             }
         )
@@ -263,6 +279,15 @@ def split_metrics(task: str, truth: np.ndarray, prediction: np.ndarray, lower=No
         return soh_metrics(truth, prediction, lower, upper)
     intervals = interval_metrics(truth, lower, upper) if lower is not None else {}
     return {**rul_metrics(truth, prediction), **intervals}
+
+
+def metrics_by_split(task: str, truth: np.ndarray, scored, split_of_row: np.ndarray) -> dict:
+    """`split_metrics` of scored predictions (point and interval) on each split's rows."""
+    return {
+        name: split_metrics(task, truth[rows], scored.prediction[rows], scored.lower[rows], scored.upper[rows])
+        for name in SPLITS
+        for rows in [split_of_row == name]
+    }
 
 
 def model_id_for(task: str, estimator: str, hyperparameters: dict, data_hash: str, seed: int, version: str) -> str:
@@ -314,11 +339,11 @@ def train_and_evaluate(task: str, estimator_name: str, table: TrainingTable, spl
     )
     dummy = make_estimator("dummy", task).fit(train.X, train.y.to_numpy())
     dummy_prediction = dummy.predict(table.X)
-    metrics, dummy_metrics = {}, {}
-    for name in SPLITS:
-        rows = split_of_row == name
-        metrics[name] = split_metrics(task, truth[rows], prediction[rows], lower[rows], upper[rows])
-        dummy_metrics[name] = split_metrics(task, truth[rows], dummy_prediction[rows])  # a point baseline
+    metrics = metrics_by_split(task, truth, scored, split_of_row)
+    dummy_metrics = {
+        name: split_metrics(task, truth[split_of_row == name], dummy_prediction[split_of_row == name])  # a point baseline
+        for name in SPLITS
+    }
     error = ERROR_METRIC[task]
     cv_metrics = split_metrics(task, train.y.to_numpy(), out_of_fold.prediction)
     test = split_of_row == "test"
@@ -354,6 +379,7 @@ def train_and_evaluate(task: str, estimator_name: str, table: TrainingTable, spl
         "interval_calibration": interval_calibration(estimator),
         "physical_range": [bound if math.isfinite(bound) else None for bound in physical_range(task)],  # None: unbounded
         "clipped": {**scored.clipped, "rows": len(table)},
+        "soh_reference_cells": {split: soh_reference_cells(splits[split_of_row == split]) for split in SPLITS},
         "training_seconds": round(seconds, 3),
         "cv_seconds": round(cv_seconds, 3),
     }
@@ -393,6 +419,9 @@ def _model_asset(task: str, estimator_name: str):
         # The same id means the same data, code, parameters and seed: the metrics must be too.
         earlier = model_store.sidecar(model_id)["metrics"] if model_store.has(model_id) else None
         path = model_store.save(model_id, estimator, record)
+        # What scoring will load: the stored artifact must give the metrics just reported.
+        stored_metrics = metrics_by_split(task, table.y.to_numpy(), scored_on(model_store.load(model_id), table),
+                                          predictions["split"].to_numpy())
         predictions.insert(0, "model_name", name)
         predictions.insert(1, "model_id", model_id)
         warehouse.replace_partition("model_predictions", predictions, "model_name", name)
@@ -421,7 +450,7 @@ def _model_asset(task: str, estimator_name: str):
             }
         )
         yield model_quality.interval_coverage_check(test.get("coverage", math.nan), record["interval_nominal_coverage"], name)
-        yield model_quality.reproducible_check(earlier, record["metrics"], name)
+        yield model_quality.reproducible_check(earlier, record["metrics"], stored_metrics, name)
         if estimator_name != "dummy":
             yield model_quality.beats_dummy_check(test.get(error, math.nan), dummy.get(error, math.nan), error, name)
 

@@ -185,6 +185,13 @@ def card_sections(record: dict, cells: pd.DataFrame, promotions: pd.DataFrame) -
         ids = record["cells"][name]
         split_lines.append(f"| {name} | {len(ids)} | {record['rows'][name]} | {', '.join(ids) or '-'} |")
     data = ["| split | cells | cycles | cell ids |", "|---|---|---|---|", *split_lines, ""]
+    references = record.get("soh_reference_cells")
+    if references:
+        data.append("SOH reference of the cells (nominal: the rated capacity; initial: relative to the cell's own "
+                    "initial capacity, no trustworthy rating known): " + "; ".join(
+                        f"{split} " + (", ".join(f"{n} {kind}" for kind, n in sorted(kinds.items())) or "-")
+                        for split, kinds in references.items()) + ".")
+        data.append("")
     if len(facts):
         described = facts.groupby(["dataset", "chemistry"], dropna=False).size().reset_index(name="cells")
         data.append("Datasets and chemistries: " + "; ".join(

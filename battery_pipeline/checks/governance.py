@@ -79,7 +79,7 @@ CHECK_TEXTS: dict[str, CheckText] = {
     "no_feature_leakage": CheckText("models", True, "no label (for SOH no same-cycle capacity) among the model inputs", f"{_MQ}.no_feature_leakage_check"),
     "interval_coverage": CheckText("models", False, "prediction intervals cover the test truths near their nominal rate", f"{_MQ}.interval_coverage_check"),
     "beats_dummy": CheckText("models", False, "test error below the dummy baseline's on the same cells", f"{_MQ}.beats_dummy_check"),
-    "reproducible": CheckText("models", False, "retraining with the same data, code, parameters and seed gives the same metrics", f"{_MQ}.reproducible_check"),
+    "reproducible": CheckText("models", False, "the stored artifact, reloaded, gives the reported metrics; a retraining with the same data, code, parameters and seed gives them too", f"{_MQ}.reproducible_check"),
     "promotion_gate": CheckText("models", True, "a model scores cells only if it beats the dummy and keeps up with the promoted one", f"{_MQ}.promotion_gate_check"),
     "model_card_complete": CheckText("documentation", True, "every section of every model card has content", f"{_MQ}.model_card_complete_check"),
     "data_card_complete": CheckText("documentation", True, "every dataset's card has every section, a licence and a citation", f"{_DC}.data_card_complete_check"),

@@ -144,20 +144,29 @@ def _same(a, b) -> bool:
     return a == b
 
 
-def reproducible_check(earlier_metrics: dict | None, metrics: dict, asset: str) -> dg.AssetCheckResult:
-    """Bit-identical metrics for a model id trained before; the first training of an id has
-    nothing to compare with, which the description says (it passes: nothing contradicts it)."""
-    if earlier_metrics is None:
-        return dg.AssetCheckResult(
-            check_name="reproducible", asset_key=asset, passed=True,
-            metadata={"compared": False},
-            description="first training of this model id: the next retraining on the same data is compared with it",
-        )
-    same = _same(earlier_metrics, metrics)
+def reproducible_check(
+    earlier_metrics: dict | None, metrics: dict, stored_metrics: dict, asset: str
+) -> dg.AssetCheckResult:
+    """Bit-identical metrics (1) from the stored artifact, reloaded as scoring loads it, on every
+    training, and (2) against the earlier training of the same model id (same data, code,
+    parameters and seed) where there is one. (1) is always evaluated, so even a first training
+    is judged on something real; the metadata says whether (2) was."""
+    artifact_same = _same(stored_metrics, metrics)
+    retrain_same = None if earlier_metrics is None else _same(earlier_metrics, metrics)
+    passed = artifact_same and retrain_same is not False
+    problems = ([] if artifact_same else ["the stored artifact, reloaded, gives other metrics than the trained model"]) + (
+        ["retraining with the same data, code, parameters and seed changed the metrics"] if retrain_same is False else []
+    )
     return dg.AssetCheckResult(
-        check_name="reproducible", asset_key=asset, passed=same,
-        metadata={"compared": True, "earlier_test": dg.MetadataValue.json(earlier_metrics.get("test", {})),
-                  "now_test": dg.MetadataValue.json(metrics.get("test", {}))},
-        description="same metrics as the earlier training of this id" if same
-        else "retraining with the same data, code, parameters and seed changed the metrics",
+        check_name="reproducible", asset_key=asset, passed=passed,
+        metadata={
+            "artifact_reproduces_metrics": artifact_same,
+            "compared_with_earlier_training": retrain_same is not None,
+            "now_test": dg.MetadataValue.json(metrics.get("test", {})),
+            **({"earlier_test": dg.MetadataValue.json(earlier_metrics.get("test", {}))} if earlier_metrics else {}),
+        },
+        description="; ".join(problems) if problems else (
+            "stored artifact and the earlier training of this id give the same metrics" if retrain_same
+            else "stored artifact gives the same metrics (first training of this id: the next retraining is compared too)"
+        ),
     )

@@ -103,10 +103,14 @@ def test_quick_budget_caps_nested_iteration_parameters():
     assert lstm.max_epochs == 3 and lstm.hidden_size == 32  # only iteration-like parameters change
 
 
-def test_reproducible_compares_metrics_of_the_same_model_id():
+def test_reproducible_compares_the_stored_artifact_always_and_the_earlier_training_when_there_is_one():
     metrics = {"test": {"rmse": 0.01, "r2": float("nan")}, "train": {"rmse": 0.005}}
-    first = model_quality.reproducible_check(None, metrics, "m")
-    assert first.passed and first.metadata["compared"].value is False
-    assert model_quality.reproducible_check(metrics, {"test": {"rmse": 0.01, "r2": float("nan")}, "train": {"rmse": 0.005}}, "m").passed
-    drifted = model_quality.reproducible_check(metrics, {"test": {"rmse": 0.011, "r2": float("nan")}, "train": {"rmse": 0.005}}, "m")
-    assert not drifted.passed
+    same = {"test": {"rmse": 0.01, "r2": float("nan")}, "train": {"rmse": 0.005}}
+    drift = {"test": {"rmse": 0.011, "r2": float("nan")}, "train": {"rmse": 0.005}}
+    # first training: judged on the reloaded artifact, never passed for want of a comparison
+    first = model_quality.reproducible_check(None, metrics, same, "m")
+    assert first.passed and first.metadata["compared_with_earlier_training"].value is False
+    assert not model_quality.reproducible_check(None, metrics, drift, "m").passed  # the artifact differs
+    assert model_quality.reproducible_check(metrics, same, same, "m").passed
+    drifted = model_quality.reproducible_check(metrics, drift, drift, "m")
+    assert not drifted.passed and "retraining" in drifted.description

@@ -8,9 +8,11 @@ Every model of a task is judged on the same folds: `intervals.cross_folds` over 
 cells with `registry.CONFORMAL_FOLDS` folds and the training seed, exactly the folds of the
 cross-conformal intervals. A fitted cross-conformal wrapper (`ConformalRegressor` with
 `cv_folds`) already holds its fold models' predictions of those folds (`oof_prediction_`), so
-they are reused and nothing is fitted again; any other estimator (`QuantileGradientBoosting`,
-which brings its own intervals) gets one clone fitted per fold, of its `point_estimator()` where
-it has one (the quantile model's mean booster alone: its predictions, a third of the fits). The
+they are reused and nothing is fitted again (every zoo entry is such a wrapper, quantile_gbm's
+conformalized quantiles included); any other estimator (an unwrapped one with intervals of its
+own, e.g. a bare `QuantileGradientBoosting`) gets one clone fitted per fold, of its
+`point_estimator()` where it has one (the quantile model's mean booster alone: its predictions, a
+third of the fits). The
 predictions are clipped to the physical range (`bounds`), as every prediction the pipeline
 publishes is.
 """

@@ -69,8 +69,13 @@ ESTIMATORS: dict[str, EstimatorSpec] = {
         EstimatorSpec("gradient_boosting", "boosting:GradientBoostingBaseline", "histogram gradient boosting"),
         EstimatorSpec(
             "quantile_gbm",
-            "boosting:QuantileGradientBoosting",
-            "gradient boosting with 5 % / 95 % quantile boosters",
+            "intervals:ConformalRegressor",
+            # The raw 5 % / 95 % quantile boosters under-cover on unseen cells (demo fleet: 49 %
+            # SOH, 61 % RUL at 90 % nominal); conformalized over the same 3 folds of cells they
+            # keep their input-dependent width and gain the coverage guarantee.
+            "5 % / 95 % quantile boosters, conformalized (CQR, 3 folds of cells)",
+            defaults={task: {"method": "cqr"} for task in PER_CYCLE_TASKS},
+            wraps="boosting:QuantileGradientBoosting",
         ),
         EstimatorSpec(
             "conformal_gbm",

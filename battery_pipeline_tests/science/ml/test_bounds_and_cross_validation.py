@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 from sklearn.base import clone
 
+from battery_pipeline.science.ml.boosting import QuantileGradientBoosting
 from battery_pipeline.science.ml.bounds import PHYSICAL_RANGE, clip_to_range
 from battery_pipeline.science.ml.cross_validation import out_of_fold_predictions
 from battery_pipeline.science.ml.datasets import TrainingTable
@@ -102,7 +103,8 @@ def test_every_estimator_is_cross_validated_on_the_same_folds_and_wrappers_fit_n
     refitted = out_of_fold_predictions(RidgeBaseline(), table, seed=3)  # an unwrapped estimator: one fit per fold
     assert not refitted.reused and refitted.fold_cells == reused.fold_cells
     np.testing.assert_allclose(reused.prediction, refitted.prediction)
-    quantile = fit_on(make_estimator("quantile_gbm", "rul", seed=3, max_iter=10), table)
+    # an estimator with intervals of its own, unwrapped: its folds are fitted here
+    quantile = fit_on(QuantileGradientBoosting(max_iter=10, random_state=3), table)
     own_intervals = out_of_fold_predictions(quantile, table, seed=3)
     assert not own_intervals.reused and own_intervals.fold_cells == reused.fold_cells
     assert (own_intervals.prediction >= 0).all()  # clipped like every published prediction

@@ -25,7 +25,7 @@ from battery_pipeline.science.ml.splits import assert_disjoint, leave_one_cell_o
 FAST = {
     "random_forest": {"n_estimators": 30},
     "gradient_boosting": {"max_iter": 50},
-    "quantile_gbm": {"max_iter": 50},
+    "quantile_gbm": {"estimator__max_iter": 50},
     "conformal_gbm": {"estimator__max_iter": 50},
     # selection scored on 3 folds of at most 1000 rows: it runs 4 times (cross-conformal folds + refit)
     "selected_forest": {"max_folds": 3, "max_rows": 1000},
@@ -112,7 +112,8 @@ def test_registry_rules():
     assert make_estimator("severson_full", "cycle_life").feature_set == "full"
     wrapped = make_estimator("ridge", intervals=True, seed=4)
     assert isinstance(wrapped, ConformalRegressor) and wrapped.random_state == 4
-    assert not isinstance(make_estimator("quantile_gbm", intervals=True), ConformalRegressor)
+    quantile = make_estimator("quantile_gbm", intervals=True)  # its quantile intervals, conformalized
+    assert isinstance(quantile, ConformalRegressor) and quantile.method == "cqr" and quantile.cv_folds == 3
     conformal = make_estimator("conformal_gbm", seed=2, alpha=0.2, estimator__max_iter=7)
     assert (conformal.alpha, conformal.estimator.max_iter, conformal.estimator.random_state) == (0.2, 7, 2)
     with pytest.raises(ValueError, match="unknown estimator"):

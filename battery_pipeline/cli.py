@@ -312,15 +312,25 @@ def print_summary(outcomes: dict) -> None:
     if warehouse.table_exists("cycle_labels"):
         labels = warehouse.query(
             """
-            SELECT cell_id, count(*) AS labelled_cycles,
+            SELECT cell_id, count(soh) AS soh_cycles,
                    round(arg_max(soh, cycle_number) FILTER (WHERE soh IS NOT NULL), 3) AS last_soh,
-                   any_value(eol_cycle) AS eol_cycle, bool_or(censored) AS censored
+                   any_value(soh_reference) AS soh_vs, any_value(eol_cycle) AS eol_cycle,
+                   bool_or(censored) AS censored, any_value(label_status) AS labels
             FROM cycle_labels GROUP BY cell_id
             """
         )
         summary = summary.merge(labels, on="cell_id", how="left")
     print("\nSummary (from the warehouse):")
     print(summary.to_string(index=False))
+    if warehouse.table_exists("cycle_labels"):
+        withheld = warehouse.query(
+            "SELECT cell_id, any_value(label_status) AS status, any_value(label_note) AS note FROM cycle_labels "
+            "GROUP BY cell_id HAVING any_value(label_status) <> 'labelled' ORDER BY cell_id"
+        )
+        if len(withheld):
+            print("\nCells whose labels are withheld from training:")
+            for row in withheld.itertuples():
+                print(f"  {row.cell_id} ({row.status}): {row.note}")
     failed = {k: v[3] for k, v in outcomes.items() if not v[0]}
     if failed:
         print("\nFailed partitions:")

@@ -233,7 +233,10 @@ def test_retraining_on_the_same_data_reproduces_models_and_metrics(trained):
     assert list(after["model_id"]) == list(before["model_id"])
     assert list(after["metrics"]) == list(before["metrics"])
     reproducible = [e for e in result.get_asset_check_evaluations() if e.check_name == "reproducible"]
-    assert len(reproducible) == 5 and all(e.passed and e.metadata["compared"].value for e in reproducible)
+    assert len(reproducible) == 5 and all(
+        e.passed and e.metadata["compared_with_earlier_training"].value and e.metadata["artifact_reproduces_metrics"].value
+        for e in reproducible
+    )
     registry = read(tmp, "SELECT model_id FROM model_registry")
     assert registry["model_id"].is_unique and len(registry) == sum(len(v) for v in models.MODEL_ASSETS.values())
 

@@ -87,10 +87,10 @@ def cells(context: dg.AssetExecutionContext, catalog: SourceCatalog, warehouse: 
     record = frame.iloc[0]
     return dg.MaterializeResult(
         metadata={
-            "chemistry": str(record["chemistry"]),
+            "chemistry": "unknown" if pd.isna(record["chemistry"]) else str(record["chemistry"]),
             "nominal_capacity_ah": None if pd.isna(record["nominal_capacity_ah"]) else float(record["nominal_capacity_ah"]),
             "voltage_window_v": f"{record['voltage_min_v']:g}-{record['voltage_max_v']:g}",
-            "dataset": str(record["dataset"]),
+            "dataset": "unknown" if pd.isna(record["dataset"]) else str(record["dataset"]),
             "metadata_origin": str(record["metadata_origin"]),
             # where each value came from: sidecar / file / dataset rule (evidence) / inferred / unknown
             "chemistry_source": str(record["chemistry_source"]),

@@ -33,14 +33,10 @@ from battery_pipeline.science.labels import (
 )
 from battery_pipeline.science.readers import CyclerReader
 from battery_pipeline.science.schema import SAMPLE_COLUMNS
+from battery_pipeline.science.sources import trusted_nominal
 
 FEATURES_GROUP = "features"
 LABEL_SETTINGS_FILE = DATA_DIR / "label_settings.json"
-
-
-def _nominal(cell: pd.Series) -> float | None:
-    value = cell.get("nominal_capacity_ah")
-    return None if value is None or pd.isna(value) else float(value)
 
 
 def feature_config_for(cell: pd.Series) -> FeatureConfig:
@@ -85,7 +81,7 @@ def cycle_features(context: dg.AssetExecutionContext, warehouse: Warehouse):
     inputs = partition_hash(warehouse, ("validated_samples", "cells", "cell_impedance", "source_cycle_summaries"), "cell_id", key)
     samples = warehouse.read_partition("validated_samples", "cell_id", key, columns=SAMPLE_COLUMNS)
     cell = warehouse.read_partition("cells", "cell_id", key).iloc[0]
-    nominal = _nominal(cell)
+    nominal = trusted_nominal(cell)
     config = feature_config_for(cell)
     if len(samples):
         impedance = warehouse.read_partition("cell_impedance", "cell_id", key)

@@ -304,7 +304,6 @@ def compute_labels(
     eol_input = unsort(eol)
     labelled_input = unsort(labelled_row)
     kind = "initial" if config.soh_reference == "initial" else "nominal"
-    codes_input = codes
     return pd.DataFrame(
         {
             "cell_id": cycles["cell_id"].array,
@@ -312,13 +311,13 @@ def compute_labels(
             "cycle_class": classes,
             "soh": unsort(soh),
             "soh_reference_ah": unsort(reference.astype("float64")),
-            "soh_reference": np.where(has_reference[codes_input], kind, "none"),
-            "initial_soh": np.where(has_reference[codes_input], initial_soh_per_cell[codes_input], np.nan),
+            "soh_reference": np.where(has_reference[codes], kind, "none"),
+            "initial_soh": np.where(has_reference[codes], initial_soh_per_cell[codes], np.nan),
             "eol_cycle": pd.array(np.where(eol_input < 0, None, eol_input), dtype="Int64"),
             "rul_cycles": pd.array(np.where(labelled_input, unsort(rul), None), dtype="Int64"),
             "censored": unsort(censored).astype(bool),
-            "label_status": status_per_cell[codes_input],
-            "label_note": np.asarray(notes, dtype=object)[codes_input] if n_cells else np.array([], dtype=object),
+            "label_status": status_per_cell[codes],
+            "label_note": np.asarray(notes, dtype=object)[codes] if n_cells else np.array([], dtype=object),
         },
         index=cycles.index,
     )[LABEL_COLUMNS]
@@ -426,7 +425,6 @@ def check_label_consistency(labels: pd.DataFrame, cycles: pd.DataFrame | None = 
             source, on=["cell", "cycle_number"], how="left"
         )
         capacity = joined["capacity"]
-    frame = labels.reset_index(drop=True)
     if capacity is not None:
         capacity = capacity.reset_index(drop=True)
         has_capacity = (

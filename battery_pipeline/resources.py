@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -156,21 +157,26 @@ class Warehouse(DuckDBResource):
         self.replace_partitions({table: frame}, key_column, key)
         return len(frame)
 
-    def replace_partitions(self, frames: dict[str, pd.DataFrame], key_column: str, key: str) -> None:
-        """Replace one partition in several tables in a single transaction.
+    def replace_partitions(self, frames: dict[str, pd.DataFrame], key_column: str, key: str | Sequence[str]) -> None:
+        """Replace one partition, or a batch of them (`key` a list), in several tables in a
+        single transaction.
 
         Readers never see a half-written partition (e.g. validated rows of the new run beside
-        quarantined rows of the old one), and a run killed midway leaves the old partition.
+        quarantined rows of the old one), and a run killed midway leaves the old partitions. A
+        batch is one DELETE and one INSERT per table, however many partitions it holds.
         """
         column = _quote_identifier(key_column)
+        keys = [key] if isinstance(key, str) else list(key)
         with self.connection() as conn:
             for table, frame in frames.items():
                 self.ensure_table(conn, table, frame)
+            conn.register("_replaced_keys", pa.table({"key": pa.array(keys, pa.string())}))
             with _transaction(conn):
                 for table, frame in frames.items():
-                    conn.execute(f"DELETE FROM {_quote_identifier(table)} WHERE {column} = ?", [key])
+                    conn.execute(f"DELETE FROM {_quote_identifier(table)} WHERE {column} IN (SELECT key FROM _replaced_keys)")
                     if len(frame):
                         _insert(conn, table, frame)
+            conn.unregister("_replaced_keys")
 
     def replace_table(self, table: str, frame: pd.DataFrame) -> int:
         """Replace a whole (unpartitioned) table, layout included, in one transaction: for tables

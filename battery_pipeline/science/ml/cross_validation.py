@@ -8,13 +8,9 @@ Every model of a task is judged on the same folds: `intervals.cross_folds` over 
 cells with `registry.CONFORMAL_FOLDS` folds and the training seed, exactly the folds of the
 cross-conformal intervals. A fitted cross-conformal wrapper (`ConformalRegressor` with
 `cv_folds`) already holds its fold models' predictions of those folds (`oof_prediction_`), so
-they are reused and nothing is fitted again (every zoo entry is such a wrapper, quantile_gbm's
-conformalized quantiles included); any other estimator (an unwrapped one with intervals of its
-own, e.g. a bare `QuantileGradientBoosting`) gets one clone fitted per fold, of its
-`point_estimator()` where it has one (the quantile model's mean booster alone: its predictions, a
-third of the fits). The
-predictions are clipped to the physical range (`bounds`), as every prediction the pipeline
-publishes is.
+they are reused and nothing is fitted again (every zoo entry is such a wrapper); any other
+estimator gets one clone fitted per fold. The predictions are clipped to the physical range
+(`bounds`), as every prediction the pipeline publishes is.
 """
 
 from __future__ import annotations
@@ -22,11 +18,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.base import clone
 
 from battery_pipeline.science.ml.bounds import clip_to_range
 from battery_pipeline.science.ml.datasets import TrainingTable
-from battery_pipeline.science.ml.intervals import ConformalRegressor, cross_folds
 from battery_pipeline.science.ml.registry import CONFORMAL_FOLDS, fit_on, predict_on
 
 
@@ -45,20 +39,26 @@ def out_of_fold_predictions(estimator, table: TrainingTable, seed: int = 0, n_fo
     `estimator`: fitted on `table` (a cross-conformal wrapper's folds are reused when they are
     these folds) or not (refitted per fold from its parameters). Needs 2 cells or more.
     """
+    # imported here: the Dagster definitions import this module, and need no scikit-learn
+    from sklearn.base import clone
+
+    from battery_pipeline.science.ml.intervals import cross_folds
+
     folds = cross_folds(len(table), n_folds, table.groups, random_state=seed)
     fold_cells = [sorted({str(c) for c in table.groups[rows]}) for rows in folds]
     if _holds_these_folds(estimator, folds):
         return OutOfFold(clip_to_range(table.task, estimator.oof_prediction_)[0], fold_cells, reused=True)
-    point = estimator.point_estimator() if hasattr(estimator, "point_estimator") else estimator
     prediction = np.full(len(table), np.nan)
     for rows, cells in zip(folds, fold_cells):
         others = sorted(set(table.cells) - set(cells))
-        model = fit_on(clone(point), table.subset(others))
+        model = fit_on(clone(estimator), table.subset(others))
         prediction[rows] = predict_on(model, table.subset(cells))  # subset keeps the row order
     return OutOfFold(prediction, fold_cells, reused=False)
 
 
 def _holds_these_folds(estimator, folds: list[np.ndarray]) -> bool:
+    from battery_pipeline.science.ml.intervals import ConformalRegressor
+
     if not isinstance(estimator, ConformalRegressor) or not getattr(estimator, "n_folds_", 0):
         return False
     fold_of_row = getattr(estimator, "fold_of_row_", None)

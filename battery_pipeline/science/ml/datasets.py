@@ -59,7 +59,6 @@ from pandas.api.types import is_bool_dtype, is_integer_dtype, is_numeric_dtype
 
 from battery_pipeline.science.features import SOH_LEAKAGE_COLUMNS, soh_feature_columns
 from battery_pipeline.science.labels import LABEL_COLUMNS, trainable
-from battery_pipeline.science.ml.severson import SEVERSON_FEATURE_COLUMNS, severson_features
 
 KEYS = ["cell_id", "cycle_number"]
 TASKS = ("soh", "rul", "cycle_life")
@@ -332,6 +331,10 @@ def cycle_life_dataset(
 
     `cycle_number` holds the cycle the dQ features were taken at (-1 when the cell has none).
     """
+    # here, not at the top: severson imports scikit-learn, which the per-cycle tables (and the
+    # Dagster definitions that import this module) do not need
+    from battery_pipeline.science.ml.severson import SEVERSON_FEATURE_COLUMNS, severson_features
+
     per_cell = severson_features(features, late_cycle=late_cycle)
     missing = [c for c in LABEL_COLUMNS if c not in labels.columns]
     if missing:

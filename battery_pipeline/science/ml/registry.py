@@ -6,7 +6,9 @@ estimator: the class's defaults, then the registry's defaults for that task, the
 estimator without its own `predict_interval` is wrapped in `intervals.ConformalRegressor`
 (cross-conformal over `CONFORMAL_FOLDS` folds of whole cells when `fit` gets `groups`), so every
 entry can give intervals.
-Classes are imported when first made (the LSTM's import of torch costs about a second).
+Classes are imported when first made (the LSTM's import of torch costs about a second), and so is
+scikit-learn (`intervals`, the estimators' modules): the Dagster definitions import this module
+for the zoo's names alone.
 
 `fit_on`, `predict_on` and `interval_on` run any of them on a `datasets.TrainingTable`, passing
 the table's cells as `groups` to the estimators that take them (LSTM windows, conformal
@@ -29,7 +31,6 @@ import numpy as np
 
 from battery_pipeline.science.ml.bounds import clip_to_range
 from battery_pipeline.science.ml.datasets import TASKS, TrainingTable
-from battery_pipeline.science.ml.intervals import ConformalRegressor, accepts_groups
 
 PER_CYCLE_TASKS = ("soh", "rul")
 # Conformal intervals by cross-conformal with 3 folds of cells (intervals module docstring): the
@@ -134,11 +135,15 @@ def make_estimator(name: str, task: str = "soh", seed: int = 0, intervals: bool 
     estimator = spec.estimator_class()(**params)
     estimator.set_params(**{k: v for k, v in overrides.items() if "__" in k})
     if intervals and not hasattr(estimator, "predict_interval"):
+        from battery_pipeline.science.ml.intervals import ConformalRegressor
+
         estimator = ConformalRegressor(estimator, random_state=int(seed), cv_folds=CONFORMAL_FOLDS)
     return estimator
 
 
 def _groups(method, table: TrainingTable) -> dict:
+    from battery_pipeline.science.ml.intervals import accepts_groups
+
     return {"groups": table.groups} if accepts_groups(method) else {}
 
 

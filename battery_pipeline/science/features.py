@@ -122,6 +122,7 @@ import numpy as np
 import pandas as pd
 
 from battery_pipeline.science.cycle_classes import CLASS_COLUMNS, classify_cycles
+from battery_pipeline.science.schema import float_values
 
 CYCLE_FEATURE_COLUMNS: list[str] = [
     "cell_id",
@@ -467,13 +468,6 @@ def _step_codes(column: pd.Series) -> np.ndarray:
     return out
 
 
-def _float(frame: pd.DataFrame, name: str) -> np.ndarray:
-    column = frame[name]
-    if column.dtype == np.float64:
-        return column.to_numpy()  # no copy (to_numpy with na_value would copy)
-    return column.to_numpy(dtype="float64", na_value=np.nan)
-
-
 @dataclass
 class _Arrays:
     """One cell's sample arrays, grouped by cycle (rows of a cycle contiguous, in time order)."""
@@ -539,9 +533,9 @@ def _load(frame: pd.DataFrame, config: FeatureConfig) -> _Arrays:
         return values if order is None else values[order]
 
     cycle = col(cycle)
-    t = col(_float(frame, "time_s"))
-    v = col(_float(frame, "voltage_v"))
-    i = col(_float(frame, "current_a"))
+    t = col(float_values(frame, "time_s"))
+    v = col(float_values(frame, "voltage_v"))
+    i = col(float_values(frame, "current_a"))
     n = len(t)
     for name, values in (("time_s", t), ("voltage_v", v), ("current_a", i)):
         if not np.isfinite(values).all():
@@ -571,8 +565,8 @@ def _load(frame: pd.DataFrame, config: FeatureConfig) -> _Arrays:
         t=t,
         v=v,
         i=i,
-        temp=col(_float(frame, "temperature_c")),
-        ir=col(_float(frame, "internal_resistance_ohm")),
+        temp=col(float_values(frame, "temperature_c")),
+        ir=col(float_values(frame, "internal_resistance_ohm")),
         step_type=col(_step_codes(frame["step_type"])),
         step_index=step_index,
         gap_s=gap_s,

@@ -20,6 +20,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 from pandera.typing.pandas import Series
@@ -84,6 +85,14 @@ SAMPLE_COLUMNS: list[str] = list(CellCycleSample.to_schema().columns)
 # Low-cardinality text columns, held as pandas Categorical in memory: a 20 M-row frame then
 # costs a few bytes per row for them instead of a Python object each.
 STRING_COLUMNS = ("cell_id", "step_type", "source_file")
+
+def float_values(frame: pd.DataFrame, name: str) -> np.ndarray:
+    """A numeric column as float64 with NaN for nulls; a view, not a copy, when it already is."""
+    column = frame[name]
+    if column.dtype == np.float64:
+        return column.to_numpy()  # to_numpy with na_value would copy
+    return column.to_numpy(dtype="float64", na_value=np.nan)
+
 
 def column_differences(frame: pd.DataFrame) -> tuple[list[str], list[str]]:
     """(missing, unexpected) columns of a frame against the canonical sample columns."""

@@ -14,10 +14,16 @@ The seed's data rules on sampling gaps and outliers (`science.sample_quality`) r
 gaps of under 5 samples are interpolated (and every interpolated value is recorded in the flag
 ledger, `ValidationResult.flags`), cycles with over 10 % of their samples missing are quarantined
 whole (`cycle_incomplete`), and 3-sigma outliers are flagged in the ledger, never dropped.
+
+Speed (benchmarks/ingest.py): no Python loop over rows and no copy of a clean frame. Pandera
+validates only the rows that a vectorized screen of the schema's own checks (`_schema_suspects`)
+says can fail, so its failure cases are the same as over the whole frame; the outlier medians
+run on array views (`sample_quality`).
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,6 +39,7 @@ from battery_pipeline.science.schema import (
     TEMPERATURE_RANGE_C,
     CellCycleSample,
     column_differences,
+    float_values,
 )
 
 RULE_ORDER = (
@@ -159,10 +166,10 @@ def validate_samples(
 
     _schema_failures(frame, reject)
 
-    time_s = frame["time_s"].to_numpy(dtype="float64", na_value=np.nan)
-    voltage = frame["voltage_v"].to_numpy(dtype="float64", na_value=np.nan)
-    current = frame["current_a"].to_numpy(dtype="float64", na_value=np.nan)
-    temperature = frame["temperature_c"].to_numpy(dtype="float64", na_value=np.nan)
+    time_s = float_values(frame, "time_s")
+    voltage = float_values(frame, "voltage_v")
+    current = float_values(frame, "current_a")
+    temperature = float_values(frame, "temperature_c")
     cycle = frame["cycle_number"].to_numpy()
     step = frame["step_index"].to_numpy()
 
@@ -268,8 +275,9 @@ def validate_samples(
     )
     fills += _temperature_fills(temperature, time_s, segment, blocked, rejected, rules.max_gap_points)
     if not rejected.any() and not fills:  # the common case: no copy of a large frame
-        valid = frame[SAMPLE_COLUMNS]
-        flags = _flags(valid, np.arange(n), np.arange(n), fills, rules)
+        # columns already in order (the readers' contract): a new frame on the same arrays
+        valid = frame.copy(deep=False) if list(frame.columns) == SAMPLE_COLUMNS else frame[SAMPLE_COLUMNS]
+        flags = _flags(valid, None, None, fills, rules)
         return ValidationResult(valid=valid, quarantined=_empty_quarantine(frame), flags=flags,
                                 missing_by_cycle=missing_by_cycle)
     if not rejected.any():
@@ -334,7 +342,9 @@ def _flags(valid: pd.DataFrame, position_in_valid: np.ndarray, original_position
     `position_in_valid[i]`: where raw row i is in `valid`; `original_position[j]`: the raw row of
     valid row j."""
     parts = []
-    interpolated = np.zeros(len(valid), dtype=bool)
+    if position_in_valid is None:  # nothing rejected: raw row i is valid row i
+        position_in_valid = original_position = np.arange(len(valid))
+    interpolated = np.zeros(len(valid), dtype=bool) if fills else None
     for fill in fills:
         rows = position_in_valid[fill.rows]
         interpolated[rows] = True
@@ -344,12 +354,14 @@ def _flags(valid: pd.DataFrame, position_in_valid: np.ndarray, original_position
     if len(valid):
         # a rejected sample between two valid ones breaks the segment: its neighbours were not
         # logged next to each other
-        after_hole = np.zeros(len(valid), dtype=bool)
-        after_hole[1:] = np.diff(original_position) > 1
         cycle = valid["cycle_number"].to_numpy()
-        segment = sample_quality.segment_breaks(cycle, valid["step_index"].to_numpy()) + np.cumsum(after_hole)
+        segment = sample_quality.segment_breaks(cycle, valid["step_index"].to_numpy())
+        if len(original_position) and original_position[-1] != len(original_position) - 1:
+            after_hole = np.zeros(len(valid), dtype=bool)
+            after_hole[1:] = np.diff(original_position) > 1
+            segment += np.cumsum(after_hole)
         for column in sample_quality.OUTLIER_CHANNELS:
-            values = valid[column].to_numpy(dtype="float64", na_value=np.nan)
+            values = float_values(valid, column)
             rows, reference, score, sigma = sample_quality.outliers(
                 values, segment, rules.outlier_sigma, sample_quality.SIGMA_FLOOR[column], exclude=interpolated
             )
@@ -372,7 +384,67 @@ def _fill_details(valid: pd.DataFrame, position_in_valid: np.ndarray, fill) -> l
     ]
 
 
+_SCHEMA = CellCycleSample.to_schema()
+
+
+def _check_fails(check, values: np.ndarray) -> np.ndarray | None:
+    """Where a pandera row check of the schema fails on non-null `values` (None: a check this
+    screen does not know, so pandera must see every row)."""
+    stats = check.statistics
+    if check.name == "greater_than_or_equal_to":
+        return ~(values >= stats["min_value"])
+    if check.name == "isin":
+        return ~np.isin(values, list(stats["allowed_values"]))
+    if check.name == "str_matches":
+        pattern = re.compile(stats["pattern"])
+        return np.array([pattern.match(v) is None for v in values], dtype=bool)
+    return None
+
+
+def _schema_suspects(frame: pd.DataFrame) -> np.ndarray | None:
+    """Rows that may fail a row-level check of `CellCycleSample` (a superset: pandera judges
+    them), from vectorized checks on the numbers and on the categories of the text columns. None
+    when a column is not of the dtype the screen expects, or a check is unknown: then pandera
+    validates every row itself."""
+    suspect = np.zeros(len(frame), dtype=bool)
+    for name, column in _SCHEMA.columns.items():
+        series = frame[name]
+        if isinstance(series.dtype, pd.CategoricalDtype):
+            categories = series.cat.categories
+            if categories.dtype != object or not all(isinstance(c, str) for c in categories):
+                return None
+            bad = np.zeros(len(categories) + 1, dtype=bool)  # the last entry: code -1 (null)
+            bad[-1] = not column.nullable
+            values = categories.to_numpy()
+            for check in column.checks:
+                fails = _check_fails(check, values)
+                if fails is None:
+                    return None
+                bad[:-1] |= fails
+            if bad.any():
+                suspect |= bad[series.cat.codes.to_numpy()]
+        elif str(series.dtype) == str(column.dtype) and series.dtype.kind in "if":
+            values = series.to_numpy()
+            null = np.isnan(values) if values.dtype.kind == "f" else None
+            if null is not None and not column.nullable:
+                suspect |= null
+            for check in column.checks:
+                fails = _check_fails(check, values)
+                if fails is None:
+                    return None
+                suspect |= fails if null is None else fails & ~null
+        else:
+            return None
+    return suspect
+
+
 def _failure_cases(frame: pd.DataFrame) -> pd.DataFrame | None:
+    # pandera over millions of rows is the slow part of validation: a vectorized screen picks the
+    # rows that can fail, and pandera validates just those (with zero rows it still checks the
+    # columns' dtypes and order), so the failure cases are pandera's own, row for row
+    suspects = _schema_suspects(frame)
+    if suspects is not None:
+        frame = frame.iloc[np.flatnonzero(suspects)]
     try:
         # inplace: pandera would otherwise copy (and consolidate) the whole frame first
         CellCycleSample.validate(frame, lazy=True, inplace=True)
@@ -423,13 +495,19 @@ def _schema_failures(frame: pd.DataFrame, reject) -> None:
     reject(mask, "schema", lambda rows: per_row["message"].reindex(np.flatnonzero(rows)).to_numpy())
 
 
+def _usable(usable: np.ndarray) -> np.ndarray:
+    """Positions of the usable rows; a range (no index arrays) when all are."""
+    return np.arange(len(usable)) if usable.all() else np.flatnonzero(usable)
+
+
 def _duplicates(cycle: np.ndarray, time_s: np.ndarray, usable: np.ndarray) -> np.ndarray:
     """Later copies of a (cycle, time) pair seen before among usable rows."""
-    idx = np.flatnonzero(usable)
+    idx = _usable(usable)
     out = np.zeros(len(cycle), dtype=bool)
     if len(idx) < 2:
         return out
-    c, t = cycle[idx], time_s[idx]
+    every = len(idx) == len(cycle)
+    c, t = (cycle, time_s) if every else (cycle[idx], time_s[idx])
     ordered = np.all((c[1:] > c[:-1]) | ((c[1:] == c[:-1]) & (t[1:] >= t[:-1])))
     if ordered:  # the usual case: O(n), duplicates are neighbours
         same = (c[1:] == c[:-1]) & (t[1:] == t[:-1])
@@ -442,12 +520,12 @@ def _duplicates(cycle: np.ndarray, time_s: np.ndarray, usable: np.ndarray) -> np
 
 def _time_going_backwards(time_s: np.ndarray, usable: np.ndarray):
     """Usable rows whose time is below the running maximum of the usable rows before them."""
-    idx = np.flatnonzero(usable)
+    idx = _usable(usable)
     backwards = np.zeros(len(time_s), dtype=bool)
     previous_max = np.full(len(time_s), np.nan)
     if len(idx) < 2:
         return backwards, previous_max
-    t = time_s[idx]
+    t = time_s if len(idx) == len(time_s) else time_s[idx]
     running = np.maximum.accumulate(t)
     before = np.concatenate([[-np.inf], running[:-1]])
     bad = t < before

@@ -15,11 +15,14 @@ forked so the frame is shared):
   * the pandas baseline: the same summary features with the same definitions, written as a
     typical analyst would, `df.groupby(['cell_id', 'cycle_number']).apply(per-cycle function)`
     using pandas/numpy/scipy inside each group (shift/where for the intervals, scipy.stats
-    skew/kurtosis, np.histogram, np.polyfit, Series.median). If the pandas run would exceed
+    skew/kurtosis, np.histogram, np.polyfit, Series.median, cumsum/cummax over the charge and
+    over each discharge run for the charge-window and early-discharge features), and the cycle
+    classes from `classify_cycles` on its own per-cycle table. If the pandas run would exceed
     `--pandas-budget-s` on all cells (estimated from the first cell), it runs on a subset of
     cells and the figure is extrapolated (printed as such).
-The two summary outputs are compared column by column to show they are the same features.
-Prints samples/s for each, the ratios, and peak memory (ru_maxrss of the parent and workers).
+The two summary outputs are compared column by column (and the cycle classes row by row) to
+show they are the same features. Prints the git commit measured, samples/s for each, the
+ratios, and peak memory (ru_maxrss of the parent and workers).
 """
 
 from __future__ import annotations
@@ -38,7 +41,9 @@ import scipy.stats
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from battery_pipeline.provenance import code_version  # noqa: E402
 from battery_pipeline.science import synth  # noqa: E402
+from battery_pipeline.science.cycle_classes import CLASS_COLUMNS, classify_cycles  # noqa: E402
 from battery_pipeline.science.validation import as_categorical  # noqa: E402
 from battery_pipeline.science.features import (  # noqa: E402
     CYCLE_FEATURE_COLUMNS,
@@ -51,6 +56,7 @@ from battery_pipeline.science.features import (  # noqa: E402
 SUMMARY_COLUMNS = [
     c for c in CYCLE_FEATURE_COLUMNS if c not in DELTA_Q_COLUMNS + DQDV_COLUMNS + ["re_ohm", "rct_ohm"]
 ]
+NUMERIC_SUMMARY = [c for c in SUMMARY_COLUMNS[2:] if c not in CLASS_COLUMNS]
 NOMINAL_AH = {"NMC": synth.NMC.nominal_capacity_ah, "LFP": synth.LFP.nominal_capacity_ah}
 
 _FRAMES: list[pd.DataFrame] = []  # one per cell, shared with forked workers
@@ -58,6 +64,15 @@ _FRAMES: list[pd.DataFrame] = []  # one per cell, shared with forked workers
 
 def nominal_of(cell_id: str) -> float:
     return next(v for k, v in NOMINAL_AH.items() if f"_{k}_" in cell_id)
+
+
+def measured_commit() -> str:
+    """Short hash of the checkout, "+dirty" with uncommitted changes to tracked files."""
+    version = code_version()
+    if not version.startswith("git:"):
+        return version
+    commit = version.removeprefix("git:")
+    return commit[:7] + ("+dirty" if commit.endswith("+dirty") else "")
 
 
 def peak_mb(who=resource.RUSAGE_SELF) -> float:
@@ -143,6 +158,7 @@ def pandas_cycle(g: pd.DataFrame, gap_s: float, nominal: float) -> pd.Series:
     }
     r["coulombic_efficiency"] = r["discharge_capacity_ah"] / r["charge_capacity_ah"]
     r["energy_efficiency"] = r["discharge_energy_wh"] / r["charge_energy_wh"]
+    r["discharge_current_mean_a"] = q_dis * 3600 / t_dis if t_dis > 0 else np.nan
     charge = g[g["step_type"] == "charge"]
     discharge = g[g["step_type"] == "discharge"]
     r["discharge_end_voltage_v"] = discharge["voltage_v"].iloc[-1] if len(discharge) else np.nan
@@ -156,6 +172,7 @@ def pandas_cycle(g: pd.DataFrame, gap_s: float, nominal: float) -> pd.Series:
     r["temperature_rise_c"] = temp.max() - first.iloc[0] if len(first) else np.nan
     # CC / CV
     cv = pd.Series(False, index=g.index)
+    i_cc = np.nan
     if len(charge):
         band = charge["voltage_v"] >= charge["voltage_v"].max() - CFG.cv_voltage_tolerance_v
         i_cc = charge.loc[band, "current_a"].iloc[0]
@@ -168,6 +185,8 @@ def pandas_cycle(g: pd.DataFrame, gap_s: float, nominal: float) -> pd.Series:
     r["cv_charge_time_s"] = t_cv if has_chg else np.nan
     r["cc_charge_capacity_ah"] = q_chg - q_cv if has_chg else np.nan
     r["cv_charge_capacity_ah"] = q_cv if has_chg else np.nan
+    r.update(pandas_charge_shape(charge, cv, (w * chg)[charge.index], i_int[charge.index], i_cc))
+    r.update(pandas_early_discharge(g, w, i_int))
     # DCIR: steps into this cycle's samples, from the previous sample of the cell
     step_thr = max(CFG.dcir_min_current_step_a, CFG.dcir_min_current_step_c_rate * nominal)
     di = i - g["prev_current_a"]
@@ -193,6 +212,71 @@ def pandas_cycle(g: pd.DataFrame, gap_s: float, nominal: float) -> pd.Series:
     return pd.Series(r)
 
 
+def _first_crossing(acc: pd.Series, x: pd.Series, level: float, allowed: pd.Series) -> float:
+    """x interpolated where the running maximum acc first reaches level (not at the first
+    sample, and only at an allowed sample)."""
+    reached = np.flatnonzero((acc >= level).to_numpy())
+    if not len(reached) or reached[0] == 0 or not allowed.iloc[reached[0]]:
+        return np.nan
+    b = reached[0]
+    frac = (level - acc.iloc[b - 1]) / (acc.iloc[b] - acc.iloc[b - 1])
+    return x.iloc[b - 1] + frac * (x.iloc[b] - x.iloc[b - 1])
+
+
+def pandas_charge_shape(charge: pd.DataFrame, cv: pd.Series, w_chg: pd.Series, i_int: pd.Series, i_cc: float) -> dict:
+    """charge_start_voltage_v, cc_window_*, cv_current_decay_s over the cycle's charge samples."""
+    names = ("charge_start_voltage_v", "cc_window_time_s", "cc_window_charge_ah", "cv_current_decay_s")
+    if not len(charge):
+        return dict.fromkeys(names, np.nan)
+    out = {"charge_start_voltage_v": charge["voltage_v"].iloc[0]}
+    # charge time and Ah integrated before each charge sample
+    cum_t = w_chg.cumsum() - w_chg
+    dq = i_int * w_chg / 3600
+    cum_q = dq.cumsum() - dq
+    acc = charge["voltage_v"].cummax()
+    cc = ~cv[charge.index]
+    lo, hi = sorted(CFG.charge_window_v)
+    for name, x in (("cc_window_time_s", cum_t), ("cc_window_charge_ah", cum_q)):
+        out[name] = _first_crossing(acc, x, hi, cc) - _first_crossing(acc, x, lo, cc)
+    f0, f1 = sorted(CFG.cv_decay_fractions, reverse=True)
+    times = []
+    for fraction in (f0, f1):
+        hit = cv[charge.index] & (charge["current_a"] <= fraction * i_cc)
+        times.append(cum_t[hit].iloc[0] if hit.any() else np.nan)
+    decay = (times[1] - times[0]) / np.log(f0 / f1)
+    out["cv_current_decay_s"] = decay if decay > 0 else np.nan
+    return out
+
+
+def pandas_early_discharge(g: pd.DataFrame, w: pd.Series, i_int: pd.Series) -> dict:
+    """Voltage and temperature rise early_discharge_s into the cycle's main discharge run (the
+    run of consecutive discharge samples that moves the most Ah)."""
+    out = {"discharge_early_voltage_v": np.nan, "discharge_early_temperature_rise_c": np.nan}
+    is_dis = (g["step_type"] == "discharge").to_numpy()
+    edges = np.flatnonzero(np.diff(np.concatenate([[False], is_dis, [False]])))
+    dq = -i_int * w / 3600
+    best, best_q = None, -np.inf
+    for start, end in zip(edges[::2], edges[1::2]):  # runs [start, end) of discharge samples
+        q = dq.iloc[start : end - 1].sum()  # the run's last interval leaves it
+        if q >= best_q:
+            best, best_q = slice(start, end), q
+    if best is None or best.stop - best.start < max(CFG.min_discharge_samples, 2):
+        return out
+    run = g.iloc[best]
+    w_run = w.iloc[best].copy()
+    w_run.iloc[-1] = 0.0
+    t_run = w_run.cumsum() - w_run
+    reached = np.flatnonzero((t_run >= CFG.early_discharge_s).to_numpy())
+    if not len(reached) or reached[0] == 0:
+        return out
+    b = reached[0]
+    frac = (CFG.early_discharge_s - t_run.iloc[b - 1]) / (t_run.iloc[b] - t_run.iloc[b - 1])
+    v, temp = run["voltage_v"], run["temperature_c"]
+    out["discharge_early_voltage_v"] = v.iloc[b - 1] + frac * (v.iloc[b] - v.iloc[b - 1])
+    out["discharge_early_temperature_rise_c"] = temp.iloc[b - 1] + frac * (temp.iloc[b] - temp.iloc[b - 1]) - temp.iloc[0]
+    return out
+
+
 def pandas_features(cell: pd.DataFrame) -> pd.DataFrame:
     """Plain pandas, one cell: the gap threshold and the previous sample, then groupby.apply."""
     parts = []
@@ -210,7 +294,8 @@ def pandas_features(cell: pd.DataFrame) -> pd.DataFrame:
         parts.append(out.reset_index())
     result = pd.concat(parts, ignore_index=True)
     result["cell_id"] = result["cell_id"].astype(str)
-    return result[SUMMARY_COLUMNS]
+    result["n_samples"] = result["n_samples"].astype("int64")
+    return result.join(classify_cycles(result))[SUMMARY_COLUMNS]
 
 
 def compare(ours: pd.DataFrame, theirs: pd.DataFrame) -> None:
@@ -218,7 +303,7 @@ def compare(ours: pd.DataFrame, theirs: pd.DataFrame) -> None:
     b = theirs.set_index(["cell_id", "cycle_number"])
     a = a.loc[b.index]
     worst = []
-    for col in SUMMARY_COLUMNS[2:]:
+    for col in NUMERIC_SUMMARY:
         x, y = a[col].to_numpy(dtype=float), b[col].to_numpy(dtype=float)
         both_nan = np.isnan(x) & np.isnan(y)
         scale = np.maximum(np.abs(y), 1e-9)
@@ -228,7 +313,9 @@ def compare(ours: pd.DataFrame, theirs: pd.DataFrame) -> None:
     print("  same features? largest relative differences ours vs pandas:")
     for value, col in worst[:4]:
         print(f"    {col:<32} {value:.2e}")
-    print(f"    (all {len(worst)} summary columns within {worst[0][0]:.1e})")
+    print(f"    (all {len(worst)} numeric summary columns within {worst[0][0]:.1e})")
+    same_class = (a["cycle_class"].to_numpy() == b["cycle_class"].to_numpy()).mean()
+    print(f"    cycle_class equal on {same_class:.1%} of {len(b):,} cycles")
 
 
 # ------------------------------------------------------------------------------------------
@@ -241,6 +328,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--pandas-budget-s", type=float, default=600.0)
     args = parser.parse_args()
+    print(f"measured commit: {measured_commit()}")
 
     started = time.perf_counter()
     for frame in synth.iter_benchmark_frames(args.samples, n_cells=args.cells):

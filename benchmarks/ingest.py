@@ -8,8 +8,8 @@ then store raw, validated and quarantined rows with `Warehouse.replace_partition
 `--workers` processes (the multiprocess executor runs partitions side by side); DuckDB writes are
 serialized by a lock, as the `duckdb` pool of one slot serializes them in Dagster.
 
-Prints samples/s for the whole run and per stage, and peak memory (max RSS of the parent and of
-the busiest worker, and their sum). Generating the dataset is not timed.
+Prints the git commit measured, samples/s for the whole run and per stage, and peak memory (max
+RSS of the parent and of the busiest worker, and their sum). Generating the dataset is not timed.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from battery_pipeline.provenance import code_version  # noqa: E402
 from battery_pipeline.resources import Warehouse  # noqa: E402
 from battery_pipeline.science import synth  # noqa: E402
 from battery_pipeline.science.readers import detect_format  # noqa: E402
@@ -86,6 +87,9 @@ def main() -> None:
     parser.add_argument("--no-store", action="store_true", help="read and validate only (no DuckDB)")
     parser.add_argument("--keep", help="write the generated files and warehouse here instead of a temp dir")
     args = parser.parse_args()
+    version = code_version()  # "git:<commit>[+dirty]"
+    commit = version.removeprefix("git:")
+    print(f"measured commit: {commit[:7] + ('+dirty' if commit.endswith('+dirty') else '') if version.startswith('git:') else version}")
 
     workdir = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="ingest-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)

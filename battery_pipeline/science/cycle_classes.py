@@ -42,6 +42,11 @@ import pandas as pd
 
 CYCLE_CLASSES = ("full", "partial", "diagnostic", "formation", "rest_only")
 CLASS_COLUMNS = ["cycle_class", "cycle_class_reason"]
+# The per-cycle columns the rules read (a table may lack some; see `_classify_cell`).
+CLASS_INPUT_COLUMNS = (
+    "discharge_capacity_ah", "charge_capacity_ah", "discharge_current_mean_a",
+    "discharge_end_voltage_v", "charge_end_voltage_v",
+)
 
 
 @dataclass(frozen=True)
@@ -81,7 +86,11 @@ class CycleClassConfig:
 def _column(frame: pd.DataFrame, name: str) -> np.ndarray | None:
     if name not in frame.columns:
         return None
-    values = pd.to_numeric(frame[name], errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+    column = frame[name]
+    if column.dtype == np.float64:
+        values = column.to_numpy()
+    else:
+        values = pd.to_numeric(column, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
     return values if np.isfinite(values).any() else None
 
 
@@ -239,6 +248,13 @@ def classify_cycles(cycles: pd.DataFrame, config: CycleClassConfig = CycleClassC
     many; same index and order as the input)."""
     if "cell_id" not in cycles.columns or "cycle_number" not in cycles.columns:
         raise ValueError(f"cycles needs cell_id and cycle_number (has {list(cycles.columns)})")
+    cell_ids = cycles["cell_id"].astype(str).to_numpy()
+    if len(cycles) and (cell_ids == cell_ids[0]).all():  # one cell (features, per partition): no groupby
+        cycle = cycles["cycle_number"].to_numpy()
+        ordered = cycles if (cycle[1:] >= cycle[:-1]).all() else cycles.sort_values("cycle_number", kind="stable")
+        klass, reason = _classify_cell(ordered, config)
+        out = pd.DataFrame({"cycle_class": klass, "cycle_class_reason": reason}, index=ordered.index)
+        return out if ordered is cycles else out.loc[cycles.index]
     out = pd.DataFrame({"cycle_class": pd.Series(dtype=object), "cycle_class_reason": pd.Series(dtype=object)},
                        index=cycles.index)
     for _, cell in cycles.groupby(cycles["cell_id"].astype(str), sort=False):

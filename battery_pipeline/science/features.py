@@ -121,7 +121,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from battery_pipeline.science.cycle_classes import CLASS_COLUMNS, classify_cycles
+from battery_pipeline.science.cycle_classes import CLASS_COLUMNS, CLASS_INPUT_COLUMNS, classify_cycles
 from battery_pipeline.science.schema import float_values
 
 CYCLE_FEATURE_COLUMNS: list[str] = [
@@ -419,8 +419,9 @@ def _moments(x: np.ndarray, starts: np.ndarray, counts: np.ndarray):
     return mean, std, skew, kurt, d
 
 
-def _entropy(x: np.ndarray, starts, counts, bins: int) -> np.ndarray:
-    """Shannon entropy (nats) of an equal-width `bins` histogram over each segment's range."""
+def _entropy(x: np.ndarray, starts, counts, bins: int, offset: np.ndarray | None = None) -> np.ndarray:
+    """Shannon entropy (nats) of an equal-width `bins` histogram over each segment's range.
+    `offset`: segment index x bins per value (computed here if not given)."""
     n_groups = len(counts)
     out = np.full(n_groups, np.nan)
     if x.size == 0:
@@ -434,7 +435,7 @@ def _entropy(x: np.ndarray, starts, counts, bins: int) -> np.ndarray:
     b = (x - np.repeat(lo, counts)) * np.repeat(scale, counts)
     b = b.astype(np.int64)
     np.minimum(b, bins - 1, out=b)
-    b += np.repeat(np.arange(n_groups, dtype=np.int64) * bins, counts)
+    b += np.repeat(np.arange(n_groups, dtype=np.int64) * bins, counts) if offset is None else offset
     hist = np.bincount(b, minlength=n_groups * bins).reshape(n_groups, bins)
     with np.errstate(invalid="ignore", divide="ignore"):
         p = hist / counts[:, None].astype("float64")
@@ -511,7 +512,7 @@ class _Cell:
     w: np.ndarray  # effective interval length j -> j+1 (0 if not integrated), padded to n
     i_mid: np.ndarray  # current over interval j -> j+1 (see `_interval_values`)
     step_change: np.ndarray  # interval j -> j+1 crosses a step_index change, padded to n
-    boundary: np.ndarray  # step changes booked to the later sample (see `_interval_values`)
+    boundary: np.ndarray  # positions of the step changes booked to the later sample (`_interval_values`)
 
     @property
     def n_cycles(self) -> int:
@@ -595,7 +596,7 @@ def _block(arrays: _Arrays, c0: int, c1: int) -> _Cell:
     valid[-1:] = False  # the pad
     valid &= ~is_gap
     w = dt * valid  # dt is finite: a multiply is ~4x cheaper than np.where
-    boundary = step_change if arrays.step_end_logging else np.zeros(n, dtype=bool)
+    boundary = np.flatnonzero(step_change) if arrays.step_end_logging else np.zeros(0, dtype=np.int64)
     return _Cell(
         starts=starts,
         counts=counts,
@@ -629,16 +630,17 @@ def _blocks(arrays: _Arrays, block_samples: int):
         yield _block(arrays, int(c0), int(c1))
 
 
-def _interval_values(x: np.ndarray, step_change: np.ndarray) -> np.ndarray:
+def _interval_values(x: np.ndarray, change: np.ndarray) -> np.ndarray:
     """Value of x over each interval j -> j+1 (padded to n): the trapezoid mean inside a step,
     the later sample's value across a step change (a cycler logs a step's last point when the
-    step ends, so the interval up to the new step's first point belongs to the new step)."""
-    out = np.zeros(len(x))
+    step ends, so the interval up to the new step's first point belongs to the new step).
+    `change`: positions j whose interval crosses such a step change."""
+    out = np.empty(len(x))
+    out[-1:] = 0.0
     if len(x) < 2:
         return out
     np.add(x[1:], x[:-1], out=out[:-1])
     out *= 0.5
-    change = np.flatnonzero(step_change)
     out[change] = x[change + 1]
     return out
 
@@ -747,15 +749,16 @@ def _summary(cell: _Cell, nominal_capacity_ah: float | None, config: FeatureConf
     if chg_idx.size > 1:
         np.logical_and(cv_c[1:], cv_c[:-1], out=cv_pair[:-1])
         cv_pair[:-1] &= chg_idx[1:] == chg_idx[:-1] + 1
-    w_cv = w_chg[chg_idx] * cv_pair
+    w_c, imid_c = w_chg[chg_idx], i_mid[chg_idx]  # gathered once, shared with _charge_shape
+    w_cv = w_c * cv_pair
     t_cv = _seg_sum(w_cv, s_c, n_c)
-    q_cv = _seg_sum(i_mid[chg_idx] * w_cv, s_c, n_c) / 3600.0
+    q_cv = _seg_sum(imid_c * w_cv, s_c, n_c) / 3600.0
     out["cc_charge_time_s"] = np.where(has_chg, t_chg - t_cv, np.nan)
     out["cv_charge_time_s"] = np.where(has_chg, t_cv, np.nan)
     out["cc_charge_capacity_ah"] = np.where(has_chg, q_chg - q_cv, np.nan)
     out["cv_charge_capacity_ah"] = np.where(has_chg, q_cv, np.nan)
 
-    out.update(_charge_shape(cell, chg_idx, s_c, n_c, cv_c, i_cc, w_chg, config))
+    out.update(_charge_shape(v_c, i_c, w_c, imid_c, s_c, n_c, cv_c, i_cc, config))
 
     # --- resistances (resistance_dcir_ohm: cell-level, see `_dcir`) ---------------------------
     ir = cell.ir
@@ -775,6 +778,8 @@ def _summary(cell: _Cell, nominal_capacity_ah: float | None, config: FeatureConf
     with np.errstate(invalid="ignore", divide="ignore"):
         t_d = t_c - np.repeat(_seg_sum(t_c, s_c, n_c) / n_c, n_c)
     t_ss = _seg_sum(t_d * t_d, s_c, n_c)
+    # each charge sample's histogram counter block, shared by the voltage and current entropies
+    bin_offset = np.repeat(np.arange(len(n_c), dtype=np.int64) * bins, n_c)
     for prefix, x in (("charge_voltage", v_c), ("charge_current", i_c)):
         mean, std, skew, kurt, d = _moments(x, s_c, n_c)
         unit = "_v" if prefix == "charge_voltage" else "_a"
@@ -787,40 +792,42 @@ def _summary(cell: _Cell, nominal_capacity_ah: float | None, config: FeatureConf
             slope = np.where(t_ss > 0, _seg_sum(t_d * d, s_c, n_c) / t_ss, np.nan)
         slope[n_c < 2] = np.nan
         out[f"{prefix}_slope{unit}_per_s"] = slope
-        out[f"{prefix}_entropy"] = _entropy(x, s_c, n_c, bins)
+        out[f"{prefix}_entropy"] = _entropy(x, s_c, n_c, bins, bin_offset)
     return out
 
 
-def _crossing(level, acc, x, s_c, n_c, allowed=None):
-    """Per segment: x interpolated where the running maximum `acc` first reaches `level`, NaN
-    when it never does or already starts at/above it (or the crossing sample is not `allowed`)."""
-    out = np.full(len(n_c), np.nan)
+def _crossings(level, acc, s_c, n_c, allowed, *series):
+    """Per segment and for each of `series`: its value interpolated where the running maximum
+    `acc` first reaches `level`, NaN when it never does or already starts at/above it (or the
+    crossing sample is not `allowed`)."""
     first = _first_index_in_segments(np.flatnonzero(acc >= level), s_c, s_c + n_c)
     ok = first > s_c  # found (>= 0) and not the segment's first sample
-    if allowed is not None:
-        ok &= allowed[np.maximum(first, 0)]
+    ok &= allowed[np.maximum(first, 0)]
     b = first[ok]
     a = b - 1
     frac = (level - acc[a]) / (acc[b] - acc[a])  # acc[a] < level <= acc[b]
-    out[ok] = x[a] + frac * (x[b] - x[a])
-    return out
+    results = []
+    for x in series:
+        out = np.full(len(n_c), np.nan)
+        out[ok] = x[a] + frac * (x[b] - x[a])
+        results.append(out)
+    return results
 
 
-def _charge_shape(cell: _Cell, chg_idx, s_c, n_c, cv_c, i_cc, w_chg, config: FeatureConfig) -> dict:
-    """charge_start_voltage_v, cc_window_*, cv_current_decay_s (module docstring)."""
+def _charge_shape(v_c, i_c, w, imid_c, s_c, n_c, cv_c, i_cc, config: FeatureConfig) -> dict:
+    """charge_start_voltage_v, cc_window_*, cv_current_decay_s (module docstring), from the
+    charge samples compressed per cycle (segments s_c, n_c): their voltage, current, charge
+    interval weight and interval current."""
     n_cyc = len(n_c)
     has = n_c > 0
-    v_c = cell.v[chg_idx]
-    i_c = cell.i[chg_idx]
     out = {name: np.full(n_cyc, np.nan) for name in (
         "charge_start_voltage_v", "cc_window_time_s", "cc_window_charge_ah", "cv_current_decay_s")}
-    if chg_idx.size == 0:
+    if v_c.size == 0:
         return out
     out["charge_start_voltage_v"][has] = v_c[s_c[has]]
     # integrated charge time and Ah since the segment's first charge sample (at each sample: the
     # intervals before it; unlogged gaps have weight 0)
-    w = w_chg[chg_idx]
-    dq = cell.i_mid[chg_idx] * w / 3600.0
+    dq = imid_c * w / 3600.0
     base_t, base_q = np.zeros(n_cyc), np.zeros(n_cyc)
     cum_t = np.cumsum(w) - w
     cum_q = np.cumsum(dq) - dq
@@ -828,13 +835,16 @@ def _charge_shape(cell: _Cell, chg_idx, s_c, n_c, cv_c, i_cc, w_chg, config: Fea
     cum_t -= np.repeat(base_t, n_c)
     cum_q -= np.repeat(base_q, n_c)
     # running maximum of the voltage inside each segment, in one accumulate (offset per segment)
-    seg = np.repeat(np.arange(n_cyc, dtype=np.float64), n_c)
-    span = 2.0 * float(v_c.max() - v_c.min()) + 1.0
-    acc = np.maximum.accumulate(v_c + seg * span) - seg * span
+    offset = np.repeat(np.arange(n_cyc, dtype=np.float64), n_c)
+    offset *= 2.0 * float(v_c.max() - v_c.min()) + 1.0
+    acc = np.maximum.accumulate(v_c + offset)
+    acc -= offset
     lo, hi = sorted(float(x) for x in config.charge_window_v)
     cc = ~cv_c
-    out["cc_window_time_s"] = _crossing(hi, acc, cum_t, s_c, n_c, cc) - _crossing(lo, acc, cum_t, s_c, n_c, cc)
-    out["cc_window_charge_ah"] = _crossing(hi, acc, cum_q, s_c, n_c, cc) - _crossing(lo, acc, cum_q, s_c, n_c, cc)
+    t_hi, q_hi = _crossings(hi, acc, s_c, n_c, cc, cum_t, cum_q)
+    t_lo, q_lo = _crossings(lo, acc, s_c, n_c, cc, cum_t, cum_q)
+    out["cc_window_time_s"] = t_hi - t_lo
+    out["cc_window_charge_ah"] = q_hi - q_lo
     # CV current decay: first CV sample at or below each fraction of the CC current
     f0, f1 = sorted((float(x) for x in config.cv_decay_fractions), reverse=True)
     i_ref = np.repeat(i_cc, n_c)
@@ -1243,6 +1253,10 @@ def _split_cells(samples: pd.DataFrame):
         yield frame
 
 
+# what classify_cycles reads of the per-cycle table
+_CLASS_INPUTS = ("cell_id", "cycle_number", *CLASS_INPUT_COLUMNS)
+
+
 def _empty_features() -> pd.DataFrame:
     frame = pd.DataFrame({c: pd.Series(dtype="float64") for c in CYCLE_FEATURE_COLUMNS})
     return frame.astype({"cell_id": object, "cycle_number": "int64", "n_samples": "int64",
@@ -1275,8 +1289,10 @@ def _cell_feature_frame(frame, nominal_capacity_ah, impedance, config) -> pd.Dat
     values.update(_curve_features(curves, config, n_cyc))
     values["cell_id"] = np.full(n_cyc, arrays.cell_id, dtype=object)
     values["cycle_number"] = arrays.cycles
-    frame = pd.DataFrame({c: values[c] for c in CYCLE_FEATURE_COLUMNS if c not in CLASS_COLUMNS})
-    return frame.join(classify_cycles(frame))[CYCLE_FEATURE_COLUMNS]
+    # the classes need a few columns only; the frame is then built once, in column order
+    classes = classify_cycles(pd.DataFrame({c: values[c] for c in _CLASS_INPUTS}))
+    values.update({c: classes[c].to_numpy() for c in CLASS_COLUMNS})
+    return pd.DataFrame({c: values[c] for c in CYCLE_FEATURE_COLUMNS})
 
 
 def compute_cycle_features(

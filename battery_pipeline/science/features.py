@@ -796,22 +796,27 @@ def _summary(cell: _Cell, nominal_capacity_ah: float | None, config: FeatureConf
     return out
 
 
-def _crossings(level, acc, s_c, n_c, allowed, *series):
-    """Per segment and for each of `series`: its value interpolated where the running maximum
-    `acc` first reaches `level`, NaN when it never does or already starts at/above it (or the
-    crossing sample is not `allowed`)."""
+def _sums_before(x: np.ndarray, begin: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """sum(x[begin[k]:positions[k]]) per k, from one reduceat over the few boundaries (a cumsum
+    over all of x is several times slower, and only these prefix sums are ever read)."""
+    if positions.size == 0:
+        return np.zeros(0)
+    bounds = np.unique(np.concatenate([begin, positions]))
+    prefix = np.zeros(bounds.size + 1)
+    np.cumsum(np.add.reduceat(x, bounds), out=prefix[1:])  # prefix[j]: x[bounds[0]:bounds[j]]
+    return prefix[np.searchsorted(bounds, positions)] - prefix[np.searchsorted(bounds, begin)]
+
+
+def _crossing(level, acc, s_c, n_c, allowed):
+    """Per segment, where the running maximum `acc` first reaches `level`: (segments found,
+    sample a before the crossing, fraction of the way from a to a + 1). Not found when it never
+    does, already starts at/above it, or the crossing sample is not `allowed`."""
     first = _first_index_in_segments(np.flatnonzero(acc >= level), s_c, s_c + n_c)
     ok = first > s_c  # found (>= 0) and not the segment's first sample
     ok &= allowed[np.maximum(first, 0)]
     b = first[ok]
     a = b - 1
-    frac = (level - acc[a]) / (acc[b] - acc[a])  # acc[a] < level <= acc[b]
-    results = []
-    for x in series:
-        out = np.full(len(n_c), np.nan)
-        out[ok] = x[a] + frac * (x[b] - x[a])
-        results.append(out)
-    return results
+    return ok, a, (level - acc[a]) / (acc[b] - acc[a])  # acc[a] < level <= acc[b]
 
 
 def _charge_shape(v_c, i_c, w, imid_c, s_c, n_c, cv_c, i_cc, config: FeatureConfig) -> dict:
@@ -825,15 +830,9 @@ def _charge_shape(v_c, i_c, w, imid_c, s_c, n_c, cv_c, i_cc, config: FeatureConf
     if v_c.size == 0:
         return out
     out["charge_start_voltage_v"][has] = v_c[s_c[has]]
-    # integrated charge time and Ah since the segment's first charge sample (at each sample: the
-    # intervals before it; unlogged gaps have weight 0)
+    # Integrated charge time and Ah since the segment's first charge sample, at a sample = the
+    # intervals before it (unlogged gaps have weight 0); read only at the crossings.
     dq = imid_c * w / 3600.0
-    base_t, base_q = np.zeros(n_cyc), np.zeros(n_cyc)
-    cum_t = np.cumsum(w) - w
-    cum_q = np.cumsum(dq) - dq
-    base_t[has], base_q[has] = cum_t[s_c[has]], cum_q[s_c[has]]
-    cum_t -= np.repeat(base_t, n_c)
-    cum_q -= np.repeat(base_q, n_c)
     # running maximum of the voltage inside each segment, in one accumulate (offset per segment)
     offset = np.repeat(np.arange(n_cyc, dtype=np.float64), n_c)
     offset *= 2.0 * float(v_c.max() - v_c.min()) + 1.0
@@ -841,10 +840,15 @@ def _charge_shape(v_c, i_c, w, imid_c, s_c, n_c, cv_c, i_cc, config: FeatureConf
     acc -= offset
     lo, hi = sorted(float(x) for x in config.charge_window_v)
     cc = ~cv_c
-    t_hi, q_hi = _crossings(hi, acc, s_c, n_c, cc, cum_t, cum_q)
-    t_lo, q_lo = _crossings(lo, acc, s_c, n_c, cc, cum_t, cum_q)
-    out["cc_window_time_s"] = t_hi - t_lo
-    out["cc_window_charge_ah"] = q_hi - q_lo
+    window = {}
+    for level in (lo, hi):
+        ok, a, frac = _crossing(level, acc, s_c, n_c, cc)
+        for name, x in (("time", w), ("charge", dq)):
+            value = np.full(n_cyc, np.nan)
+            value[ok] = _sums_before(x, s_c[ok], a) + frac * x[a]  # x[a]: the interval a -> a + 1
+            window[name, level] = value
+    out["cc_window_time_s"] = window["time", hi] - window["time", lo]
+    out["cc_window_charge_ah"] = window["charge", hi] - window["charge", lo]
     # CV current decay: first CV sample at or below each fraction of the CC current
     f0, f1 = sorted((float(x) for x in config.cv_decay_fractions), reverse=True)
     i_ref = np.repeat(i_cc, n_c)
@@ -853,7 +857,10 @@ def _charge_shape(v_c, i_c, w, imid_c, s_c, n_c, cv_c, i_cc, config: FeatureConf
         with np.errstate(invalid="ignore"):
             hit = np.flatnonzero(cv_c & (i_c <= fraction * i_ref))
         first = _first_index_in_segments(hit, s_c, s_c + n_c)
-        times.append(np.where(first >= 0, cum_t[np.maximum(first, 0)], np.nan))
+        found = first >= 0
+        at = np.full(n_cyc, np.nan)
+        at[found] = _sums_before(w, s_c[found], first[found])
+        times.append(at)
     with np.errstate(invalid="ignore"):
         decay = (times[1] - times[0]) / np.log(f0 / f1)
     out["cv_current_decay_s"] = np.where(decay > 0, decay, np.nan)

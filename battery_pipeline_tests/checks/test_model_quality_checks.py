@@ -97,7 +97,7 @@ def test_promotion_gate_rejects_a_candidate_that_loses_to_the_dummy():
 
 
 def test_quick_budget_caps_nested_iteration_parameters():
-    conformal = with_quick_budget(make_estimator("conformal_gbm", "soh"))
+    conformal = with_quick_budget(make_estimator("gradient_boosting", "soh", intervals=True))
     assert conformal.get_params()["estimator__max_iter"] == 30
     lstm = with_quick_budget(make_estimator("lstm", "soh"))
     assert lstm.max_epochs == 3 and lstm.hidden_size == 32  # only iteration-like parameters change

@@ -216,7 +216,7 @@ def test_retraining_on_the_same_data_reproduces_models_and_metrics(trained):
     """Same data, code, parameters and seed: same model ids, same metrics to the last bit. One
     model of each family is retrained (linear, trees, boosting inside a conformal wrapper, LSTM)."""
     tmp, instance, _ = trained
-    again = ["soh_training_set", "soh_ridge_model", "soh_random_forest_model", "soh_conformal_gbm_model", "soh_lstm_model", "rul_lstm_model"]
+    again = ["soh_training_set", "soh_ridge_model", "soh_random_forest_model", "soh_gradient_boosting_model", "soh_lstm_model", "rul_lstm_model"]
     query = "SELECT model_name, model_id, metrics FROM model_registry WHERE current AND model_name IN (SELECT unnest(?)) ORDER BY 1"
     before = read(tmp, query, [again])
     result = dg.materialize(

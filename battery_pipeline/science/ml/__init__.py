@@ -6,7 +6,7 @@ DataFrames with NaNs (`preprocessing`), and are seeded through `random_state`:
   dummy       DummyBaseline                      constant (mean) predictor, the floor
   linear      LinearBaseline, RidgeBaseline      the seed's baseline_lr
   forest      RandomForestBaseline               the seed's baseline_rf
-  boosting    GradientBoostingBaseline, QuantileGradientBoosting
+  boosting    GradientBoostingBaseline
   intervals   ConformalRegressor                 split- or cross-conformal intervals around any model
   lstm        LSTMRegressor                      the seed's baseline_lstm (PyTorch)
   severson    severson_features, SeversonCycleLife   Severson et al. 2019 early-life models

@@ -1,16 +1,12 @@
 """Prediction intervals for any regressor: split conformal and cross-conformal prediction.
 
 `ConformalRegressor(estimator)` holds out a calibration part of the training data, fits a clone
-of `estimator` on the rest, and keeps the sorted nonconformity scores of the calibration rows.
-`predict_interval(X, alpha)` then returns, for any alpha chosen at predict time,
-
-  * method "absolute" (default): [f(x) - q, f(x) + q], score |y - f(x)|;
-  * method "cqr" (conformalized quantile regression, Romano et al. 2019; the estimator must have
-    `predict_interval`, e.g. `boosting.QuantileGradientBoosting`): [lo(x) - q, hi(x) + q], score
-    max(lo(x) - y, y - hi(x)), so the width adapts to x;
-
-with q the ceil((n + 1)(1 - alpha))-th smallest of the n calibration scores (q = +inf when that
-rank exceeds n: too few calibration rows for that alpha, the honest answer is "no bound").
+of `estimator` on the rest, and keeps the sorted nonconformity scores |y - f(x)| of the
+calibration rows. `predict_interval(X, alpha)` then returns, for any alpha chosen at predict
+time, [f(x) - q, f(x) + q] with q the ceil((n + 1)(1 - alpha))-th smallest of the n calibration
+scores (q = +inf when that rank exceeds n: too few calibration rows for that alpha, the honest
+answer is "no bound"). The width is the same for every x (conformalized quantile regression
+would adapt it; the zoo's quantile boosters under-covered unseen cells, see `registry`).
 
 Coverage guarantee (Vovk et al. 2005; Lei et al. 2018): if the calibration rows and a test row
 are exchangeable, P(y in interval) >= 1 - alpha, and <= 1 - alpha + 1/(n + 1) when the scores have
@@ -52,9 +48,6 @@ import numpy as np
 from scipy.sparse import issparse
 from sklearn.base import BaseEstimator, RegressorMixin, clone
 from sklearn.utils.validation import check_is_fitted, column_or_1d
-
-SCORE_METHODS = ("absolute", "cqr")
-
 
 def conformal_quantile(sorted_scores: np.ndarray, alpha: float) -> float:
     """The ceil((n+1)(1-alpha))-th smallest score (1-based), +inf if that exceeds n."""
@@ -133,7 +126,6 @@ class ConformalRegressor(RegressorMixin, BaseEstimator):
         Default miscoverage for `predict_interval` (nominal coverage 1 - alpha).
     calibration_fraction : float, default 0.25
         Share of the cells (with groups) or rows held out for calibration (split conformal).
-    method : {"absolute", "cqr"}, default "absolute"
     random_state : int, default 0
         Seeds the calibration split (the folds with `cv_folds`).
     cv_folds : int or None, default None
@@ -153,14 +145,12 @@ class ConformalRegressor(RegressorMixin, BaseEstimator):
         estimator=None,
         alpha: float = 0.1,
         calibration_fraction: float = 0.25,
-        method: str = "absolute",
         random_state: int = 0,
         cv_folds: int | None = None,
     ):
         self.estimator = estimator
         self.alpha = alpha
         self.calibration_fraction = calibration_fraction
-        self.method = method
         self.random_state = random_state
         self.cv_folds = cv_folds
 
@@ -172,8 +162,6 @@ class ConformalRegressor(RegressorMixin, BaseEstimator):
         return RidgeBaseline()
 
     def fit(self, X, y, groups=None):
-        if self.method not in SCORE_METHODS:
-            raise ValueError(f"method must be one of {SCORE_METHODS}, got {self.method!r}")
         conformal_quantile(np.zeros(1), self.alpha)  # validates alpha before any work
         if issparse(X):
             raise TypeError("sparse input is not supported: pass a dense array or DataFrame")
@@ -188,8 +176,6 @@ class ConformalRegressor(RegressorMixin, BaseEstimator):
             raise ValueError(f"X has {n} rows, y has {len(y)}")
         if not np.isfinite(y).all():
             raise ValueError("y must be finite (drop unlabelled rows first)")
-        if self.method == "cqr" and not hasattr(self._base(), "predict_interval"):
-            raise ValueError("method='cqr' needs an estimator with predict_interval")
         groups_array = None if groups is None else np.asarray(groups)
         self.oof_prediction_ = np.full(n, np.nan)
         self.fold_of_row_ = np.full(n, -1, dtype=np.int64)
@@ -240,9 +226,6 @@ class ConformalRegressor(RegressorMixin, BaseEstimator):
     def _scores(self, X, y: np.ndarray, groups=None, model=None) -> tuple[np.ndarray, np.ndarray]:
         """(nonconformity scores, point predictions) of the rows."""
         point = np.asarray(self._call("predict", X, groups, model), dtype=np.float64)
-        if self.method == "cqr":
-            lower, upper = self._call("predict_interval", X, groups, model)
-            return np.maximum(lower - y, y - upper), point
         return np.abs(y - point), point
 
     def predict(self, X, groups=None) -> np.ndarray:
@@ -254,18 +237,8 @@ class ConformalRegressor(RegressorMixin, BaseEstimator):
         """(lower, upper) with nominal coverage 1 - alpha (default: the `alpha` parameter)."""
         check_is_fitted(self, "estimator_")
         q = conformal_quantile(self.calibration_scores_, self.alpha if alpha is None else alpha)
-        if self.method == "cqr":
-            lower, upper = self._call("predict_interval", X, groups)
-        else:
-            lower = upper = self.predict(X, groups)
-        lower = np.asarray(lower, dtype=np.float64) - q
-        upper = np.asarray(upper, dtype=np.float64) + q
-        if self.method == "cqr" and q < 0:
-            # a negative q (quantile bands too wide on calibration) shrinks the band, possibly
-            # past zero width; an empty interval makes no sense, so collapse it to its midpoint
-            middle = (lower + upper) / 2
-            lower, upper = np.minimum(lower, middle), np.maximum(upper, middle)
-        return lower, upper
+        point = self.predict(X, groups)
+        return point - q, point + q
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

@@ -9,7 +9,6 @@ import pandas as pd
 import pytest
 from sklearn.base import clone
 
-from battery_pipeline.science.ml.boosting import QuantileGradientBoosting
 from battery_pipeline.science.ml.bounds import PHYSICAL_RANGE, clip_to_range
 from battery_pipeline.science.ml.cross_validation import out_of_fold_predictions
 from battery_pipeline.science.ml.datasets import TrainingTable
@@ -103,15 +102,11 @@ def test_every_estimator_is_cross_validated_on_the_same_folds_and_wrappers_fit_n
     refitted = out_of_fold_predictions(RidgeBaseline(), table, seed=3)  # an unwrapped estimator: one fit per fold
     assert not refitted.reused and refitted.fold_cells == reused.fold_cells
     np.testing.assert_allclose(reused.prediction, refitted.prediction)
-    # an estimator with intervals of its own, unwrapped: its folds are fitted here
-    quantile = fit_on(QuantileGradientBoosting(max_iter=10, random_state=3), table)
-    own_intervals = out_of_fold_predictions(quantile, table, seed=3)
-    assert not own_intervals.reused and own_intervals.fold_cells == reused.fold_cells
-    assert (own_intervals.prediction >= 0).all()  # clipped like every published prediction
-    # its folds fit the mean booster alone, which predicts what the quantile model predicts
-    booster = fit_on(make_estimator("conformal_gbm", "rul", seed=3, estimator__max_iter=10), table)
-    np.testing.assert_array_equal(own_intervals.prediction, out_of_fold_predictions(booster, table, seed=3).prediction)
-    np.testing.assert_array_equal(quantile.point_estimator().fit(table.X, table.y).predict(table.X), quantile.predict(table.X))
+    # the booster, refitted per fold unwrapped, predicts what its wrapper's fold models did
+    booster = fit_on(make_estimator("gradient_boosting", "rul", seed=3, intervals=True, max_iter=10), table)
+    unwrapped = out_of_fold_predictions(make_estimator("gradient_boosting", "rul", seed=3, max_iter=10), table, seed=3)
+    assert not unwrapped.reused and (unwrapped.prediction >= 0).all()  # clipped like every published prediction
+    np.testing.assert_array_equal(unwrapped.prediction, out_of_fold_predictions(booster, table, seed=3).prediction)
     other_seed = out_of_fold_predictions(wrapped, table, seed=4)  # other folds: not the wrapper's
     assert not other_seed.reused and other_seed.fold_cells != reused.fold_cells
     unfitted = clone(wrapped)

@@ -25,8 +25,6 @@ from battery_pipeline.science.ml.splits import assert_disjoint, leave_one_cell_o
 FAST = {
     "random_forest": {"n_estimators": 30},
     "gradient_boosting": {"max_iter": 50},
-    "quantile_gbm": {"estimator__max_iter": 50},
-    "conformal_gbm": {"estimator__max_iter": 50},
     # selection scored on 3 folds of at most 1000 rows: it runs 4 times (cross-conformal folds + refit)
     "selected_forest": {"max_folds": 3, "max_rows": 1000},
     "lstm": {"max_epochs": 5, "hidden_size": 16},
@@ -106,16 +104,18 @@ def test_severson_full_model_leave_one_cell_out(fleet_tables):
 
 def test_registry_rules():
     assert set(estimator_names("cycle_life")) == {"severson_variance", "severson_discharge", "severson_full"}
-    assert {"dummy", "linear", "ridge", "random_forest", "gradient_boosting", "quantile_gbm",
-            "conformal_gbm", "lstm"} <= set(estimator_names("soh"))
+    assert {"dummy", "linear", "ridge", "random_forest", "gradient_boosting", "selected_forest",
+            "lstm"} == set(estimator_names("soh"))
     assert make_estimator("random_forest", seed=9).random_state == 9
     assert make_estimator("severson_full", "cycle_life").feature_set == "full"
     wrapped = make_estimator("ridge", intervals=True, seed=4)
     assert isinstance(wrapped, ConformalRegressor) and wrapped.random_state == 4
-    quantile = make_estimator("quantile_gbm", intervals=True)  # its quantile intervals, conformalized
-    assert isinstance(quantile, ConformalRegressor) and quantile.method == "cqr" and quantile.cv_folds == 3
-    conformal = make_estimator("conformal_gbm", seed=2, alpha=0.2, estimator__max_iter=7)
-    assert (conformal.alpha, conformal.estimator.max_iter, conformal.estimator.random_state) == (0.2, 7, 2)
+    # the one booster per task: its intervals are the cross-conformal wrapper's
+    booster = make_estimator("gradient_boosting", seed=2, intervals=True, max_iter=7)
+    assert isinstance(booster, ConformalRegressor) and booster.cv_folds == 3
+    assert (booster.estimator.max_iter, booster.estimator.random_state) == (7, 2)
+    selected = make_estimator("selected_forest", estimator=make_estimator("random_forest"), estimator__n_estimators=7)
+    assert selected.estimator.n_estimators == 7  # "__": a nested estimator's parameter
     with pytest.raises(ValueError, match="unknown estimator"):
         make_estimator("xgboost")
     with pytest.raises(ValueError, match="not 'soh'"):

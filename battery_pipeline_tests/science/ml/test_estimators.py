@@ -9,7 +9,7 @@ from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from battery_pipeline.science.ml.boosting import GradientBoostingBaseline, QuantileGradientBoosting
+from battery_pipeline.science.ml.boosting import GradientBoostingBaseline
 from battery_pipeline.science.ml.dummy import DummyBaseline
 from battery_pipeline.science.ml.forest import RandomForestBaseline
 from battery_pipeline.science.ml.intervals import ConformalRegressor
@@ -24,7 +24,6 @@ FAST = {
     "ridge": lambda: RidgeBaseline(alpha=0.5),
     "random_forest": lambda: RandomForestBaseline(n_estimators=30),
     "gradient_boosting": lambda: GradientBoostingBaseline(max_iter=60),
-    "quantile_gbm": lambda: QuantileGradientBoosting(max_iter=60),
     "conformal_ridge": lambda: ConformalRegressor(RidgeBaseline()),
 }
 SEEDED = ("random_forest",)
@@ -37,7 +36,6 @@ SEEDED = ("random_forest",)
         RidgeBaseline(),
         RandomForestBaseline(n_estimators=10),
         GradientBoostingBaseline(max_iter=20),
-        QuantileGradientBoosting(max_iter=10),
         ConformalRegressor(),
         MedianImputeScaler(),
         MedianImputeScaler(clip=True),
@@ -144,15 +142,3 @@ def test_median_impute_scaler_conventions():
     assert np.isfinite(out).all()
     unscaled = MedianImputeScaler(scale=False).fit(X).transform(X)
     np.testing.assert_array_equal(unscaled[:, 3], [0.0, 2.0, 4.0])
-
-
-def test_quantile_boosting_intervals():
-    X, y = learnable_regression(n=600, nan_share=0.0, seed=5)
-    model = QuantileGradientBoosting(alpha=0.2, max_iter=80).fit(X[:400], y[:400])
-    lower, upper = model.predict_interval(X[400:])
-    assert (lower <= upper).all()
-    inside = np.mean((y[400:] >= lower) & (y[400:] <= upper))
-    assert 0.5 < inside <= 1.0  # no guarantee (module docstring), but far from useless
-    assert model.predict_interval(X[400:], alpha=0.2)[0].tolist() == lower.tolist()
-    with pytest.raises(ValueError, match="refit"):
-        model.predict_interval(X[400:], alpha=0.1)

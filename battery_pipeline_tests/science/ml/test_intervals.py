@@ -7,7 +7,6 @@ import math
 import numpy as np
 import pytest
 
-from battery_pipeline.science.ml.boosting import QuantileGradientBoosting
 from battery_pipeline.science.ml.intervals import ConformalRegressor, calibration_split, conformal_quantile, cross_folds
 from battery_pipeline.science.ml.linear import RidgeBaseline
 from battery_pipeline.science.ml.metrics import interval_metrics
@@ -73,24 +72,6 @@ def test_group_calibration_uses_held_out_cells_only():
     assert (upper - lower > 0).all()
 
 
-def test_conformalized_quantile_regression():
-    rng = np.random.default_rng(6)
-    X = rng.uniform(-2, 2, size=(1500, 2))
-    # noise grows with |x0|: the adaptive (cqr) band should follow it
-    y = X[:, 0] + rng.normal(0.0, 0.1 + 0.4 * np.abs(X[:, 0]))
-    model = ConformalRegressor(
-        QuantileGradientBoosting(alpha=0.1, max_iter=60), method="cqr", alpha=0.1
-    ).fit(X[:1000], y[:1000])
-    lower, upper = model.predict_interval(X[1000:])
-    assert (lower <= upper).all()
-    assert abs(interval_metrics(y[1000:], lower, upper)["coverage"] - 0.9) <= 0.06
-    width = upper - lower
-    calm, wild = np.abs(X[1000:, 0]) < 0.5, np.abs(X[1000:, 0]) > 1.5
-    assert width[wild].mean() > 2 * width[calm].mean()
-    with pytest.raises(ValueError, match="predict_interval"):
-        ConformalRegressor(RidgeBaseline(), method="cqr").fit(X, y)
-
-
 def test_cross_folds_deal_whole_cells_deterministically():
     groups = np.repeat([f"c{i}" for i in range(7)], 4)
     folds = cross_folds(len(groups), 3, groups, random_state=1)
@@ -121,7 +102,3 @@ def test_cross_conformal_refits_on_every_row_and_covers_new_cells():
     # the split scheme on the same data fits its point model on 9 of the 12 cells only
     split = ConformalRegressor(RidgeBaseline(), alpha=0.1).fit(X, y, groups=groups)
     assert split.n_folds_ == 0 and split.n_calibration_ == 300
-    # cqr works out of fold as well
-    cqr = ConformalRegressor(QuantileGradientBoosting(alpha=0.1, max_iter=30), method="cqr", cv_folds=3)
-    lower, upper = cqr.fit(X, y, groups=groups).predict_interval(X_new)
-    assert (lower <= upper).all() and abs(interval_metrics(y_new, lower, upper)["coverage"] - 0.9) <= 0.06

@@ -144,3 +144,18 @@ def test_trailing_mean_looks_back_only_within_each_cell():
     np.testing.assert_allclose(out[:, 0], [1.0, 2.0, 3.0, 8.0, 10.0, 15.0])
     with pytest.raises(ValueError, match="cycles"):
         trailing_mean(X, groups, cycles=0)
+
+
+def test_the_shortlist_screens_what_the_chosen_features_leave_unexplained():
+    """y = x0 + x1 where x1 alone says nothing about y (like a CC and a CV charge capacity, whose
+    sum is the charge): a screen of y alone would rank it below the noise columns; the residual
+    screen puts it first once x0 is chosen, so a shortlist of one still finds it."""
+    rng = np.random.default_rng(4)
+    n_cells, rows = 4, 80
+    t, u = rng.uniform(0.7, 1.0, n_cells * rows), rng.normal(0.0, 0.1, n_cells * rows)
+    X = np.column_stack([t + u, -u, rng.normal(size=(n_cells * rows, 4))])
+    groups = np.repeat([f"c{i}" for i in range(n_cells)], rows)
+    model = CellwiseSelectedRegressor(max_features=2, max_candidates=1, tol=0.0).fit(X, t, groups=groups)
+    assert model.selected_names_ == ["x0", "x1"]
+    with pytest.raises(ValueError, match="max_candidates"):
+        CellwiseSelectedRegressor(max_candidates=0).fit(X, t, groups=groups)

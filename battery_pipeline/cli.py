@@ -88,7 +88,7 @@ def run_all(
     if demo_dir:
         os.environ["BATTERY_PIPELINE_DEMO_DIR"] = str(Path(demo_dir).resolve())
 
-    from dagster import DagsterInstance, build_reconstructable_job, execute_job
+    from dagster import DagsterInstance
 
     from battery_pipeline.partitions import cell_partitions
     from battery_pipeline.resources import SourceCatalog, Warehouse
@@ -105,19 +105,12 @@ def run_all(
         instance.add_dynamic_partitions(cell_partitions.name, new)
     print(f"{len(sources)} cell source(s), {len(new)} new partition(s); warehouse {Warehouse().database}")
 
-    job = build_reconstructable_job("battery_pipeline.cli", "job_def", reconstructable_args=("cell_pipeline_job",))
-    outcomes = {}
-    selected = sources.keys() if not only else [k for k in sources.keys() if k in only]
+    selected = list(sources.keys()) if not only else [k for k in sources.keys() if k in only]
     unknown = sorted(set(only or []) - set(sources.keys()))
     if unknown:
         print(f"unknown partition(s) {unknown}; known: {sources.keys()}")
         return len(unknown)
-    for key in selected:
-        started = time.perf_counter()
-        with execute_job(job, instance=instance, tags={"dagster/partition": key}, run_config=QUIET_CONSOLE) as result:
-            outcomes[key] = (result.success, result.run_id, time.perf_counter() - started, _failure_text(result))
-        status = "ok" if outcomes[key][0] else "FAILED"
-        print(f"  {key:<40} {status:<6} {outcomes[key][2]:6.1f} s  run {outcomes[key][1][:8]}")
+    outcomes = run_cells(instance, selected)
     print_summary(outcomes)
     failed = sum(1 for ok, *_ in outcomes.values() if not ok)
     print(
@@ -136,28 +129,140 @@ def run_governance(instance) -> int:
     """Data cards and the audit trail of everything this command ran (`governance_job`)."""
     from battery_pipeline.resources import ModelStore
 
-    ok, text = run_job(instance, "governance_job")
+    ok, text, _ = run_job(instance, "governance_job")
     print(f"\ngovernance_job {'ok' if ok else 'FAILED: ' + text}: data cards in {ModelStore().reports_dir}/data_cards/, "
           "every run above in the audit_log table")
     return 0 if ok else 1
 
 
-def run_job(instance, name: str, tags: dict | None = None, assets: list[str] | None = None) -> tuple[bool, str]:
-    """Run a job of the code location in this instance (only `assets` of it when given);
-    (success, failure text)."""
-    from dagster import AssetKey, build_reconstructable_job, execute_job
-
-    job = build_reconstructable_job("battery_pipeline.cli", "job_def", reconstructable_args=(name,))
-    selection = None if assets is None else [AssetKey(a) for a in assets]
-    with execute_job(job, instance=instance, tags=tags or {}, run_config=QUIET_CONSOLE, asset_selection=selection) as result:
-        return result.success, _failure_text(result)
+LOCATION_NAME = "battery_pipeline"  # workspace.yaml's location_name
+REPOSITORY_NAME = "__repository__"  # the repository Dagster makes of a Definitions object
 
 
-def job_def(name: str):
-    """A job of the code location by name; `build_reconstructable_job` calls it in step processes."""
+def run_job(
+    instance, name: str, tags: dict | None = None, assets: list[str] | None = None, progress=None, resources: dict | None = None
+) -> tuple[bool, str, str]:
+    """Run a job of the code location in this process, as a run of that code location: it
+    carries the origin `dagster dev` gives its own runs (workspace.yaml's module and location
+    name), so it is listed under its job, on the timeline and in asset lineage, and can be
+    re-executed from the UI. Its resources use the folders of the environment now
+    (`environment_run_config`, with `resources` overrides per resource); `progress` sees every
+    event. Returns (success, failure text, run id)."""
+    from dagster import AssetKey
+    from dagster._core.definitions.reconstruct import ReconstructableRepository
+    from dagster._core.execution.api import execute_run_iterator
+    from dagster._core.remote_origin import ManagedGrpcPythonEnvCodeLocationOrigin, RemoteRepositoryOrigin
+    from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
+
     from battery_pipeline.definitions import defs
+    from battery_pipeline.resources import environment_run_config
 
-    return defs.resolve_job_def(name)
+    module = "battery_pipeline.definitions"
+    recon_job = ReconstructableRepository.for_module(module, "defs", working_directory=str(PROJECT_ROOT)).get_reconstructable_job(name)
+    job_def = defs.resolve_job_def(name)
+    selection = None if assets is None else frozenset(AssetKey(a) for a in assets)
+    if selection is not None:
+        recon_job, job_def = recon_job.get_subset(asset_selection=selection), job_def.get_subset(asset_selection=selection)
+    location = ManagedGrpcPythonEnvCodeLocationOrigin(
+        LoadableTargetOrigin(executable_path=sys.executable, module_name=module, working_directory=str(PROJECT_ROOT)),
+        location_name=LOCATION_NAME,
+    )
+    run = instance.create_run_for_job(
+        job_def,
+        run_config={**QUIET_CONSOLE, **environment_run_config(**(resources or {}))},
+        tags=tags or {},
+        asset_selection=selection,
+        remote_job_origin=RemoteRepositoryOrigin(location, REPOSITORY_NAME).get_job_origin(name),
+        job_code_origin=recon_job.get_python_origin(),
+    )
+    failure = ""
+    for event in execute_run_iterator(recon_job, run, instance):
+        if progress is not None:
+            progress(event)
+        failure = failure or _failure_text(event)
+    success = instance.get_run_by_id(run.run_id).is_success
+    return success, failure, run.run_id
+
+
+def run_cells(instance, keys: list[str]) -> dict:
+    """`cell_pipeline_job` for the cells: one run per contiguous range of the `cells` partitions
+    (one run for all of them unless `--partition` picks scattered ones). Per cell: (ok, run id,
+    failure reason)."""
+    from battery_pipeline.partitions import cell_partitions
+
+    outcomes = {}
+    for first, last, members in partition_ranges(instance.get_dynamic_partitions(cell_partitions.name), keys):
+        tags = {"dagster/partition": first} if first == last else {
+            "dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last
+        }
+        label = f"cells {first}..{last}" if first != last else f"cell {first}"
+        progress = Progress(label, len(members), lambda event: _materialized(event) == "cycle_labels")
+        ok, text, run_id = run_job(instance, "cell_pipeline_job", tags, progress=progress)
+        progress.close()
+        failed = progress.failed_cells
+        for key in members:
+            if key in failed or (not ok and not failed):
+                outcomes[key] = (False, run_id, failed.get(key, text))
+            else:
+                outcomes[key] = (True, run_id, "")
+        print(f"  run {run_id[:8]}: {sum(outcomes[k][0] for k in members)} of {len(members)} cell(s) ok in {progress.elapsed():.1f} s")
+    return outcomes
+
+
+def partition_ranges(ordered: list[str], keys: list[str]) -> list[tuple[str, str, list[str]]]:
+    """The keys as contiguous runs of the partition order: [(first, last, members)]."""
+    wanted, ranges, current = set(keys), [], []
+    for key in ordered:
+        if key in wanted:
+            current.append(key)
+        elif current:
+            ranges.append(current)
+            current = []
+    if current:
+        ranges.append(current)
+    return [(r[0], r[-1], r) for r in ranges]
+
+
+def _materialized(event) -> str | None:
+    """The asset an event materializes, else None."""
+    return event.asset_key.to_user_string() if event.is_step_materialization else None
+
+
+class Progress:
+    """A progress line for a run: items done of the total (`counts(event)` says whether an event
+    completes one), time elapsed and left; and the failed cells a batch's failure lists."""
+
+    def __init__(self, label: str, total: int, counts):
+        self.label, self.total, self.counts = label, total, counts
+        self.done, self.failed_cells, self.started = 0, {}, time.perf_counter()
+        self.tty = sys.stdout.isatty()
+        self._shown = -1
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+    def __call__(self, event) -> None:
+        self.done += bool(self.counts(event))
+        if event.is_step_failure and event.step_failure_data.user_failure_data:
+            failed = event.step_failure_data.user_failure_data.metadata.get("failed_cells")
+            if failed is not None:
+                self.failed_cells = dict(failed.value)
+        self.show()
+
+    def show(self, final: bool = False) -> None:
+        if self.done == self._shown and not final:
+            return
+        # on a terminal one line rewritten in place; in a log, a line per tenth
+        if not self.tty and not final and self.done * 10 // max(self.total, 1) == self._shown * 10 // max(self.total, 1):
+            return
+        self._shown = self.done
+        elapsed = self.elapsed()
+        left = f", about {elapsed / self.done * (self.total - self.done):.0f} s left" if 0 < self.done < self.total else ""
+        line = f"  {self.label}: {self.done}/{self.total} done, {elapsed:.0f} s{left}"
+        print(("\r" + line.ljust(78)) if self.tty else line, end="" if self.tty and not final else "\n", flush=True)
+
+    def close(self) -> None:
+        self.show(final=True)
 
 
 def run_models(instance, cells: list[str]) -> int:
@@ -168,6 +273,7 @@ def run_models(instance, cells: list[str]) -> int:
     skipped with the reason, and with no task left neither job is launched. Too few cells is
     what the data is, not a failure.
     """
+    from battery_pipeline.assets.models import MODEL_ASSETS
     from battery_pipeline.resources import ModelStore, Warehouse
 
     tasks = trainable_tasks(Warehouse())
@@ -176,16 +282,18 @@ def run_models(instance, cells: list[str]) -> int:
         return 0
     train_assets, score_assets = task_selection("train_models_job", tasks), task_selection("score_cells_job", tasks)
     print(f"\nTraining every {' and '.join(t.upper() for t in tasks)} model on all cells (train_models_job) ...")
-    started = time.perf_counter()
-    ok, text = run_job(instance, "train_models_job", assets=train_assets)
-    print(f"  train_models_job {'ok' if ok else 'FAILED: ' + text} ({time.perf_counter() - started:.0f} s)")
+    models = {name for task in tasks for name in MODEL_ASSETS[task]}
+    progress = Progress("models trained", len(models), lambda event: _materialized(event) in models)
+    ok, text, _ = run_job(instance, "train_models_job", assets=train_assets, progress=progress)
+    progress.close()
+    print(f"  train_models_job {'ok' if ok else 'FAILED: ' + text} ({progress.elapsed():.0f} s)")
     if not ok:
         return 1
     print_model_summary()
     print(f"  metrics: {ModelStore().results_dir}/soh_results.json, rul_results.json; model cards: {ModelStore().reports_dir}/model_cards/")
     failed = 0
     for key in cells:
-        ok, text = run_job(instance, "score_cells_job", {"dagster/partition": key}, assets=score_assets)
+        ok, text, _ = run_job(instance, "score_cells_job", {"dagster/partition": key}, assets=score_assets)
         failed += not ok
         if not ok:
             print(f"  scoring {key} FAILED: {text}")
@@ -251,7 +359,9 @@ def run_packs(instance, demo_fleet: bool) -> int:
     ))
     failed = 0
     for key in packs.keys():
-        ok, text = run_job(instance, "pack_pipeline_job", {"dagster/partition": key})
+        ok, text, _ = run_job(
+            instance, "pack_pipeline_job", {"dagster/partition": key}, resources={"pack_catalog": {"use_demo_when_empty": demo_fleet}}
+        )
         failed += not ok
         print(f"  {key:<40} {'ok' if ok else 'FAILED':<6} {pack_summary(key) if ok else text}")
     return failed
@@ -272,16 +382,18 @@ def pack_summary(key: str) -> str:
     return ", ".join(str(f.iloc[0, 0]) for f in facts if len(f) and f.iloc[0, 0] is not None)
 
 
-def _failure_text(result) -> str:
-    for event in result.all_events:
-        if event.is_step_failure and event.step_failure_data and event.step_failure_data.user_failure_data:
-            return event.step_failure_data.user_failure_data.description or ""
-        if event.is_step_failure and event.step_failure_data and event.step_failure_data.error:
-            error = event.step_failure_data.error
-            while error.cause is not None:  # the user code's exception, not Dagster's wrapper
-                error = error.cause
-            return f"{event.step_key}: {error.message.strip().splitlines()[-1]}"
-    return ""
+def _failure_text(event) -> str:
+    """The user-facing reason of a step failure event, else ''."""
+    if not event.is_step_failure or not event.step_failure_data:
+        return ""
+    if event.step_failure_data.user_failure_data:
+        return event.step_failure_data.user_failure_data.description or ""
+    error = event.step_failure_data.error
+    if error is None:
+        return ""
+    while error.cause is not None:  # the user code's exception, not Dagster's wrapper
+        error = error.cause
+    return f"{event.step_key}: {error.message.strip().splitlines()[-1]}"
 
 
 def print_summary(outcomes: dict) -> None:
@@ -331,7 +443,7 @@ def print_summary(outcomes: dict) -> None:
             print("\nCells whose labels are withheld from training:")
             for row in withheld.itertuples():
                 print(f"  {row.cell_id} ({row.status}): {row.note}")
-    failed = {k: v[3] for k, v in outcomes.items() if not v[0]}
+    failed = {k: v[2] for k, v in outcomes.items() if not v[0]}
     if failed:
         print("\nFailed partitions:")
         for key, text in failed.items():

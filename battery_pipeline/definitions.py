@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from battery_pipeline.assets import features, governance, ingest, models, reports, twin, validation
+from battery_pipeline.assets import cell_pipeline, governance, models, reports, twin
 from battery_pipeline.automation import predictions_automation_sensor, with_automation_conditions
 from battery_pipeline.jobs import (
     cell_pipeline_job,
@@ -13,20 +13,18 @@ from battery_pipeline.jobs import (
     score_cells_job,
     train_models_job,
 )
-from battery_pipeline.pack_resources import PackSourceCatalog
-from battery_pipeline.resources import ModelStore, SourceCatalog, Warehouse
+from battery_pipeline.resources import environment_resources
 from battery_pipeline.schedules import nightly_training_schedule
 from battery_pipeline.sensors import cell_packs_sensor, incoming_files_sensor
 
 defs = dg.Definitions(
     # The automation conditions (automation.py) are applied here, in one place.
     assets=with_automation_conditions(
-        dg.load_assets_from_modules([ingest, validation, features, models, reports, twin, governance])
+        dg.load_assets_from_modules([cell_pipeline, models, reports, twin, governance])
     ),
     jobs=[cell_pipeline_job, register_sources_job, train_models_job, score_cells_job, pack_pipeline_job,
           register_pack_sources_job, governance_job],
     schedules=[nightly_training_schedule],
     sensors=[incoming_files_sensor, cell_packs_sensor, predictions_automation_sensor],
-    resources={"warehouse": Warehouse(), "catalog": SourceCatalog(), "model_store": ModelStore(),
-               "pack_catalog": PackSourceCatalog()},
+    resources=environment_resources(),
 )

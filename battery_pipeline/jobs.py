@@ -7,14 +7,20 @@ from battery_pipeline.pack_resources import PackSourceCatalog
 from battery_pipeline.partitions import cell_partitions, pack_partitions
 from battery_pipeline.resources import SourceCatalog
 
-# The main job: every per-cell asset that exists so far, for one cell partition per run.
+# Executors. Every step that touches the warehouse queues on the one-slot duckdb pool, so steps
+# in separate processes never ran side by side; each only paid a process start-up and the import
+# of the whole stack (about 10 s a step). Jobs therefore run in the run's own process, and the
+# per-cell work that can run in parallel does so inside `cell_pipeline`, in worker processes.
+
+# The main job: every per-cell asset, for one cell or a batch (a partition range) per run.
 cell_pipeline_job = dg.define_asset_job(
     "cell_pipeline_job",
     selection=dg.AssetSelection.groups("ingest", "features"),
     description=(
         "Everything per cell: cells registry, raw, validated and quarantined samples, "
-        "per-cycle features and curves, labels."
+        "per-cycle features and curves, labels; one cell or a batch of cells per run."
     ),
+    executor_def=dg.in_process_executor,
 )
 
 # Across cells: training sets, every model, registry, promotion, metrics report and model cards.
@@ -22,8 +28,6 @@ train_models_job = dg.define_asset_job(
     "train_models_job",
     selection=dg.AssetSelection.groups("models", "reports"),
     description="Train every model on all cells' features, register, promote through the gate, report.",
-    # The steps queue on the one-slot duckdb pool anyway; in one process they skip a subprocess
-    # start-up each (about 10 s x 25 steps on the demo fleet).
     executor_def=dg.in_process_executor,
 )
 
@@ -32,6 +36,7 @@ governance_job = dg.define_asset_job(
     "governance_job",
     selection=dg.AssetSelection.groups("governance"),
     description="Write a data card per dataset and append every finished run to the audit_log table.",
+    executor_def=dg.in_process_executor,
 )
 
 # Per cell: the promoted models' SOH and RUL predictions (also for cells that arrive later).
@@ -39,7 +44,7 @@ score_cells_job = dg.define_asset_job(
     "score_cells_job",
     selection=dg.AssetSelection.groups("predictions"),
     description="Score one cell partition with the promoted SOH and RUL models.",
-    executor_def=dg.in_process_executor,  # two short steps: start-up would dominate
+    executor_def=dg.in_process_executor,
 )
 
 
@@ -71,6 +76,7 @@ pack_pipeline_job = dg.define_asset_job(
     "pack_pipeline_job",
     selection=dg.AssetSelection.groups("telemetry", "twin"),
     description="Everything per pack: packs registry, telemetry, and the outputs of every enabled twin model.",
+    executor_def=dg.in_process_executor,
 )
 
 

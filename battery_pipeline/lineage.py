@@ -36,18 +36,29 @@ def files_hash(paths: Iterable[Path]) -> str:
 def partition_hash(warehouse, tables: Iterable[str], key_column: str, key: str) -> str:
     """One hash over the partition `key` of each table (in the given order); a missing table
     counts as empty."""
-    parts = []
+    return partition_hashes(warehouse, tables, key_column, [key])[key]
+
+
+def partition_hashes(warehouse, tables: Iterable[str], key_column: str, keys: list[str]) -> dict[str, str]:
+    """`partition_hash` of many partitions, one scan per table for the whole batch."""
+    parts: dict[str, list[str]] = {key: [] for key in keys}
     for table in tables:
         if not warehouse.table_exists(table):
-            parts.append(f"{table}:absent")
+            for key in keys:
+                parts[key].append(f"{table}:absent")
             continue
         if not table.replace("_", "").isalnum() or not key_column.replace("_", "").isalnum():
             raise ValueError(f"not a plain identifier: {table!r} / {key_column!r}")
-        row = warehouse.query(
-            f'SELECT count(*) AS n, coalesce(bit_xor(hash(t)), 0) AS h FROM "{table}" t WHERE "{key_column}" = ?', [key]
-        ).iloc[0]
-        parts.append(f"{table}:{int(row['n'])}:{int(row['h'])}")
-    return f"duckdb:{hashlib.sha256('|'.join(parts).encode()).hexdigest()[:32]}"
+        rows = warehouse.query(
+            f'SELECT "{key_column}" AS k, count(*) AS n, coalesce(bit_xor(hash(t)), 0) AS h FROM "{table}" t '
+            f'WHERE "{key_column}" IN (SELECT unnest(?)) GROUP BY 1',
+            [list(keys)],
+        )
+        found = {row.k: (int(row.n), int(row.h)) for row in rows.itertuples()}
+        for key in keys:
+            n, h = found.get(key, (0, 0))
+            parts[key].append(f"{table}:{n}:{h}")
+    return {key: f"duckdb:{hashlib.sha256('|'.join(p).encode()).hexdigest()[:32]}" for key, p in parts.items()}
 
 
 def lineage_metadata(data_hash: str) -> dict:

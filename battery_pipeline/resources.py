@@ -333,3 +333,23 @@ def _write_json(path: Path, payload) -> Path:
     tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str, allow_nan=True))
     tmp.replace(path)
     return path
+
+
+def environment_resources() -> dict[str, ConfigurableResource]:
+    """Every resource of the code location, its folders read from the environment now."""
+    from battery_pipeline.pack_resources import PackSourceCatalog
+
+    return {"warehouse": Warehouse(), "catalog": SourceCatalog(), "model_store": ModelStore(), "pack_catalog": PackSourceCatalog()}
+
+
+def environment_run_config(**overrides: dict) -> dict:
+    """Run config pinning each resource's environment-derived fields (those with a
+    default_factory: folders, the database) to the environment as it is now, plus `overrides`
+    per resource. A run executed in the process that imported the definitions earlier (the CLI,
+    a test) needs it, as the definitions' resources read the environment at import; it also
+    records in the run which folders it used."""
+    resources = {}
+    for key, resource in environment_resources().items():
+        fields = {name: getattr(resource, name) for name, field in type(resource).model_fields.items() if field.default_factory is not None}
+        resources[key] = {"config": {**fields, **overrides.get(key, {})}}
+    return {"resources": resources}

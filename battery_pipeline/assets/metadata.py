@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import dagster as dg
 import pandas as pd
 
@@ -30,20 +32,10 @@ def frame_preview(frame: pd.DataFrame, rows: int = 10) -> dg.MetadataValue:
     return dg.MetadataValue.md(frame.head(rows).to_markdown(index=False, floatfmt=".6g"))
 
 
-_TEXT_COLUMNS = {"cell_id", "source_file", "cycle_class", "cycle_class_reason"}
-_INTEGER_COLUMNS = {"cycle_number", "n_samples", "source_row"}
+@dataclass
+class StageReport:
+    """What one stage of one cell shows in the UI: materialization metadata per asset, and the
+    check results evaluated on what was stored."""
 
-
-def typed_feature_frame(frame: pd.DataFrame) -> pd.DataFrame:
-    """Fixed column types for per-cycle tables, so partitions from samples and from summary-level
-    sources (where most features are missing) land in one DuckDB table: text, nullable integers,
-    doubles."""
-    types = {}
-    for column in frame.columns:
-        if column in _TEXT_COLUMNS:
-            types[column] = str
-        elif column in _INTEGER_COLUMNS:
-            types[column] = "Int64"
-        else:
-            types[column] = "float64"
-    return frame.astype(types)
+    metadata: dict[str, dict] = field(default_factory=dict)
+    checks: list[dg.AssetCheckResult] = field(default_factory=list)

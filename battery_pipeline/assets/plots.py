@@ -1,4 +1,5 @@
-"""Plots for asset metadata: PNG figures embedded in markdown, rendered by the Dagster UI."""
+"""Plots for asset metadata, embedded in markdown and rendered by the Dagster UI: PNG figures
+(matplotlib) for the per-run reports, SVG charts (svg_charts) for the per-cell ones."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import io
 
 import dagster as dg
 import pandas as pd
+
+from battery_pipeline.assets.svg_charts import Series, line_chart, viridis
 
 
 def _figure():
@@ -27,38 +30,24 @@ def figure_markdown(fig, caption: str) -> dg.MetadataValue:
 
 
 def capacity_fade_plot(features: pd.DataFrame, nominal_capacity_ah: float | None) -> dg.MetadataValue:
-    plt = _figure()
-    fig, ax = plt.subplots(figsize=(6, 3.2))
-    ax.plot(features["cycle_number"], features["discharge_capacity_ah"], ".", markersize=3)
-    if nominal_capacity_ah:
-        ax.axhline(0.8 * nominal_capacity_ah, color="grey", linestyle="--", linewidth=0.8, label="80 % of nominal")
-        ax.legend(loc="lower left", fontsize=8)
-    ax.set_xlabel("cycle")
-    ax.set_ylabel("discharge capacity [Ah]")
-    ax.set_title(f"Capacity fade: {features['cell_id'].iloc[0]}", fontsize=10)
-    ax.grid(alpha=0.3)
-    return figure_markdown(fig, "capacity fade")
+    """Discharge capacity per cycle (SVG: drawn for every cell, see svg_charts)."""
+    series = [Series(features["cycle_number"].to_numpy(float), features["discharge_capacity_ah"].to_numpy(float), dots=True)]
+    hline = (0.8 * nominal_capacity_ah, "80 % of nominal") if nominal_capacity_ah else None
+    title = f"Capacity fade: {features['cell_id'].iloc[0]}"
+    return line_chart(series, title, "cycle", "discharge capacity [Ah]", hline=hline)
 
 
 def curves_plot(curves: pd.DataFrame, curve: str, ylabel: str, title: str) -> dg.MetadataValue:
-    """One line per selected cycle, coloured from early (dark) to late (light)."""
-    plt = _figure()
-    fig, ax = plt.subplots(figsize=(6, 3.2))
+    """One line per selected cycle, coloured from early (dark) to late (light) (SVG)."""
     selected = curves[curves["curve"] == curve]
     cycles = sorted(selected["cycle_number"].unique())
-    colours = plt.cm.viridis([i / max(len(cycles) - 1, 1) for i in range(len(cycles))])
-    for colour, (cycle, group) in zip(colours, selected.groupby("cycle_number", sort=True)):
-        ax.plot(group["voltage_v"], group["value"], color=colour, linewidth=1, label=str(cycle))
-    if 0 < len(cycles) <= 8:
-        ax.legend(title="cycle", fontsize=6, title_fontsize=7, loc="best")
-    elif cycles:  # a legend of dozens of cycles would cover the curves: a colour bar instead
-        norm = plt.Normalize(vmin=cycles[0], vmax=cycles[-1])
-        fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap="viridis"), ax=ax, label="cycle")
-    ax.set_xlabel("voltage [V]")
-    ax.set_ylabel(ylabel)
-    ax.set_title(title, fontsize=10)
-    ax.grid(alpha=0.3)
-    return figure_markdown(fig, title)
+    series = [
+        Series(group["voltage_v"].to_numpy(float), group["value"].to_numpy(float), viridis(i / max(len(cycles) - 1, 1)), str(cycle))
+        for i, (cycle, group) in enumerate(selected.groupby("cycle_number", sort=True))
+    ]
+    # a legend of dozens of cycles would cover the curves: a colour scale instead
+    scale = (cycles[0], cycles[-1], "cycle") if len(cycles) > 8 else None
+    return line_chart(series, title, "voltage [V]", ylabel, colour_scale=scale)
 
 
 def predicted_vs_true_plot(predictions: pd.DataFrame, title: str, unit: str) -> dg.MetadataValue:

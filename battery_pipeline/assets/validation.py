@@ -1,23 +1,22 @@
 """Validation: `raw_samples` -> `validated_samples` + `quarantined_samples` + `sample_flags` (per cell
-partition).
+partition): the specs, the Launchpad config and what the UI shows of each cell.
 
-The rules live in `science.validation`; the governance checks in `checks.data_quality` run here,
-on what was just stored, so that a failed blocking check stops downstream assets in the run.
+The rules live in `science.validation`; the governance checks in `checks.data_quality` run on
+what `assets.cell_pipeline` just stored, so that a failed blocking check stops the cell's
+downstream stages.
 """
 
 
 import dagster as dg
 
 from battery_pipeline.assets.ingest import INGEST_GROUP
-from battery_pipeline.assets.metadata import frame_preview, table_schema
+from battery_pipeline.assets.metadata import StageReport, frame_preview, table_schema
 from battery_pipeline.checks import data_quality
 from battery_pipeline.checks.governance import check_spec
-from battery_pipeline.lineage import lineage_metadata, partition_hash
-from battery_pipeline.partitions import cell_partitions
-from battery_pipeline.resources import DUCKDB_POOL, Warehouse
+from battery_pipeline.lineage import lineage_metadata
+from battery_pipeline.resources import Warehouse
 from battery_pipeline.science.schema import SAMPLE_COLUMNS, CellCycleSample, QuarantinedSample
-from battery_pipeline.science.sample_quality import FLAG_COLUMNS
-from battery_pipeline.science.validation import CellLimits, ValidationRules, validate_samples
+from battery_pipeline.science.validation import ValidationResult, ValidationRules
 
 
 class ValidationConfig(dg.Config):
@@ -91,70 +90,51 @@ def stored_outliers(warehouse: Warehouse, key: str):
     )
 
 
-@dg.multi_asset(
-    specs=[
-        dg.AssetSpec(
-            "validated_samples",
-            deps=["raw_samples", "cells"],
-            group_name=INGEST_GROUP,
-            kinds={"duckdb", "pandas", "pandera"},
-            description="Raw samples that pass the pandera schema and the physical rules.",
-            metadata={"dagster/column_schema": table_schema(CellCycleSample)},
+VALIDATED_SPECS = (
+    dg.AssetSpec(
+        "validated_samples",
+        deps=["raw_samples", "cells"],
+        group_name=INGEST_GROUP,
+        kinds={"duckdb", "pandas", "pandera"},
+        description="Raw samples that pass the pandera schema and the physical rules.",
+        metadata={"dagster/column_schema": table_schema(CellCycleSample)},
+    ),
+    dg.AssetSpec(
+        "quarantined_samples",
+        deps=["raw_samples", "cells"],
+        group_name=INGEST_GROUP,
+        kinds={"duckdb", "pandas"},
+        description="Every rejected raw sample, verbatim, with a reason code and message.",
+        metadata={"dagster/column_schema": table_schema(QuarantinedSample)},
+    ),
+    dg.AssetSpec(
+        "sample_flags",
+        deps=["raw_samples", "cells"],
+        group_name=INGEST_GROUP,
+        kinds={"duckdb", "pandas"},
+        description=(
+            "Ledger of validated values that are not plain measurements: `interpolated` (a gap "
+            "under 5 samples filled linearly in time; raw_samples keeps the hole) and `outlier` "
+            "(over 3 sigma from the local median; kept in validated_samples). Join on "
+            "(cell_id, source_file, source_row)."
         ),
-        dg.AssetSpec(
-            "quarantined_samples",
-            deps=["raw_samples", "cells"],
-            group_name=INGEST_GROUP,
-            kinds={"duckdb", "pandas"},
-            description="Every rejected raw sample, verbatim, with a reason code and message.",
-            metadata={"dagster/column_schema": table_schema(QuarantinedSample)},
-        ),
-        dg.AssetSpec(
-            "sample_flags",
-            deps=["raw_samples", "cells"],
-            group_name=INGEST_GROUP,
-            kinds={"duckdb", "pandas"},
-            description=(
-                "Ledger of validated values that are not plain measurements: `interpolated` (a gap "
-                "under 5 samples filled linearly in time; raw_samples keeps the hole) and `outlier` "
-                "(over 3 sigma from the local median; kept in validated_samples). Join on "
-                "(cell_id, source_file, source_row)."
-            ),
-        ),
-    ],
-    partitions_def=cell_partitions,
-    pool=DUCKDB_POOL,
-    check_specs=[
-        check_spec("schema_conformance", "validated_samples"),
-        check_spec("row_accounting", "validated_samples"),
-        check_spec("no_duplicate_samples", "validated_samples"),
-        check_spec("cycle_numbers_continuous", "validated_samples"),
-        check_spec("quarantine_rate", "quarantined_samples"),
-        check_spec("incomplete_cycles_quarantined", "validated_samples"),
-        check_spec("interpolation_marked", "validated_samples"),
-        check_spec("outliers_kept", "validated_samples"),
-    ],
+    ),
 )
-def validated_samples(context: dg.AssetExecutionContext, config: ValidationConfig, warehouse: Warehouse):
-    key = context.partition_key
-    raw = warehouse.read_partition("raw_samples", "cell_id", key, columns=SAMPLE_COLUMNS)
-    cell = warehouse.read_partition("cells", "cell_id", key)
-    if cell.empty:
-        raise dg.Failure(description=f"cell {key!r} is not in the cells registry: materialize `cells` first")
-    input_hash = partition_hash(warehouse, ("raw_samples", "cells"), "cell_id", key)
-    result = validate_samples(raw, CellLimits.from_record(cell.iloc[0].to_dict()), config.rules())
+VALIDATED_CHECKS = (
+    check_spec("schema_conformance", "validated_samples"),
+    check_spec("row_accounting", "validated_samples"),
+    check_spec("no_duplicate_samples", "validated_samples"),
+    check_spec("cycle_numbers_continuous", "validated_samples"),
+    check_spec("quarantine_rate", "quarantined_samples"),
+    check_spec("incomplete_cycles_quarantined", "validated_samples"),
+    check_spec("interpolation_marked", "validated_samples"),
+    check_spec("outliers_kept", "validated_samples"),
+)
 
-    warehouse.replace_partitions(
-        {
-            "validated_samples": result.valid,
-            "quarantined_samples": result.quarantined,
-            "sample_flags": result.flags[FLAG_COLUMNS],
-        },
-        "cell_id",
-        key,
-    )
 
-    # Checks read back what is stored, not what we meant to store.
+def describe_validated(warehouse: Warehouse, key: str, result: ValidationResult, config: ValidationConfig, input_hash: str) -> StageReport:
+    """Metadata of the three tables, and the checks, which read back what is stored, not what we
+    meant to store."""
     counts = warehouse.query(
         """
         SELECT (SELECT count(*) FROM raw_samples WHERE cell_id = ?) AS raw,
@@ -164,13 +144,12 @@ def validated_samples(context: dg.AssetExecutionContext, config: ValidationConfi
         [key, key, key],
     ).iloc[0]
     stored_valid = warehouse.read_partition("validated_samples", "cell_id", key, columns=SAMPLE_COLUMNS)
+    stored_flags = warehouse.read_partition("sample_flags", "cell_id", key)
 
-    by_reason = result.counts_by_reason()
     flag_counts = result.flag_counts()
     lineage = lineage_metadata(input_hash)
-    yield dg.MaterializeResult(
-        asset_key="validated_samples",
-        metadata={
+    metadata = {
+        "validated_samples": {
             "dagster/row_count": len(result.valid),
             "cycles": int(result.valid["cycle_number"].nunique()),
             "interpolated_values": sum(flag_counts.get("interpolated", {}).values()),
@@ -181,31 +160,27 @@ def validated_samples(context: dg.AssetExecutionContext, config: ValidationConfi
             "preview": frame_preview(result.valid),
             **lineage,
         },
-    )
-    yield dg.MaterializeResult(
-        asset_key="quarantined_samples",
-        metadata={
+        "quarantined_samples": {
             "dagster/row_count": len(result.quarantined),
-            "by_reason": dg.MetadataValue.json(by_reason),
+            "by_reason": dg.MetadataValue.json(result.counts_by_reason()),
             "preview": frame_preview(result.quarantined),
             **lineage,
         },
-    )
-    yield dg.MaterializeResult(
-        asset_key="sample_flags",
-        metadata={
+        "sample_flags": {
             "dagster/row_count": len(result.flags),
             "by_flag_and_channel": dg.MetadataValue.json(flag_counts),
             "preview": frame_preview(result.flags),
             **lineage,
         },
-    )
-    yield data_quality.schema_conformance_check(stored_valid)
-    yield data_quality.row_accounting_check(int(counts["raw"]), int(counts["validated"]), int(counts["quarantined"]))
-    yield data_quality.no_duplicates_check(stored_valid)
-    yield data_quality.cycle_continuity_check(stored_valid["cycle_number"])
-    yield data_quality.quarantine_rate_check(int(counts["raw"]), result.quarantined, config.max_quarantine_rate)
-    yield data_quality.incomplete_cycles_quarantined_check(stored_cycle_accounting(warehouse, key), config.max_missing_share)
-    stored_flags = warehouse.read_partition("sample_flags", "cell_id", key)
-    yield data_quality.interpolation_marked_check(stored_filled_values(warehouse, key), stored_flags)
-    yield data_quality.outliers_kept_check(stored_outliers(warehouse, key), int(counts["validated"]))
+    }
+    checks = [
+        data_quality.schema_conformance_check(stored_valid),
+        data_quality.row_accounting_check(int(counts["raw"]), int(counts["validated"]), int(counts["quarantined"])),
+        data_quality.no_duplicates_check(stored_valid),
+        data_quality.cycle_continuity_check(stored_valid["cycle_number"]),
+        data_quality.quarantine_rate_check(int(counts["raw"]), result.quarantined, config.max_quarantine_rate),
+        data_quality.incomplete_cycles_quarantined_check(stored_cycle_accounting(warehouse, key), config.max_missing_share),
+        data_quality.interpolation_marked_check(stored_filled_values(warehouse, key), stored_flags),
+        data_quality.outliers_kept_check(stored_outliers(warehouse, key), int(counts["validated"])),
+    ]
+    return StageReport(metadata, checks)

@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+import base64
+from xml.etree import ElementTree
+
 import duckdb
 import pandas as pd
 import pytest
 
 import dagster as dg
-from battery_pipeline.assets import features, ingest, validation
+from battery_pipeline.assets import cell_pipeline
+from battery_pipeline.assets.svg_charts import MAX_POINTS
 from battery_pipeline.science import synth
 from battery_pipeline_tests.conftest import dataset_file
 from battery_pipeline_tests.pipeline.test_ingest_pipeline import register, run_partition
 
-ASSETS = dg.load_assets_from_modules([ingest, validation, features])
+ASSETS = dg.load_assets_from_modules([cell_pipeline])
 
 
 def run(instance, data_dir, db_path, key):
-    return run_partition(instance, data_dir, db_path, key, assets=ASSETS)
+    return run_partition(instance, data_dir, db_path, key, assets=ASSETS, selection=None)
 
 
 @pytest.fixture
@@ -43,10 +47,15 @@ def test_simulated_cell_features_match_ground_truth_and_checks_pass(tmp_path, in
     materializations = {m.asset_key.to_user_string(): m for m in result.get_asset_materialization_events()}
     feature_metadata = materializations["cycle_features"].step_materialization_data.materialization.metadata
     assert {"capacity_fade", "delta_q_curves", "dqdv_curves"} <= set(feature_metadata)
-    assert "data:image/png;base64," in feature_metadata["capacity_fade"].value
 
     with duckdb.connect(str(db), read_only=True) as conn:
         table = conn.execute("SELECT cycle_number, discharge_capacity_ah FROM cycle_features WHERE cell_id = ? ORDER BY 1", [key]).df()
+    # the capacity-fade chart is an SVG with one dot per cycle that has a capacity
+    svg = ElementTree.fromstring(base64.b64decode(feature_metadata["capacity_fade"].value.split("base64,")[1].rstrip(")")))
+    dots = svg.findall("{http://www.w3.org/2000/svg}circle")
+    assert len(dots) == min(table["discharge_capacity_ah"].notna().sum(), MAX_POINTS)
+
+    with duckdb.connect(str(db), read_only=True) as conn:
         labels = conn.execute("SELECT * FROM cycle_labels WHERE cell_id = ? ORDER BY cycle_number", [key]).df()
         curves = conn.execute("SELECT DISTINCT curve FROM cycle_curves WHERE cell_id = ?", [key]).df()
     expected = truth[truth["cell_id"] == key].set_index("cycle_number")["measured_discharge_capacity_ah"]

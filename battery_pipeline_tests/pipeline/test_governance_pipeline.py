@@ -18,13 +18,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from battery_pipeline.assets import features, governance, ingest, models, reports, validation
+from battery_pipeline.assets import cell_pipeline, governance, models, reports
 from battery_pipeline.partitions import cell_partitions
 from battery_pipeline.resources import ModelStore, SourceCatalog, Warehouse
 from battery_pipeline_tests.fixtures import cycling_frame, write_csv
 from battery_pipeline_tests.pipeline.test_models_pipeline import read
 
-ASSETS = dg.load_assets_from_modules([ingest, validation, features, models, reports, governance])
+ASSETS = dg.load_assets_from_modules([cell_pipeline, models, reports, governance])
 SIDECAR = {
     "dataset": "governance test lab", "chemistry": "NMC", "nominal_capacity_ah": 2.0, "voltage_min_v": 2.5,
     "voltage_max_v": 4.2, "licence": "CC0-1.0", "citation": "Test Lab (2025), gap fixture",
@@ -69,7 +69,7 @@ def governed(tmp_path_factory, fleet_tables):
         runs = {
             "cell": run(
                 ["cells", "raw_samples", "validated_samples"], partition_key="gappy",
-                run_config={"ops": {"validated_samples": {"config": {"max_quarantine_rate": 0.5}}}},
+                run_config={"ops": {"cell_pipeline": {"config": {"max_quarantine_rate": 0.5}}}},
             ),
             "train": run(
                 ["soh_training_set", "soh_linear_model", "model_registry"],

@@ -10,18 +10,21 @@ import duckdb
 import numpy as np
 import pytest
 
-from battery_pipeline.assets import ingest, validation
+from battery_pipeline.assets import cell_pipeline
 from battery_pipeline.partitions import cell_partitions
 from battery_pipeline.resources import SourceCatalog, Warehouse
 from battery_pipeline.science.sources import discover
 from battery_pipeline_tests.fixtures import cycling_frame, write_csv
 
-ASSETS = dg.load_assets_from_modules([ingest, validation])
+ASSETS = [cell_pipeline.cell_pipeline]
+# the ingest stages of the per-cell step (registry, raw, validated), not features and labels
+INGEST_SELECTION = [spec.key for spec in cell_pipeline.CELL_SPECS if spec.group_name == "ingest"]
 
 
-def run_partition(instance, data_dir: Path, db_path: Path, key: str, run_config=None, assets=ASSETS):
+def run_partition(instance, data_dir: Path, db_path: Path, key: str, run_config=None, assets=ASSETS, selection=INGEST_SELECTION):
     return dg.materialize(
         assets,
+        selection=selection,
         partition_key=key,
         instance=instance,
         resources={

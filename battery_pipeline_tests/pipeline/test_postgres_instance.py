@@ -3,9 +3,9 @@
 A throwaway PostgreSQL server (Debian's `postgresql` package: `initdb`, `pg_ctl`; `.ci/run`
 installs it when missing) runs in a temporary folder on a free port. With
 $BATTERY_PIPELINE_DAGSTER_PG_URL set, `cli.ensure_dagster_home` writes a dagster.yaml whose runs,
-event logs and schedule/sensor state live in that database; the cell job then runs through the
-multiprocess executor (every step process opens the instance from that config), the governance
-job reads the event log back into `audit_log`, and the rows are read from Postgres itself.
+event logs and schedule/sensor state live in that database; the cell job then runs as the CLI runs
+it (a run of the code location, executed in this process, its events written to Postgres), the
+governance job reads the event log back into `audit_log`, and the rows are read from Postgres itself.
 Without the binaries the test is skipped with the reason, unless CI is set. As root, the server
 runs as the `postgres` user (PostgreSQL refuses root).
 """
@@ -112,9 +112,9 @@ def test_the_cell_job_and_governance_run_on_a_postgres_instance(postgres_url, da
         assert type(instance.run_storage).__name__ == "PostgresRunStorage"
         assert type(instance.event_log_storage).__name__ == "PostgresEventLogStorage"
         instance.add_dynamic_partitions("cells", [CELL])
-        ok, failure = cli.run_job(instance, "cell_pipeline_job", tags={"dagster/partition": CELL})
+        ok, failure, _ = cli.run_job(instance, "cell_pipeline_job", tags={"dagster/partition": CELL})
         assert ok, failure
-        ok, failure = cli.run_job(instance, "governance_job")
+        ok, failure, _ = cli.run_job(instance, "governance_job")
         assert ok, failure
         runs = instance.get_runs()
 

@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 import dagster as dg
 import pytest
 
-from battery_pipeline.assets import features, governance, ingest, models, reports, twin, validation
+from battery_pipeline.assets import cell_pipeline, governance, models, reports, twin
 from battery_pipeline.automation import PREDICTIONS_CONDITION, with_automation_conditions
 from battery_pipeline.definitions import defs as CODE_LOCATION
 from battery_pipeline.partitions import cell_partitions, pack_partitions
@@ -43,7 +43,7 @@ def test_defaults_a_newcomer_gets():
 
 
 def test_conditions_go_on_the_predictions_only_and_leave_every_other_definition_as_it_was():
-    plain = dg.load_assets_from_modules([ingest, validation, features, models, reports, twin, governance])
+    plain = dg.load_assets_from_modules([cell_pipeline, models, reports, twin, governance])
     automated = with_automation_conditions(plain)
     assert [a.keys for a in automated] == [a.keys for a in plain]
     conditioned = set()

@@ -15,7 +15,7 @@ import shutil
 import dagster as dg
 import pytest
 
-from battery_pipeline.assets import ingest
+from battery_pipeline.assets import cell_pipeline
 from battery_pipeline.definitions import defs as CODE_LOCATION
 from battery_pipeline.pack_resources import PackSourceCatalog
 from battery_pipeline.resources import SourceCatalog, Warehouse
@@ -219,7 +219,8 @@ def test_unrecognised_file_is_registered_and_its_run_fails_with_the_readers_reas
     assert job == "cell_pipeline_job" and key in instance.get_dynamic_partitions("cells")
 
     result = dg.materialize(
-        [ingest.cells],
+        [cell_pipeline.cell_pipeline],
+        selection=["cells"],
         partition_key=key,
         instance=instance,
         resources={

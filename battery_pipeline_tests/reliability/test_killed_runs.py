@@ -31,7 +31,7 @@ KEY = "cell"
 # Larger than DuckDB's row group (122 880 rows), so the killed insert has written blocks to the
 # database file before its commit: the case a non-transactional write would leave half done.
 LARGE_ROWS = 160_000
-STRICTER_VALIDATION = {"ops": {"validated_samples": {"config": {"voltage_margin_high_v": -0.35}}}}
+STRICTER_VALIDATION = {"ops": {"cell_pipeline": {"config": {"voltage_margin_high_v": -0.35}}}}
 
 
 def long_test(rows: int) -> pd.DataFrame:

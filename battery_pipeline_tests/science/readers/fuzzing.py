@@ -597,7 +597,7 @@ def _clear_error(exc: SourceFormatError, path: Path) -> str | None:
 
 def reading_problem(path: Path) -> str | None:
     """None if `path` reads as the pipeline needs it (see the module docstring), else why not."""
-    from battery_pipeline.assets.ingest import summary_table
+    from battery_pipeline.science.cell_chain import summary_table
     from battery_pipeline.checks.data_quality import frame_shape_check
 
     try:

@@ -1,0 +1,307 @@
+"""The per-cell assets as one step: `cells` -> `raw_samples` -> `validated_samples` ->
+`cycle_features` -> `cycle_labels` (and their sibling tables), for one cell or a batch of cells.
+
+Why one step. A run of five steps, each in its own process importing the whole stack while the
+one-slot DuckDB pool lets only one of them run anyway, cost about 35 s for 5 s of work per cell.
+One step per run, and one run per batch of cells (a single-run backfill policy: a UI backfill, a
+sensor burst or `battery-pipeline run` over many cells is one run), leaves the time to the work:
+* the cells of a batch are computed in worker processes (`science.cell_chain.compute_cell`, a
+  forkserver pool, one worker per core), one cell per task;
+* this process, which holds the DuckDB writer, stores the results stage by stage for a group of
+  cells at a time: one DELETE + INSERT per table per group (`FLUSH_ROWS` / `FLUSH_CELLS`), not
+  one transaction per cell;
+* after each stage's write, the stage's checks read back what was stored, per cell.
+
+Per-cell isolation holds inside the batch. A cell whose file cannot be read, or whose stage
+fails, or whose blocking check fails (ERROR severity), stops at that stage: nothing later is
+stored for it and the other cells go on. Materializations and check results are logged per cell
+partition, so the UI shows every cell's metadata and checks as before; at the end the step fails
+if any cell failed, naming each cell, its stage and the reason, which marks exactly those
+partitions failed in the UI (materialized cells stay materialized).
+
+Selecting a subset of the assets runs the stages from the first selected one to the last; a
+stage writes all its tables together (validated and quarantined rows must agree), so its
+siblings are reported materialized too. A stage that does not start from the files reads its
+inputs from the warehouse.
+"""
+
+
+import math
+import multiprocessing
+import os
+import time
+from collections.abc import Iterator
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+
+import dagster as dg
+import pandas as pd
+from dagster._core.definitions.asset_checks.asset_check_evaluation import AssetCheckEvaluationTargetMaterializationData
+
+from battery_pipeline.assets import features as feature_assets
+from battery_pipeline.assets import ingest, validation
+from battery_pipeline.assets.metadata import StageReport
+from battery_pipeline.lineage import partition_hashes
+from battery_pipeline.partitions import cell_partitions
+from battery_pipeline.resources import DUCKDB_POOL, SourceCatalog, Warehouse
+from battery_pipeline.science.cell_chain import (
+    STAGE_READS,
+    STAGE_TABLES,
+    STAGES,
+    CellOutcome,
+    CellTask,
+    compute_cell,
+    stage_inputs,
+)
+
+CELL_SPECS = (
+    *ingest.CELLS_SPECS,
+    *ingest.RAW_SPECS,
+    *validation.VALIDATED_SPECS,
+    *feature_assets.FEATURES_SPECS,
+    *feature_assets.LABELS_SPECS,
+)
+CELL_CHECKS = (*ingest.RAW_CHECKS, *validation.VALIDATED_CHECKS, *feature_assets.FEATURES_CHECKS, *feature_assets.LABELS_CHECKS)
+CHECKS_BY_NAME = {spec.name: spec for spec in CELL_CHECKS}
+STAGE_OF_ASSET = {table: stage for stage, tables in STAGE_TABLES.items() for table in tables}
+
+# A group of finished cells is stored once it holds this many rows or cells (few transactions,
+# memory bounded by the group, not by the batch), or once its first cell has waited this long (the
+# UI and the terminal see progress, and a killed run loses little).
+FLUSH_ROWS = 2_000_000
+FLUSH_CELLS = 200
+FLUSH_SECONDS = 10.0
+# Matplotlib costs 0.1-0.3 s a figure; beyond this many cells a run draws none (the tables hold
+# the same data, and the UI's per-cell runs draw them).
+PLOT_CELLS = 20
+
+
+class CellPipelineConfig(validation.ValidationConfig):
+    """The validation rules (Launchpad), and how many worker processes compute a batch."""
+
+    workers: int = 0  # 0: one per core; 1: every cell in the run's own process
+
+
+def selected_stages(asset_names: set[str]) -> tuple[str, ...]:
+    """The stages from the first selected asset's to the last's."""
+    indices = [STAGES.index(STAGE_OF_ASSET[name]) for name in asset_names if name in STAGE_OF_ASSET]
+    return STAGES[min(indices): max(indices) + 1] if indices else ()
+
+
+@dg.multi_asset(
+    name="cell_pipeline",
+    specs=CELL_SPECS,
+    check_specs=CELL_CHECKS,
+    partitions_def=cell_partitions,
+    can_subset=True,
+    pool=DUCKDB_POOL,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    description="Every per-cell asset of a cell or a batch of cells in one step: files -> registry, raw, validated, features, labels.",
+)
+def cell_pipeline(context: dg.AssetExecutionContext, config: CellPipelineConfig, catalog: SourceCatalog, warehouse: Warehouse):
+    stages = selected_stages({key.to_user_string() for key in context.selected_asset_keys})
+    keys = list(context.partition_keys)
+    sources = catalog.discover()
+    batch = CellBatch(context, config, warehouse, stages, sources, plots=len(keys) <= PLOT_CELLS)
+    tasks = []
+    for key in keys:
+        try:
+            tasks.append(CellTask(sources[key], stages, config.rules(), feature_assets.LABEL_SETTINGS_FILE))
+        except KeyError as exc:
+            batch.fail(key, stages[0], f"cell partition {key!r} has no source files any more: {exc}")
+    workers = min(config.workers or os.cpu_count() or 1, len(tasks))
+    context.log.info(f"{len(keys)} cell(s), stages {', '.join(stages)}, {max(workers, 1)} worker process(es)")
+    group: list[CellOutcome] = []
+    for outcome in computed(tasks, workers, lambda task: batch.with_inputs(task)):
+        if not group:
+            opened = time.perf_counter()
+        group.append(outcome)
+        if _group_full(group) or time.perf_counter() - opened >= FLUSH_SECONDS:
+            yield from batch.store(group)
+            group = []
+    yield from batch.store(group)
+    batch.finish()
+
+
+def _group_full(group: list[CellOutcome]) -> bool:
+    rows = sum(len(frame) for outcome in group for frame in outcome.tables.values())
+    return rows >= FLUSH_ROWS or len(group) >= FLUSH_CELLS
+
+
+def computed(tasks: list[CellTask], workers: int, prepare) -> Iterator[CellOutcome]:
+    """Each task's outcome as it finishes: in this process with one worker, else in a forkserver
+    pool with at most two tasks per worker in flight (memory stays bounded by the group). A
+    worker that dies fails its cell and the pool is started again for the rest."""
+    if workers <= 1:
+        for task in tasks:
+            yield compute_cell(prepare(task))
+        return
+    remaining = list(reversed(tasks))
+    while remaining:
+        with _pool(workers) as pool:
+            pending = {}
+            try:
+                while remaining or pending:
+                    while remaining and len(pending) < 2 * workers:
+                        task = remaining.pop()
+                        pending[pool.submit(compute_cell, prepare(task))] = task
+                    done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        task = pending.pop(future)
+                        yield future.result()
+            except BrokenProcessPool as exc:
+                for task in pending.values():
+                    lost = CellOutcome(task.source.partition_key)
+                    lost.failed_stage, lost.error = task.stages[0], f"the worker process computing this cell died ({exc})"
+                    yield lost
+
+
+def _pool(workers: int) -> ProcessPoolExecutor:
+    # forkserver: workers fork from a clean process that imported the science layer once, not
+    # from this one (threads of the run, the DuckDB connection).
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["battery_pipeline.science.cell_chain"])
+    return ProcessPoolExecutor(max_workers=workers, mp_context=context)
+
+
+class CellBatch:
+    """Stores a run's cells group by group and logs what the UI shows of each."""
+
+    def __init__(self, context, config: CellPipelineConfig, warehouse: Warehouse, stages: tuple[str, ...], sources, plots: bool):
+        self.context, self.config, self.warehouse, self.stages, self.plots = context, config, warehouse, stages, plots
+        self.sources = sources
+        self.total = len(context.partition_keys)
+        self.failures: dict[str, str] = {}
+        self.succeeded: list[str] = []
+        self.started = time.perf_counter()
+        self.compute_seconds = 0.0
+
+    def with_inputs(self, task: CellTask) -> CellTask:
+        """The task with the stored tables its first stage reads, unless it starts at the files."""
+        key = task.source.partition_key
+        for table, columns in stage_inputs(task.stages):
+            if self.warehouse.table_exists(table):
+                task.inputs[table] = self.warehouse.read_partition(table, "cell_id", key, columns=columns)
+        return task
+
+    def fail(self, key: str, stage: str, reason: str) -> None:
+        self.failures[key] = f"{stage}: {reason}"
+        self.context.log.error(f"cell {key} failed at {stage}: {reason}")
+
+    def store(self, group: list[CellOutcome]) -> Iterator[dg.AssetMaterialization | dg.AssetCheckEvaluation]:
+        """Store the group stage by stage; yields each cell's materializations and check results
+        as its stage is stored (yielded, not logged: they reach the event log now, and a step
+        that then fails keeps them)."""
+        if not group:
+            return
+        self.compute_seconds += sum(sum(o.seconds.values()) for o in group)
+        alive = {o.key: o for o in group}
+        for stage in self.stages:
+            ready = [o for o in alive.values() if stage in o.completed]
+            for outcome in [o for o in alive.values() if o.failed_stage == stage]:
+                if outcome.error_trace:
+                    self.context.log.error(f"cell {outcome.key}, stage {stage}:\n{outcome.error_trace}")
+                self.fail(outcome.key, stage, outcome.error)
+                del alive[outcome.key]
+            if not ready:
+                continue
+            keys = [o.key for o in ready]
+            reads = [table for table, _ in STAGE_READS[stage]]
+            hashes = partition_hashes(self.warehouse, reads, "cell_id", keys) if reads else {}
+            self.warehouse.replace_partitions(
+                {table: _concat([o.tables[table] for o in ready]) for table in STAGE_TABLES[stage]}, "cell_id", keys
+            )
+            reports = {o.key: self._describe(stage, o, hashes.get(o.key)) for o in ready}
+            cursor = self._latest_storage_id()
+            for key, report in reports.items():
+                for asset, metadata in report.metadata.items():
+                    yield dg.AssetMaterialization(asset, partition=key, metadata=metadata)
+            # (yielded events are stored before this generator resumes)
+            targets = self._materializations_since(cursor, {r.check_name for rep in reports.values() for r in rep.checks}, keys)
+            for key, report in reports.items():
+                evaluations, blocked = self._evaluations(key, report, targets)
+                yield from evaluations
+                if blocked:
+                    self.fail(key, stage, blocked)
+                    del alive[key]
+        self.succeeded += list(alive)
+        done = len(self.succeeded) + len(self.failures)
+        elapsed = time.perf_counter() - self.started
+        left = elapsed / done * (self.total - done) if done else math.nan
+        self.context.log.info(
+            f"cells {done}/{self.total} done ({len(self.failures)} failed), {elapsed:.0f} s elapsed, about {left:.0f} s left"
+        )
+
+    def _describe(self, stage: str, outcome: CellOutcome, input_hash: str | None) -> StageReport:
+        if stage == "cells":
+            return ingest.describe_cells(outcome.tables["cells"])
+        if stage == "raw":
+            return ingest.describe_raw(self.sources[outcome.key], outcome)
+        if stage == "validated":
+            return validation.describe_validated(self.warehouse, outcome.key, outcome.validation, self.config, input_hash)
+        if stage == "features":
+            return feature_assets.describe_features(outcome.key, outcome, outcome.record, input_hash, plots=self.plots)
+        return feature_assets.describe_labels(outcome, outcome.record, outcome.feature_columns, input_hash)
+
+    def _latest_storage_id(self) -> int:
+        records = self.context.instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=CELL_SPECS[0].key), limit=1
+        ).records
+        return records[0].storage_id if records else 0
+
+    def _materializations_since(self, cursor: int, check_names: set[str], keys: list[str]) -> dict:
+        """{(asset key, partition): target data} of the materializations just stored for the
+        assets these checks are on: a partitioned check result counts for the cell's current
+        materialization only when it names that materialization (automation waits on it)."""
+        targets = {}
+        for asset_key in {CHECKS_BY_NAME[name].asset_key for name in check_names}:
+            records = self.context.instance.fetch_materializations(
+                dg.AssetRecordsFilter(asset_key=asset_key, asset_partitions=keys, after_storage_id=cursor), limit=10 * len(keys)
+            ).records
+            for record in sorted(records, key=lambda r: r.storage_id):  # the latest per cell wins
+                targets[(asset_key, record.partition_key)] = AssetCheckEvaluationTargetMaterializationData(
+                    storage_id=record.storage_id, run_id=record.run_id, timestamp=record.timestamp
+                )
+        return targets
+
+    def _evaluations(self, key: str, report: StageReport, targets: dict) -> tuple[list[dg.AssetCheckEvaluation], str | None]:
+        """The stage's check results for the cell, each naming the materialization it checked;
+        and the reason if a blocking check failed at ERROR severity (the cell then stops)."""
+        evaluations, blocked = [], None
+        for result in report.checks:
+            spec = CHECKS_BY_NAME[result.check_name]
+            evaluations.append(
+                dg.AssetCheckEvaluation(
+                    asset_key=spec.asset_key,
+                    check_name=spec.name,
+                    passed=result.passed,
+                    metadata=result.metadata,
+                    target_materialization_data=targets.get((spec.asset_key, key)),
+                    severity=result.severity,
+                    description=result.description,
+                    blocking=spec.blocking,
+                    partition=key,
+                )
+            )
+            if spec.blocking and not result.passed and result.severity == dg.AssetCheckSeverity.ERROR and blocked is None:
+                blocked = f"blocking check {spec.name} on {spec.asset_key.to_user_string()} failed: {result.description or ''}".strip()
+        return evaluations, blocked
+
+    def finish(self) -> None:
+        elapsed = time.perf_counter() - self.started
+        self.context.log.info(
+            f"{len(self.succeeded)} of {self.total} cell(s) stored in {elapsed:.1f} s "
+            f"({self.compute_seconds:.1f} s of cell compute)"
+        )
+        if self.failures:
+            raise dg.Failure(
+                description=f"{len(self.failures)} of {self.total} cell(s) failed: "
+                + "; ".join(f"{key} ({reason})" for key, reason in self.failures.items()),
+                metadata={"failed_cells": dg.MetadataValue.json(self.failures), "succeeded_cells": len(self.succeeded)},
+                allow_retries=False,
+            )
+
+
+def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    frames = [f for f in frames if len(f)] or frames[:1]
+    return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)

@@ -188,10 +188,10 @@ def run_cells(instance, keys: list[str]) -> dict:
     """`cell_pipeline_job` for the cells: one run per contiguous range of the `cells` partitions
     (one run for all of them unless `--partition` picks scattered ones). Per cell: (ok, run id,
     failure reason)."""
-    from battery_pipeline.partitions import cell_partitions
+    from battery_pipeline.partitions import batch_ranges, cell_partitions
 
     outcomes = {}
-    for first, last, members in partition_ranges(instance.get_dynamic_partitions(cell_partitions.name), keys):
+    for first, last, members in batch_ranges(instance.get_dynamic_partitions(cell_partitions.name), keys):
         tags = {"dagster/partition": first} if first == last else {
             "dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last
         }
@@ -207,20 +207,6 @@ def run_cells(instance, keys: list[str]) -> dict:
                 outcomes[key] = (True, run_id, "")
         print(f"  run {run_id[:8]}: {sum(outcomes[k][0] for k in members)} of {len(members)} cell(s) ok in {progress.elapsed():.1f} s")
     return outcomes
-
-
-def partition_ranges(ordered: list[str], keys: list[str]) -> list[tuple[str, str, list[str]]]:
-    """The keys as contiguous runs of the partition order: [(first, last, members)]."""
-    wanted, ranges, current = set(keys), [], []
-    for key in ordered:
-        if key in wanted:
-            current.append(key)
-        elif current:
-            ranges.append(current)
-            current = []
-    if current:
-        ranges.append(current)
-    return [(r[0], r[-1], r) for r in ranges]
 
 
 def _materialized(event) -> str | None:

@@ -11,9 +11,11 @@ files (CALCE's weekly exports) is one `cells` partition and one run. Besides its
 partition's content includes what the run also reads: a cell's `.cell.json` sidecars and reader
 companions (Arbin's `<stem>_Metadata.csv`), a pack's `<stem>.json` sidecar.
 
-Per partition whose content is new or changed, one run: `cell_pipeline_job` for a cell,
-`pack_pipeline_job` for a pack, and the partition is added to `cells` / `packs` through the
-result's dynamic-partition requests. Predictions follow by declarative automation (automation.py).
+Cells whose content is new or changed run `cell_pipeline_job` as one batched run per contiguous
+range of the `cells` partition order (a burst of new files, added in one evaluation, is one range
+and one run; its run key hashes every member's content); each pack runs `pack_pipeline_job`. New
+partitions are added to `cells` / `packs` through the result's dynamic-partition requests.
+Predictions follow by declarative automation (automation.py).
 
 Stable files only. A file is taken when (a) its size and modification time are exactly those the
 previous evaluation recorded, and (b) it was last modified at least `min_file_age_seconds` ago
@@ -52,6 +54,7 @@ from pathlib import Path
 import dagster as dg
 
 from battery_pipeline.jobs import cell_pipeline_job, pack_pipeline_job
+from battery_pipeline.partitions import batch_ranges
 from battery_pipeline.pack_resources import PackSourceCatalog
 from battery_pipeline.partitions import cell_partitions, pack_partitions
 from battery_pipeline.resources import SourceCatalog
@@ -241,12 +244,15 @@ def build_incoming_files_sensor(
         partitions += watched_packs([Path(d) for d in pack_catalog.pack_dirs])
         result = evaluate(partitions, IncomingCursor.parse(context.cursor), time.time(), min_age, hash_budget_bytes)
 
-        run_requests, new_keys = [], {}
+        run_requests, new_keys, changed_cells = [], {}, {}
         for part, digest, trigger in result.requests:
             if part.problem:
                 context.log.warning(f"{part.kind}/{part.key}: {part.problem}; its run will fail with this reason")
             context.log.info(f"{part.kind}/{part.key}: {trigger} content {digest} -> {JOB_FOR_KIND[part.kind]}")
             new_keys.setdefault(part.kind, []).append(part.key)
+            if part.kind == cell_partitions.name:
+                changed_cells[part.key] = (digest, trigger)
+                continue
             run_requests.append(
                 dg.RunRequest(
                     job_name=JOB_FOR_KIND[part.kind],
@@ -255,13 +261,36 @@ def build_incoming_files_sensor(
                     tags={"battery_pipeline/content_hash": digest, "battery_pipeline/trigger": trigger},
                 )
             )
-        add_requests = []
+        add_requests, ordered = [], {}
         for kind, keys in new_keys.items():
-            known = set(context.instance.get_dynamic_partitions(kind))
-            unknown = [k for k in keys if k not in known]
+            known = context.instance.get_dynamic_partitions(kind)
+            unknown = [k for k in keys if k not in set(known)]
+            ordered[kind] = [*known, *unknown]  # partitions added now come after the known ones, in this order
             if unknown:
                 definition = cell_partitions if kind == cell_partitions.name else pack_partitions
                 add_requests.append(definition.build_add_request(unknown))
+        # Cells: one run per contiguous range of the partition order (a burst of new files is
+        # one range: one batched run, see assets/cell_pipeline.py).
+        for first, last, members in batch_ranges(ordered.get(cell_partitions.name, []), list(changed_cells)):
+            if first == last:
+                digest, trigger = changed_cells[first]
+                run_requests.append(dg.RunRequest(
+                    job_name=cell_pipeline_job.name, partition_key=first, run_key=f"cells:{first}:{digest}",
+                    tags={"battery_pipeline/content_hash": digest, "battery_pipeline/trigger": trigger},
+                ))
+                continue
+            digest = hashlib.sha256(json.dumps([(k, changed_cells[k][0]) for k in members]).encode()).hexdigest()[:HASH_DIGITS]
+            triggers = [changed_cells[k][1] for k in members]
+            run_requests.append(dg.RunRequest(
+                job_name=cell_pipeline_job.name,
+                run_key=f"cells:{first}..{last}:{digest}",
+                tags={
+                    "battery_pipeline/content_hash": digest,
+                    "battery_pipeline/trigger": f"{triggers.count('new')} new, {triggers.count('changed')} changed cells",
+                    "dagster/asset_partition_range_start": first,
+                    "dagster/asset_partition_range_end": last,
+                },
+            ))
         skip = None
         if not run_requests:
             skip = "nothing new or changed"
@@ -297,13 +326,15 @@ CELL_PACKS_SENSOR_NAME = "cell_packs_sensor"
 def cell_packs_sensor(context: dg.RunStatusSensorContext, pack_catalog: PackSourceCatalog):
     """A one-cell pack reads its cell's validated samples, which the incoming-files sensor knows
     nothing of; so the twin run waits for the cell run's success instead of a file. One request per
-    successful cell run (run key `cell_packs:<pack>:<cell run id>`); the `packs` partition is added
-    when it is missing."""
-    cell = context.dagster_run.tags.get("dagster/partition")
-    if cell is None or cell not in pack_catalog.twin_cells:
-        return dg.SkipReason(f"cell {cell!r} does not run as a one-cell pack")
-    pack = cell_sources.sanitize_cell_id(cell)  # the pack key discover_packs gives a cell
+    one-cell pack of the successful cell run (a batch covers several cells; run key
+    `cell_packs:<pack>:<cell run id>`); the `packs` partition is added when it is missing."""
+    cells = run_cells(context.instance, context.dagster_run.tags)
+    twins = [c for c in cells if c in pack_catalog.twin_cells]
+    if not twins:
+        return dg.SkipReason(f"no cell of the run ({', '.join(cells) or 'none'}) runs as a one-cell pack")
+    packs = [cell_sources.sanitize_cell_id(c) for c in twins]  # the pack keys discover_packs gives cells
     known = set(context.instance.get_dynamic_partitions(pack_partitions.name))
+    unknown = [p for p in packs if p not in known]
     return dg.SensorResult(
         run_requests=[
             dg.RunRequest(
@@ -311,6 +342,20 @@ def cell_packs_sensor(context: dg.RunStatusSensorContext, pack_catalog: PackSour
                 run_key=f"cell_packs:{pack}:{context.dagster_run.run_id}",
                 tags={"battery_pipeline/trigger": f"cell run {context.dagster_run.run_id}"},
             )
+            for pack in packs
         ],
-        dynamic_partitions_requests=[] if pack in known else [pack_partitions.build_add_request([pack])],
+        dynamic_partitions_requests=[pack_partitions.build_add_request(unknown)] if unknown else [],
     )
+
+
+def run_cells(instance, tags) -> list[str]:
+    """The cell partitions a run covered: its partition, or every key of its partition range."""
+    if "dagster/partition" in tags:
+        return [tags["dagster/partition"]]
+    first, last = tags.get("dagster/asset_partition_range_start"), tags.get("dagster/asset_partition_range_end")
+    if first is None or last is None:
+        return []
+    ordered = instance.get_dynamic_partitions(cell_partitions.name)
+    if first not in ordered or last not in ordered:
+        return []
+    return ordered[ordered.index(first): ordered.index(last) + 1]

@@ -105,6 +105,26 @@ def test_new_file_registers_its_cell_and_requests_one_run_once_stable(driver, in
     assert (checksum(path), path.stat().st_mtime_ns) == before  # source files are only read
 
 
+def test_a_burst_of_new_files_is_one_batched_run_over_their_partition_range(driver, instance):
+    write_csv(driver.incoming, "cell_a.csv", cycling_frame(n_cycles=2))
+    driver.tick()
+    driver.tick()  # cell_a runs alone
+    for name in ("cell_b", "cell_c", "cell_d"):
+        write_csv(driver.incoming, f"{name}.csv", cycling_frame(n_cycles=2))
+    driver.tick()
+    (request,) = driver.tick().run_requests
+    assert request.partition_key is None and request.job_name == "cell_pipeline_job"
+    assert (request.tags["dagster/asset_partition_range_start"], request.tags["dagster/asset_partition_range_end"]) == ("cell_b", "cell_d")
+    assert instance.get_dynamic_partitions("cells") == ["cell_a", "cell_b", "cell_c", "cell_d"]
+    assert request.tags["battery_pipeline/trigger"] == "3 new, 0 changed cells"
+
+    # an edit to two cells that are not neighbours in the partition order: one run each
+    write_csv(driver.incoming, "cell_a.csv", cycling_frame(n_cycles=3))
+    write_csv(driver.incoming, "cell_c.csv", cycling_frame(n_cycles=3))
+    driver.tick()
+    assert sorted(key for _, key, _ in driver.requests()) == ["cell_a", "cell_c"]
+
+
 def test_changed_content_runs_again_but_a_touched_identical_file_does_not(driver):
     path = write_csv(driver.incoming, "cell_a.csv", cycling_frame(n_cycles=2))
     driver.tick()

@@ -656,7 +656,7 @@ def _summary(cell: _Cell, nominal_capacity_ah: float | None, config: FeatureConf
     t, v, i, w, i_mid = cell.t, cell.v, cell.i, cell.w, cell.i_mid
     n = len(t)
     out: dict[str, np.ndarray] = {}
-    ssum = lambda x: _seg_sum(x, starts, counts)  # noqa: E731
+    ssum = lambda x: np.add.reduceat(x, starts)  # noqa: E731 (a cycle has >= 1 sample: no empty segment)
 
     out["cycle_start_time_s"] = t[starts]
     out["cycle_duration_s"] = t[ends - 1] - t[starts]
@@ -797,14 +797,14 @@ def _summary(cell: _Cell, nominal_capacity_ah: float | None, config: FeatureConf
 
 
 def _sums_before(x: np.ndarray, begin: np.ndarray, positions: np.ndarray) -> np.ndarray:
-    """sum(x[begin[k]:positions[k]]) per k, from one reduceat over the few boundaries (a cumsum
-    over all of x is several times slower, and only these prefix sums are ever read)."""
+    """sum(x[begin[k]:positions[k]]) per k (begin <= positions), in one reduceat over the
+    interleaved bounds: a cumsum over all of x is several times slower, and only these few prefix
+    sums are ever read."""
     if positions.size == 0:
         return np.zeros(0)
-    bounds = np.unique(np.concatenate([begin, positions]))
-    prefix = np.zeros(bounds.size + 1)
-    np.cumsum(np.add.reduceat(x, bounds), out=prefix[1:])  # prefix[j]: x[bounds[0]:bounds[j]]
-    return prefix[np.searchsorted(bounds, positions)] - prefix[np.searchsorted(bounds, begin)]
+    sums = np.add.reduceat(x, np.stack([begin, positions], axis=1).ravel())[::2]
+    sums[positions == begin] = 0.0  # reduceat gives x[begin] for an empty range
+    return sums
 
 
 def _crossing(level, acc, s_c, n_c, allowed):

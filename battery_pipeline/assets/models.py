@@ -11,8 +11,8 @@ scores the cells.
   `splits.MIN_TRAINING_CELLS` cells for the task (`task_split`) the asset is not materialized:
   the run succeeds, the task's models are skipped, the reason is logged and observed on the asset.
 * `<task>_<estimator>_model`, one per estimator of `science.ml.registry` and task: fitted on the
-  train cells (estimators without their own intervals get cross-conformal ones: out-of-fold
-  errors over 3 folds of the train cells, the point model refitted on all of them), scored on
+  train cells with cross-conformal intervals (out-of-fold errors over 3 folds of the train
+  cells, the point model refitted on all of them; `registry.make_estimator(intervals=True)`), scored on
   every row, predictions and intervals clipped to the physical range (`science.ml.bounds`, the
   count recorded). The out-of-fold predictions on the same folds give `cv_error`, the error over
   held-out training cells that ranks models for promotion (`science.ml.cross_validation`); test
@@ -296,9 +296,7 @@ def model_id_for(task: str, estimator: str, hyperparameters: dict, data_hash: st
 
 
 def interval_calibration(estimator) -> dict:
-    """How the model's intervals were calibrated, for the record and the model card."""
-    if not hasattr(estimator, "calibration_scores_"):
-        return {"scheme": f"the estimator's own ({type(estimator).__name__}.predict_interval)"}
+    """How the model's (conformal) intervals were calibrated, for the record and the model card."""
     folds = int(getattr(estimator, "n_folds_", 0))
     return {
         "scheme": f"cross-conformal, {folds} folds of train cells" if folds else "split conformal on held-out train cells",

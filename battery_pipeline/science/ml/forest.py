@@ -4,7 +4,11 @@ Defaults are chosen to train in seconds on two cores on a few thousand cycles: 1
 leaves of at least 2 samples and half of the features per split (smoother and faster than
 scikit-learn's all-features default for regression), one process (`n_jobs=None`), because
 Dagster may already run several steps side by side; raise `n_jobs` when a training step has the
-machine to itself. NaNs are median-imputed first (features are not scaled: splits ignore scale).
+machine to itself (the zoo's `random_forest` does: the training job runs one step at a time).
+`n_jobs` parallelises the fit only: the trees are seeded one by one, so the forest is the same,
+but scikit-learn's threaded predict sums the trees in the order the threads finish, which moves
+the last bits of a prediction from one call to the next; predictions are summed on one thread.
+NaNs are median-imputed first (features are not scaled: splits ignore scale).
 """
 
 from __future__ import annotations
@@ -56,3 +60,7 @@ class RandomForestBaseline(TabularRegressor):
             n_jobs=self.n_jobs,
             random_state=self.random_state,
         )
+
+    def _fit_model(self, Z, y) -> None:
+        super()._fit_model(Z, y)
+        self.model_.set_params(n_jobs=None)  # predictions summed in tree order (module docstring)

@@ -25,7 +25,7 @@ import pandas as pd
 import pyarrow as pa
 from dagster import ConfigurableResource
 from dagster_duckdb import DuckDBResource
-from pydantic import Field
+from pydantic import Field, PrivateAttr
 
 from battery_pipeline.science import sources as source_discovery
 from battery_pipeline.science.schema import CellCycleSample, CellImpedance, CellRecord, QuarantinedSample
@@ -135,12 +135,33 @@ class Warehouse(DuckDBResource):
     """
 
     database: str = Field(default_factory=default_warehouse_path, description="DuckDB file path")
+    _session: duckdb.DuckDBPyConnection | None = PrivateAttr(default=None)
 
     @contextmanager
     def connection(self):
+        if self._session is not None:
+            yield self._session
+            return
         Path(self.database).parent.mkdir(parents=True, exist_ok=True)
         with self.get_connection() as conn:
             yield conn
+
+    @contextmanager
+    def session(self):
+        """One connection for every call inside the block. Opening the DuckDB file costs 20-40 ms
+        (and closing it after a write, a checkpoint); a batch of cells makes dozens of calls per
+        cell. Only for a step that owns the writer (the one-slot `duckdb` pool): other processes
+        cannot open the file while the session lasts."""
+        if self._session is not None:
+            yield self
+            return
+        Path(self.database).parent.mkdir(parents=True, exist_ok=True)
+        with self.get_connection() as conn:
+            self._session = conn
+            try:
+                yield self
+            finally:
+                self._session = None
 
     def ensure_table(self, conn: duckdb.DuckDBPyConnection, table: str, frame: pd.DataFrame | None = None):
         """Create the table if it is missing, and add the columns a newer version of the code

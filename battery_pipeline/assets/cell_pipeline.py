@@ -111,15 +111,16 @@ def cell_pipeline(context: dg.AssetExecutionContext, config: CellPipelineConfig,
             batch.fail(key, stages[0], f"cell partition {key!r} has no source files any more: {exc}")
     workers = min(config.workers or os.cpu_count() or 1, len(tasks))
     context.log.info(f"{len(keys)} cell(s), stages {', '.join(stages)}, {max(workers, 1)} worker process(es)")
-    group: list[CellOutcome] = []
-    for outcome in computed(tasks, workers, lambda task: batch.with_inputs(task)):
-        if not group:
-            opened = time.perf_counter()
-        group.append(outcome)
-        if _group_full(group) or time.perf_counter() - opened >= FLUSH_SECONDS:
-            yield from batch.store(group)
-            group = []
-    yield from batch.store(group)
+    with warehouse.session():
+        group: list[CellOutcome] = []
+        for outcome in computed(tasks, workers, lambda task: batch.with_inputs(task)):
+            if not group:
+                opened = time.perf_counter()
+            group.append(outcome)
+            if _group_full(group) or time.perf_counter() - opened >= FLUSH_SECONDS:
+                yield from batch.store(group)
+                group = []
+        yield from batch.store(group)
     batch.finish()
 
 

@@ -178,17 +178,18 @@ def _special_positions(values: np.ndarray, segment: np.ndarray) -> np.ndarray:
     return at[(at >= 0) & (at < n)]
 
 
-def _median_residuals(values: np.ndarray, segment: np.ndarray, medians: bool = False):
+def _median_residuals(values: np.ndarray, segment: np.ndarray, medians: bool = False, out=None):
     """(values - 5-sample median, values - 4-neighbour median), or the medians themselves.
 
     Where all four neighbours are plain (almost every sample), the 4-neighbour median is the
     mean of their middle two, x2 <= x3, and the 5-sample median is the sample clipped to
     [x2, x3]: both pick the same elements as `_median5` / `_median4`, so the values are
     identical. The few other positions (`_special_positions`) take the full rule. Done on views
-    in cache-sized chunks, with no shifted copies of the arrays.
+    in cache-sized chunks, with no shifted copies of the arrays; `out`: two arrays of len(values)
+    to write into (fresh memory costs page faults that dwarf the arithmetic on a small VM).
     """
     n = len(values)
-    first, second = np.empty(n), np.empty(n)
+    first, second = (np.empty(n), np.empty(n)) if out is None else out
     size = _CHUNK
     lo, hi, tmp = np.empty(size), np.empty(size), np.empty(size)
     for begin in range(2, n - 2, size):
@@ -235,7 +236,19 @@ def local_medians(values: np.ndarray, segment: np.ndarray) -> tuple[np.ndarray, 
     return _median_residuals(values, np.asarray(segment), medians=True)
 
 
-def outliers(values: np.ndarray, segment: np.ndarray, sigma: float, floor: float, exclude: np.ndarray | None = None):
+def _std_in_place(x: np.ndarray) -> float:
+    """np.std(x) (ddof 0) by numpy's own sequence of operations (`numpy._core._methods._var`),
+    overwriting x instead of allocating its temporary."""
+    n = x.size
+    mean = np.add.reduce(x, keepdims=True)
+    mean = np.true_divide(mean, n, out=mean)
+    np.subtract(x, mean, out=x)
+    np.square(x, out=x)
+    return float(np.sqrt(np.add.reduce(x) / n))
+
+
+def outliers(values: np.ndarray, segment: np.ndarray, sigma: float, floor: float, exclude: np.ndarray | None = None,
+             work: tuple[np.ndarray, np.ndarray] | None = None):
     """(rows, local median, residual in sigmas, sigma) of the samples more than `sigma` standard
     deviations from the median of the 5 samples around them; `exclude` rows (interpolated) are
     never flagged.
@@ -244,9 +257,11 @@ def outliers(values: np.ndarray, segment: np.ndarray, sigma: float, floor: float
     reference); the standard deviation is that of the samples against their 4 neighbours'
     median, whose residuals are near-Gaussian on pure noise (the 5-sample residual is 0 for a
     fifth of the samples, which would understate it). On Gaussian noise ~0.15 % are flagged.
+    `work`: two float64 scratch arrays of len(values) that may be overwritten (reused across
+    channels by validation instead of fresh memory each time).
     """
     values, segment = np.asarray(values, dtype="float64"), np.asarray(segment)
-    residual, neighbour_residual = _median_residuals(values, segment)
+    residual, neighbour_residual = _median_residuals(values, segment, out=work)
     finite = np.isfinite(residual)
     if exclude is not None:
         finite &= ~exclude
@@ -254,16 +269,17 @@ def outliers(values: np.ndarray, segment: np.ndarray, sigma: float, floor: float
     if everywhere:
         if len(values) < 3:
             return np.zeros(0, dtype=np.int64), np.zeros(0), np.zeros(0), float("nan")
-        # no mask: the same values in the same order, so the same std, without two copies
-        spread = max(float(np.std(neighbour_residual)), floor)
-        score = residual / spread
+        # no mask: np.std's own steps on the same values (so the same result), in place
+        spread = max(float(_std_in_place(neighbour_residual)), floor)
+        score = np.divide(residual, spread, out=residual)
     else:
         if finite.sum() < 3:
             return np.zeros(0, dtype=np.int64), np.zeros(0), np.zeros(0), float("nan")
         spread = max(float(np.std(neighbour_residual[finite])), floor)
         score = np.zeros(len(values))
         score[finite] = residual[finite] / spread
-    rows = np.flatnonzero(np.abs(score) > sigma)
+    magnitude = np.abs(score, out=neighbour_residual) if everywhere else np.abs(score)
+    rows = np.flatnonzero(magnitude > sigma)
     reference = _medians_at(values, segment, rows)[0]  # exact (values - residual may round)
     return rows, reference, score[rows], spread
 

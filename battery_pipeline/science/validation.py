@@ -360,10 +360,12 @@ def _flags(valid: pd.DataFrame, position_in_valid: np.ndarray, original_position
             after_hole = np.zeros(len(valid), dtype=bool)
             after_hole[1:] = np.diff(original_position) > 1
             segment += np.cumsum(after_hole)
+        work = (np.empty(len(valid)), np.empty(len(valid)))  # scratch shared by the channels
         for column in sample_quality.OUTLIER_CHANNELS:
             values = float_values(valid, column)
             rows, reference, score, sigma = sample_quality.outliers(
-                values, segment, rules.outlier_sigma, sample_quality.SIGMA_FLOOR[column], exclude=interpolated
+                values, segment, rules.outlier_sigma, sample_quality.SIGMA_FLOOR[column], exclude=interpolated,
+                work=work,
             )
             if len(rows):
                 detail = [f"{s:+.1f} sigma from the median of the 5 samples around it (sigma {sigma:.3g})" for s in score]

@@ -120,7 +120,7 @@ def missing_share_by_cycle(cycle: np.ndarray, incomplete: np.ndarray) -> pd.Data
     counts, as in the `incomplete_cycles_quarantined` check on the stored tables)."""
     columns = ["cycle_number", "rows", "missing_rows", "missing_share"]
     if not incomplete.any():
-        return pd.DataFrame(columns=columns).astype({"cycle_number": "int64", "rows": "int64", "missing_rows": "int64", "missing_share": "float64"})
+        return pd.DataFrame({c: np.zeros(0, dtype="float64" if c == "missing_share" else "int64") for c in columns})
     rows = pd.Series(cycle).value_counts()
     missing = pd.Series(cycle[incomplete]).value_counts()
     table = pd.DataFrame({"missing_rows": missing}).join(rows.rename("rows"))
@@ -287,7 +287,7 @@ def outliers(values: np.ndarray, segment: np.ndarray, sigma: float, floor: float
 def flag_frame(samples: pd.DataFrame, rows: np.ndarray, flag: str, channel: str, values: np.ndarray,
                reference: np.ndarray, detail) -> pd.DataFrame:
     """Ledger rows for `rows` (positions in `samples`)."""
-    picked = samples.iloc[rows]
+    picked = {name: samples[name].iloc[rows] for name in ("cell_id", "cycle_number", "step_index", "source_file", "source_row")}
     return pd.DataFrame(
         {
             "cell_id": picked["cell_id"].astype(str).to_numpy(),

@@ -277,7 +277,7 @@ def validate_samples(
     if not rejected.any() and not fills:  # the common case: no copy of a large frame
         # columns already in order (the readers' contract): a new frame on the same arrays
         valid = frame.copy(deep=False) if list(frame.columns) == SAMPLE_COLUMNS else frame[SAMPLE_COLUMNS]
-        flags = _flags(valid, None, None, fills, rules)
+        flags = _flags(valid, None, None, fills, rules, segment)
         return ValidationResult(valid=valid, quarantined=_empty_quarantine(frame), flags=flags,
                                 missing_by_cycle=missing_by_cycle)
     if not rejected.any():
@@ -337,7 +337,7 @@ def _temperature_fills(temperature, time_s, segment, blocked, rejected, max_gap)
 
 
 def _flags(valid: pd.DataFrame, position_in_valid: np.ndarray, original_position: np.ndarray, fills,
-           rules: ValidationRules) -> pd.DataFrame:
+           rules: ValidationRules, segment: np.ndarray | None = None) -> pd.DataFrame:
     """The ledger: every interpolated value, then every 3-sigma outlier of the valid samples.
     `position_in_valid[i]`: where raw row i is in `valid`; `original_position[j]`: the raw row of
     valid row j."""
@@ -354,8 +354,8 @@ def _flags(valid: pd.DataFrame, position_in_valid: np.ndarray, original_position
     if len(valid):
         # a rejected sample between two valid ones breaks the segment: its neighbours were not
         # logged next to each other
-        cycle = valid["cycle_number"].to_numpy()
-        segment = sample_quality.segment_breaks(cycle, valid["step_index"].to_numpy())
+        if segment is None:  # (given: the raw frame's, when nothing was rejected)
+            segment = sample_quality.segment_breaks(valid["cycle_number"].to_numpy(), valid["step_index"].to_numpy())
         if len(original_position) and original_position[-1] != len(original_position) - 1:
             after_hole = np.zeros(len(valid), dtype=bool)
             after_hole[1:] = np.diff(original_position) > 1
@@ -387,6 +387,7 @@ def _fill_details(valid: pd.DataFrame, position_in_valid: np.ndarray, fill) -> l
 
 
 _SCHEMA = CellCycleSample.to_schema()
+_LAYOUTS_PASSED: set[tuple] = set()  # column layouts pandera accepted with no row to judge
 
 
 def _check_fails(check, values: np.ndarray) -> np.ndarray | None:
@@ -416,15 +417,17 @@ def _schema_suspects(frame: pd.DataFrame) -> np.ndarray | None:
             if categories.dtype != object or not all(isinstance(c, str) for c in categories):
                 return None
             bad = np.zeros(len(categories) + 1, dtype=bool)  # the last entry: code -1 (null)
-            bad[-1] = not column.nullable
             values = categories.to_numpy()
             for check in column.checks:
                 fails = _check_fails(check, values)
                 if fails is None:
                     return None
                 bad[:-1] |= fails
+            codes = series.cat.codes.to_numpy()
+            if not column.nullable and (codes < 0).any():
+                bad[-1] = True
             if bad.any():
-                suspect |= bad[series.cat.codes.to_numpy()]
+                suspect |= bad[codes]
         elif str(series.dtype) == str(column.dtype) and series.dtype.kind in "if":
             values = series.to_numpy()
             null = np.isnan(values) if values.dtype.kind == "f" else None
@@ -445,11 +448,21 @@ def _failure_cases(frame: pd.DataFrame) -> pd.DataFrame | None:
     # rows that can fail, and pandera validates just those (with zero rows it still checks the
     # columns' dtypes and order), so the failure cases are pandera's own, row for row
     suspects = _schema_suspects(frame)
+    layout = None
     if suspects is not None:
         frame = frame.iloc[np.flatnonzero(suspects)]
+        if len(frame) == 0:
+            # with no row to judge, pandera's verdict is a function of the column names and dtypes
+            # (categoricals: their categories are text, `_schema_suspects` made sure)
+            layout = tuple((name, "category" if isinstance(d, pd.CategoricalDtype) else str(d))
+                           for name, d in frame.dtypes.items())
+            if layout in _LAYOUTS_PASSED:
+                return None
     try:
         # inplace: pandera would otherwise copy (and consolidate) the whole frame first
         CellCycleSample.validate(frame, lazy=True, inplace=True)
+        if layout is not None:
+            _LAYOUTS_PASSED.add(layout)
         return None
     except pandera.errors.SchemaErrors as errors:
         return errors.failure_cases
@@ -529,10 +542,9 @@ def _time_going_backwards(time_s: np.ndarray, usable: np.ndarray):
         return backwards, previous_max
     t = time_s if len(idx) == len(time_s) else time_s[idx]
     running = np.maximum.accumulate(t)
-    before = np.concatenate([[-np.inf], running[:-1]])
-    bad = t < before
+    bad = np.flatnonzero(t[1:] < running[:-1]) + 1  # below the maximum of the rows before it
     backwards[idx[bad]] = True
-    previous_max[idx[bad]] = before[bad]
+    previous_max[idx[bad]] = running[bad - 1]
     return backwards, previous_max
 
 

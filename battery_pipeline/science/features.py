@@ -539,7 +539,9 @@ def _load(frame: pd.DataFrame, config: FeatureConfig) -> _Arrays:
     i = col(float_values(frame, "current_a"))
     n = len(t)
     for name, values in (("time_s", t), ("voltage_v", v), ("current_a", i)):
-        if not np.isfinite(values).all():
+        # a finite sum means every value is finite (NaN and inf propagate); only an overflowing
+        # sum needs the elementwise test
+        if not np.isfinite(np.add.reduce(values)) and not np.isfinite(values).all():
             raise ValueError(f"{name} has missing values: compute features on validated samples")
     step_index = col(frame["step_index"].to_numpy())
     new_cycle = np.empty(n, dtype=bool)
@@ -996,7 +998,8 @@ def _main_discharge_runs(cell: _Cell, config: FeatureConfig) -> _Runs:
     inside = np.ones(dis_idx.size, dtype=bool)
     inside[rs[1:] - 1] = False
     inside[-1] = False
-    dq = -cell.i_mid[dis_idx] * cell.w[dis_idx] * (inside / 3600.0)
+    w_dis = cell.w[dis_idx] * inside  # interval weights inside the runs (gathered once)
+    dq = cell.i_mid[dis_idx] * w_dis * (-1.0 / 3600.0)
     run_q = np.add.reduceat(dq, rs)
     run_code = codes[rs]
     # best run per cycle: sort by (code, Ah) and take the last of each code
@@ -1030,7 +1033,7 @@ def _main_discharge_runs(cell: _Cell, config: FeatureConfig) -> _Runs:
     v_run = cell.v[samples]
     # early point: early_discharge_s of integrated discharge time into the run (interpolated
     # between the samples around it; NaN when the run ends before, i.e. never near the cut-off)
-    w_run = cell.w[samples] * inside[pos]
+    w_run = w_dis[pos]
     t_run = np.cumsum(w_run) - w_run
     t_run -= np.repeat(t_run[sel_starts], sel_len)
     temp_run = cell.temp[samples]

@@ -192,9 +192,7 @@ def run_cells(instance, keys: list[str]) -> dict:
 
     outcomes = {}
     for first, last, members in batch_ranges(instance.get_dynamic_partitions(cell_partitions.name), keys):
-        tags = {"dagster/partition": first} if first == last else {
-            "dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last
-        }
+        tags = range_tags(first, last)
         label = f"cells {first}..{last}" if first != last else f"cell {first}"
         progress = Progress(label, len(members), lambda event: _materialized(event) == "cycle_labels")
         ok, text, run_id = run_job(instance, "cell_pipeline_job", tags, progress=progress)
@@ -260,6 +258,7 @@ def run_models(instance, cells: list[str]) -> int:
     what the data is, not a failure.
     """
     from battery_pipeline.assets.models import MODEL_ASSETS
+    from battery_pipeline.partitions import batch_ranges, cell_partitions
     from battery_pipeline.resources import ModelStore, Warehouse
 
     tasks = trainable_tasks(Warehouse())
@@ -278,13 +277,20 @@ def run_models(instance, cells: list[str]) -> int:
     print_model_summary()
     print(f"  metrics: {ModelStore().results_dir}/soh_results.json, rul_results.json; model cards: {ModelStore().reports_dir}/model_cards/")
     failed = 0
-    for key in cells:
-        ok, text, _ = run_job(instance, "score_cells_job", {"dagster/partition": key}, assets=score_assets)
-        failed += not ok
+    for first, last, members in batch_ranges(instance.get_dynamic_partitions(cell_partitions.name), cells):
+        ok, text, _ = run_job(instance, "score_cells_job", range_tags(first, last), assets=score_assets)
+        failed += 0 if ok else len(members)
         if not ok:
-            print(f"  scoring {key} FAILED: {text}")
+            print(f"  scoring {first}..{last} FAILED: {text}")
     print(f"  scored {len(cells) - failed} of {len(cells)} cell(s) with the promoted models (soh_predictions, rul_predictions)")
     return failed
+
+
+def range_tags(first: str, last: str) -> dict:
+    """The tags of a run over the partitions first..last (one partition when they are equal)."""
+    if first == last:
+        return {"dagster/partition": first}
+    return {"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last}
 
 
 def trainable_tasks(warehouse) -> list[str]:

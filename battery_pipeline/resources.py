@@ -140,7 +140,13 @@ class Warehouse(DuckDBResource):
     @contextmanager
     def connection(self):
         if self._session is not None:
-            yield self._session
+            # a cursor: a connection of its own on the session's open database (no file open),
+            # so a call's unfinished result never blocks the next call
+            cursor = self._session.cursor()
+            try:
+                yield cursor
+            finally:
+                cursor.close()
             return
         Path(self.database).parent.mkdir(parents=True, exist_ok=True)
         with self.get_connection() as conn:
@@ -241,6 +247,21 @@ class Warehouse(DuckDBResource):
             return conn.execute(
                 f"SELECT {selected} FROM {name} WHERE {column} = ? ORDER BY rowid", [key]
             ).df()
+
+    def read_partitions(self, table: str, key_column: str, keys: Sequence[str]) -> dict[str, pd.DataFrame]:
+        """Many partitions in one scan: {key: its rows in stored order} (an empty frame with the
+        table's columns for a key without rows)."""
+        name, column = _quote_identifier(table), _quote_identifier(key_column)
+        with self.connection() as conn:
+            if not self._exists(conn, table):
+                raise LookupError(f"table {table} does not exist yet: materialize it first")
+            conn.register("_read_keys", pa.table({"key": pa.array(list(keys), pa.string())}))
+            frame = conn.execute(
+                f"SELECT * FROM {name} WHERE {column} IN (SELECT key FROM _read_keys) ORDER BY rowid"
+            ).df()
+            conn.unregister("_read_keys")
+        groups = {str(k): g.reset_index(drop=True) for k, g in frame.groupby(key_column, sort=False)}
+        return {key: groups.get(key, frame.iloc[0:0]) for key in keys}
 
     def query(self, sql: str, params: list | None = None) -> pd.DataFrame:
         with self.connection() as conn:

@@ -30,6 +30,7 @@ import math
 import multiprocessing
 import os
 import time
+import warnings
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -88,16 +89,22 @@ def selected_stages(asset_names: set[str]) -> tuple[str, ...]:
     return STAGES[min(indices): max(indices) + 1] if indices else ()
 
 
-@dg.multi_asset(
-    name="cell_pipeline",
-    specs=CELL_SPECS,
-    check_specs=CELL_CHECKS,
-    partitions_def=cell_partitions,
-    can_subset=True,
-    pool=DUCKDB_POOL,
-    backfill_policy=dg.BackfillPolicy.single_run(),
-    description="Every per-cell asset of a cell or a batch of cells in one step: files -> registry, raw, validated, features, labels.",
-)
+with warnings.catch_warnings():
+    # backfill_policy is a beta parameter in dagster 1.13; the single-run policy is what batches rely on
+    warnings.simplefilter("ignore", dg.BetaWarning)
+    _cell_pipeline_decorator = dg.multi_asset(
+        name="cell_pipeline",
+        specs=CELL_SPECS,
+        check_specs=CELL_CHECKS,
+        partitions_def=cell_partitions,
+        can_subset=True,
+        pool=DUCKDB_POOL,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        description="Every per-cell asset of a cell or a batch of cells in one step: files -> registry, raw, validated, features, labels.",
+        )
+
+
+@_cell_pipeline_decorator
 def cell_pipeline(context: dg.AssetExecutionContext, config: CellPipelineConfig, catalog: SourceCatalog, warehouse: Warehouse):
     stages = selected_stages({key.to_user_string() for key in context.selected_asset_keys})
     keys = list(context.partition_keys)
@@ -213,6 +220,9 @@ class CellBatch:
                 {table: _concat([o.tables[table] for o in ready]) for table in STAGE_TABLES[stage]}, "cell_id", keys
             )
             reports = {o.key: self._describe(stage, o, hashes.get(o.key)) for o in ready}
+            for outcome in ready:  # what the stage cost this cell (in its worker), on each of its assets
+                for metadata in reports[outcome.key].metadata.values():
+                    metadata["compute_seconds"] = round(outcome.seconds[stage], 4)
             cursor = self._latest_storage_id()
             for key, report in reports.items():
                 for asset, metadata in report.metadata.items():

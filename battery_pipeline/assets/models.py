@@ -36,6 +36,7 @@ import hashlib
 import json
 import math
 import time
+import warnings
 from datetime import datetime, timezone
 from typing import Optional
 
@@ -716,49 +717,64 @@ def score_cell(task: str, features: pd.DataFrame, labels: pd.DataFrame, sidecar:
 def _predictions_asset(task: str):
     name = f"{task}_predictions"
 
-    @dg.asset(
-        name=name,
-        deps=["cycle_features", "cycle_labels", f"promoted_{task}_model"],
-        partitions_def=cell_partitions,
-        group_name=PREDICTIONS_GROUP,
-        pool=DUCKDB_POOL,
-        kinds={"duckdb"},
-        description=(
-            f"The promoted {task.upper()} model on every cycle of the cell: prediction, interval, truth where "
-            "known, model id, and the cell's split for that model (unseen: arrived after training)."
-        ),
-    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dg.BetaWarning)  # backfill_policy: beta in dagster 1.13, relied on knowingly
+        decorator = dg.asset(
+            name=name,
+            deps=["cycle_features", "cycle_labels", f"promoted_{task}_model"],
+            partitions_def=cell_partitions,
+            group_name=PREDICTIONS_GROUP,
+            pool=DUCKDB_POOL,
+            kinds={"duckdb"},
+            # a rescoring of every cell after a promotion, or a burst of new cells: one run
+            backfill_policy=dg.BackfillPolicy.single_run(),
+            description=(
+                f"The promoted {task.upper()} model on every cycle of the cell: prediction, interval, truth where "
+                "known, model id, and the cell's split for that model (unseen: arrived after training)."
+            ),
+        )
+
+    @decorator
     def predictions(context: dg.AssetExecutionContext, warehouse: Warehouse, model_store: ModelStore):
-        key = context.partition_key
         model_id = promoted_model_id(warehouse, task)
         sidecar = model_store.sidecar(model_id)
-        features = warehouse.read_partition("cycle_features", "cell_id", key)
-        labels = warehouse.read_partition("cycle_labels", "cell_id", key)
-        try:
-            scored, clipped = score_cell(task, features, labels, sidecar, model_store.load(model_id))
-        except Exception as exc:
-            if sidecar["code_version"] == code_version():
-                raise
-            # A pickled model can break when the code that defined it changed: say so, and how to fix it.
-            raise dg.Failure(
-                description=(
-                    f"promoted model {model_id} was trained with {sidecar['code_version']} and cannot score with "
-                    f"{code_version()} ({type(exc).__name__}: {exc}); retrain with train_models_job"
-                )
-            ) from exc
-        warehouse.replace_partition(name, scored, "cell_id", key)
-        known = scored["truth"].notna()
-        error = np.sqrt(np.mean((scored.loc[known, "truth"] - scored.loc[known, "prediction"]) ** 2)) if known.any() else math.nan
-        return dg.MaterializeResult(
-            metadata={
-                "dagster/row_count": len(scored),
-                "model_id": model_id,
-                "split": str(scored["split"].iloc[0]) if len(scored) else "none",
-                "rmse_where_truth_known": float(error),
-                "clipped_to_physical_range": dg.MetadataValue.json({"range": describe_range(task), **clipped}),
-                "last_prediction": float(scored["prediction"].iloc[-1]) if len(scored) else math.nan,
-            }
-        )
+        estimator = model_store.load(model_id)
+        keys = list(context.partition_keys)
+        with warehouse.session():
+            features = warehouse.read_partitions("cycle_features", "cell_id", keys)
+            labels = warehouse.read_partitions("cycle_labels", "cell_id", keys)
+            scored_cells, described = [], []
+            for key in keys:
+                try:
+                    scored, clipped = score_cell(task, features.get(key), labels.get(key), sidecar, estimator)
+                except Exception as exc:
+                    if sidecar["code_version"] == code_version():
+                        raise
+                    # A pickled model can break when the code that defined it changed: say so, and how to fix it.
+                    raise dg.Failure(
+                        description=(
+                            f"promoted model {model_id} was trained with {sidecar['code_version']} and cannot score with "
+                            f"{code_version()} ({type(exc).__name__}: {exc}); retrain with train_models_job"
+                        )
+                    ) from exc
+                scored_cells.append(scored)
+                described.append((key, scored, clipped))
+            warehouse.replace_partitions({name: pd.concat(scored_cells, ignore_index=True)}, "cell_id", keys)
+        for key, scored, clipped in described:
+            known = scored["truth"].notna()
+            error = np.sqrt(np.mean((scored.loc[known, "truth"] - scored.loc[known, "prediction"]) ** 2)) if known.any() else math.nan
+            yield dg.AssetMaterialization(
+                name,
+                partition=key,
+                metadata={
+                    "dagster/row_count": len(scored),
+                    "model_id": model_id,
+                    "split": str(scored["split"].iloc[0]) if len(scored) else "none",
+                    "rmse_where_truth_known": float(error),
+                    "clipped_to_physical_range": dg.MetadataValue.json({"range": describe_range(task), **clipped}),
+                    "last_prediction": float(scored["prediction"].iloc[-1]) if len(scored) else math.nan,
+                },
+            )
 
     return predictions
 

@@ -18,13 +18,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from battery_pipeline.assets import features, ingest, models, reports, validation
+from battery_pipeline.assets import cell_pipeline, models, reports
 from battery_pipeline.partitions import cell_partitions
 from battery_pipeline.resources import ModelStore, SourceCatalog, Warehouse
 from battery_pipeline.science.ml.bounds import PHYSICAL_RANGE
 from battery_pipeline.science.ml.registry import CONFORMAL_FOLDS
 
-ASSETS = dg.load_assets_from_modules([ingest, validation, features, models, reports])
+ASSETS = dg.load_assets_from_modules([cell_pipeline, models, reports])
 TRAINING_RUN_CONFIG = {
     "ops": {name: {"config": {"quick": True}} for task in models.TASKS for name in models.MODEL_ASSETS[task]}
 }

@@ -165,7 +165,7 @@ def evaluate(task: str, feats, labels, splits, models, lstm_epochs) -> dict[str,
                 continue
             try:
                 model = fit_on(_make(name, task, lstm_epochs), table.subset(train))
-            except ValueError as error:  # e.g. conformal calibration needs >= 2 training cells
+            except ValueError as error:  # an estimator that cannot train on these cells: reported, not fatal
                 out[name] = {"skipped": str(error)}
                 break
             truth.append(test_table.y.to_numpy())

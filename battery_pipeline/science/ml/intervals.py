@@ -45,6 +45,7 @@ import inspect
 import math
 
 import numpy as np
+from joblib import Parallel, delayed
 from scipy.sparse import issparse
 from sklearn.base import BaseEstimator, RegressorMixin, clone
 from sklearn.utils.validation import check_is_fitted, column_or_1d
@@ -131,6 +132,9 @@ class ConformalRegressor(RegressorMixin, BaseEstimator):
     cv_folds : int or None, default None
         K >= 2: cross-conformal with K folds of whole cells (module docstring);
         `calibration_fraction` is then unused. At most one fold per cell (row without groups).
+    n_jobs : int or None, default None
+        With `cv_folds`: fit the fold models and the refit in this many worker processes
+        (joblib; None: one after the other, here). The same models either way.
 
     `fit(X, y, groups=None)`; X is passed through to the estimator unchanged (2-D or 3-D arrays,
     DataFrames; NaN handling is the estimator's). Fitted: `estimator_`, `calibration_scores_`
@@ -147,12 +151,14 @@ class ConformalRegressor(RegressorMixin, BaseEstimator):
         calibration_fraction: float = 0.25,
         random_state: int = 0,
         cv_folds: int | None = None,
+        n_jobs: int | None = None,
     ):
         self.estimator = estimator
         self.alpha = alpha
         self.calibration_fraction = calibration_fraction
         self.random_state = random_state
         self.cv_folds = cv_folds
+        self.n_jobs = n_jobs
 
     def _base(self):
         if self.estimator is not None:
@@ -189,14 +195,18 @@ class ConformalRegressor(RegressorMixin, BaseEstimator):
         else:
             folds = cross_folds(n, self.cv_folds, groups, self.random_state)
             scores, cal = [], np.concatenate(folds)
-            for k, held in enumerate(folds):
-                fold_model = self._fitted(X, y, groups_array, np.setdiff1d(np.arange(n), held))
+            # the K fold models and the refit are independent: side by side in `n_jobs` processes
+            # (each fit is the same in a worker as here, so the results do not depend on n_jobs)
+            row_sets = [np.setdiff1d(np.arange(n), held) for held in folds] + [np.arange(n)]
+            *fold_models, self.estimator_ = Parallel(n_jobs=self.n_jobs)(
+                delayed(self._fitted)(X, y, groups_array, rows) for rows in row_sets
+            )
+            for k, (held, fold_model) in enumerate(zip(folds, fold_models)):
                 held_groups = None if groups_array is None else groups_array[held]
                 fold_scores, self.oof_prediction_[held] = self._scores(take_rows(X, held), y[held], held_groups, fold_model)
                 scores.append(fold_scores)
                 self.fold_of_row_[held] = k
             scores = np.concatenate(scores)
-            self.estimator_ = self._fitted(X, y, groups_array, np.arange(n))
             cal_groups = None if groups_array is None else groups_array[cal]
             self.n_folds_ = len(folds)
         self.calibration_scores_ = np.sort(scores)

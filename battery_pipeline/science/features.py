@@ -432,7 +432,9 @@ def _entropy(x: np.ndarray, starts, counts, bins: int, offset: np.ndarray | None
     with np.errstate(invalid="ignore", divide="ignore"):
         scale = np.where(width > 0, bins / width, 0.0)
     # bin of each value, offset by its segment's block of `bins` counters
-    b = (x - np.repeat(lo, counts)) * np.repeat(scale, counts)
+    b = np.repeat(lo, counts)
+    np.subtract(x, b, out=b)  # in place: the same values as (x - lo) * scale
+    b *= np.repeat(scale, counts)
     b = b.astype(np.int64)
     np.minimum(b, bins - 1, out=b)
     b += np.repeat(np.arange(n_groups, dtype=np.int64) * bins, counts) if offset is None else offset
@@ -853,11 +855,13 @@ def _charge_shape(v_c, i_c, w, imid_c, s_c, n_c, cv_c, i_cc, config: FeatureConf
     out["cc_window_charge_ah"] = window["charge", hi] - window["charge", lo]
     # CV current decay: first CV sample at or below each fraction of the CC current
     f0, f1 = sorted((float(x) for x in config.cv_decay_fractions), reverse=True)
-    i_ref = np.repeat(i_cc, n_c)
+    cv_idx = np.flatnonzero(cv_c)  # only CV samples can be hits: compare those alone
+    i_cv = i_c[cv_idx]
+    i_ref = i_cc[np.searchsorted(s_c, cv_idx, side="right") - 1]  # CC current of each one's cycle
     times = []
     for fraction in (f0, f1):
         with np.errstate(invalid="ignore"):
-            hit = np.flatnonzero(cv_c & (i_c <= fraction * i_ref))
+            hit = cv_idx[i_cv <= fraction * i_ref]
         first = _first_index_in_segments(hit, s_c, s_c + n_c)
         found = first >= 0
         at = np.full(n_cyc, np.nan)

@@ -62,8 +62,11 @@ QUIET_CONSOLE = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 def ensure_dagster_home() -> Path:
     """$DAGSTER_HOME (default `.dagster_home/` in the project) with our dagster.yaml
     (`instance_yaml`); an existing dagster.yaml is the user's and is kept."""
+    from battery_pipeline import instance_tuning
+
     home = Path(os.environ.setdefault("DAGSTER_HOME", str(PROJECT_ROOT / ".dagster_home")))
     home.mkdir(parents=True, exist_ok=True)
+    instance_tuning.install()
     config = home / "dagster.yaml"
     if not config.exists():
         config.write_text(instance_yaml())

@@ -2,6 +2,8 @@
 
 import dagster as dg
 
+from battery_pipeline import instance_tuning
+
 from battery_pipeline.assets import cell_pipeline, governance, models, reports, twin
 from battery_pipeline.automation import predictions_automation_sensor, with_automation_conditions
 from battery_pipeline.jobs import (
@@ -16,6 +18,8 @@ from battery_pipeline.jobs import (
 from battery_pipeline.resources import environment_resources
 from battery_pipeline.schedules import nightly_training_schedule
 from battery_pipeline.sensors import cell_packs_sensor, incoming_files_sensor
+
+instance_tuning.install()  # synchronous=NORMAL on the SQLite instance files (see the module)
 
 defs = dg.Definitions(
     # The automation conditions (automation.py) are applied here, in one place.

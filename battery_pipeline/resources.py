@@ -273,11 +273,9 @@ class Warehouse(DuckDBResource):
 
     @staticmethod
     def _exists(conn, table: str) -> bool:
-        return bool(
-            conn.execute(
-                "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [table]
-            ).fetchone()[0]
-        )
+        # fetchall: a result left unfinished blocks the next register() on the connection
+        ((count,),) = conn.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [table]).fetchall()
+        return bool(count)
 
 
 class SourceCatalog(ConfigurableResource):

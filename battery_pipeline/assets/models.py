@@ -728,6 +728,8 @@ def _predictions_asset(task: str):
             kinds={"duckdb"},
             # a rescoring of every cell after a promotion, or a burst of new cells: one run
             backfill_policy=dg.BackfillPolicy.single_run(),
+            # materializations are yielded per cell partition, not as the step's output
+            output_required=False,
             description=(
                 f"The promoted {task.upper()} model on every cycle of the cell: prediction, interval, truth where "
                 "known, model id, and the cell's split for that model (unseen: arrived after training)."

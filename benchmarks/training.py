@@ -140,7 +140,10 @@ def main() -> None:
     from battery_pipeline.assets.models import MODEL_ASSETS, TASKS
     from battery_pipeline.cli import QUIET_CONSOLE
     from battery_pipeline.definitions import defs
+    from battery_pipeline.provenance import code_version
     from battery_pipeline.resources import ModelStore
+
+    print(f"measured code: {code_version()}")
 
     job = defs.resolve_job_def("train_models_job")
     totals = []

@@ -69,6 +69,10 @@ class _Connection:
         self._transaction.append(sql)
         return self._connection.execute(sql, *args, **kwargs)
 
+    def cursor(self):
+        # a Warehouse session hands each call a cursor of its one connection: pause those too
+        return _Connection(self._connection.cursor(), self._pause)
+
     def __getattr__(self, name):
         return getattr(self._connection, name)
 

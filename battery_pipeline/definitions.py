@@ -31,4 +31,6 @@ defs = dg.Definitions(
     schedules=[nightly_training_schedule],
     sensors=[incoming_files_sensor, cell_packs_sensor, predictions_automation_sensor],
     resources=environment_resources(),
+    # Also for the runs Dagster makes itself (automation, UI materializations): see jobs.py
+    executor=dg.in_process_executor,
 )

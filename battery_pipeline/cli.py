@@ -1,9 +1,10 @@
 """`battery-pipeline`: run the main job on the data folders from a shell, or open the UI.
 
-    battery-pipeline run        register every cell found, run `cell_pipeline_job` for each,
-                                print a summary (uses the demo fleet when no data is present);
-                                then train, promote and report (`train_models_job`) and score
-                                every cell (`score_cells_job`) for each task with enough cells
+    battery-pipeline run        register every cell found, run `cell_pipeline_job` over all of
+                                them in one batched run, print a summary (uses the demo fleet
+                                when no data is present); then train, promote and report
+                                (`train_models_job`) and score every cell in one run
+                                (`score_cells_job`) for each task with enough cells
                                 (`splits.MIN_TRAINING_CELLS`; otherwise it says so and skips),
                                 run every pack (`pack_pipeline_job`: the pack folders' packs, and
                                 the demo packs only with the demo fleet), write data cards and
@@ -12,7 +13,8 @@
     battery-pipeline demo DIR   write the demo fleet to DIR
 
 Runs go through a persistent Dagster instance in $DAGSTER_HOME (default `.dagster_home/` in the
-project), so they appear in the UI afterwards with their logs, metadata and check results.
+project) as runs of the code location (`run_job`), so they appear in the UI afterwards under their
+job, with their logs, metadata and check results. The terminal shows progress and warnings only.
 """
 
 from __future__ import annotations
@@ -79,9 +81,10 @@ def run_all(
     only: list[str] | None = None,
     pack_dirs: list[str] | None = None,
 ) -> int:
-    """Register every cell partition and run the main job for each (or for `only`).
+    """Register every cell partition and run the main job over them (or over `only`) in one run
+    per contiguous range of partitions, then models, scoring, packs and governance.
 
-    Returns the number of failed runs.
+    Returns the number of failed cells and runs.
     """
     ensure_dagster_home()
     # Environment, not arguments: the step processes of every job read the same folders.

@@ -39,11 +39,11 @@ governance_job = dg.define_asset_job(
     executor_def=dg.in_process_executor,
 )
 
-# Per cell: the promoted models' SOH and RUL predictions (also for cells that arrive later).
+# Per cell or batch of cells: the promoted models' SOH and RUL predictions (also for cells that arrive later).
 score_cells_job = dg.define_asset_job(
     "score_cells_job",
     selection=dg.AssetSelection.groups("predictions"),
-    description="Score one cell partition with the promoted SOH and RUL models.",
+    description="Score a cell, or a batch of cells in one run, with the promoted SOH and RUL models.",
     executor_def=dg.in_process_executor,
 )
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 import dagster as dg
 import numpy as np
 import pandas as pd
-import pandera.errors
 
 from battery_pipeline.checks.outcomes import not_evaluated
 from battery_pipeline.science.schema import SAMPLE_COLUMNS, CellCycleSample, column_differences
+from battery_pipeline.science.validation import schema_failure_cases
 
 WORST_OFFENDERS = 10
 
@@ -53,12 +53,13 @@ def frame_shape_check(frame: pd.DataFrame, check_name: str = "raw_schema_conform
 
 
 def schema_conformance_check(frame: pd.DataFrame) -> dg.AssetCheckResult:
-    """Every validated row satisfies the pandera model (collecting all failures)."""
-    try:
-        CellCycleSample.validate(frame, lazy=True)
+    """Every validated row satisfies the pandera model (collecting all failures; pandera judges
+    the rows a vectorized screen of the same checks picks, `schema_failure_cases`)."""
+    cases = schema_failure_cases(frame)
+    if cases is None:
         failures = pd.DataFrame(columns=["column", "check", "failure_case", "index"])
-    except pandera.errors.SchemaErrors as errors:
-        failures = errors.failure_cases[["column", "check", "failure_case", "index"]]
+    else:
+        failures = cases[["column", "check", "failure_case", "index"]]
     by_check = failures.groupby(["column", "check"], dropna=False).size() if len(failures) else pd.Series(dtype=int)
     return dg.AssetCheckResult(
         check_name="schema_conformance",

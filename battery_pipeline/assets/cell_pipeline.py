@@ -138,8 +138,9 @@ def _group_full(group: list[CellOutcome]) -> bool:
 
 def computed(tasks: list[CellTask], workers: int, prepare) -> Iterator[CellOutcome]:
     """Each task's outcome as it finishes: in this process with one worker, else in a forkserver
-    pool with at most two tasks per worker in flight (memory stays bounded by the group). A
-    worker that dies fails its cell and the pool is started again for the rest."""
+    pool with at most two tasks per worker in flight (memory stays bounded by the group). When a
+    worker dies (a crash in native code), the cells in flight fail with that reason, since any of
+    them may have caused it, and a new pool computes the rest."""
     if workers <= 1:
         for task in tasks:
             yield compute_cell(prepare(task))
@@ -147,21 +148,25 @@ def computed(tasks: list[CellTask], workers: int, prepare) -> Iterator[CellOutco
     remaining = list(reversed(tasks))
     while remaining:
         with _pool(workers) as pool:
-            pending = {}
-            try:
-                while remaining or pending:
-                    while remaining and len(pending) < 2 * workers:
-                        task = remaining.pop()
-                        pending[pool.submit(compute_cell, prepare(task))] = task
-                    done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                    for future in done:
-                        task = pending.pop(future)
-                        yield future.result()
-            except BrokenProcessPool as exc:
-                for task in pending.values():
-                    lost = CellOutcome(task.source.partition_key)
-                    lost.failed_stage, lost.error = task.stages[0], f"the worker process computing this cell died ({exc})"
-                    yield lost
+            pending, broken = {}, None
+            while (remaining or pending) and broken is None:
+                while remaining and len(pending) < 2 * workers:
+                    task = remaining.pop()
+                    pending[pool.submit(compute_cell, prepare(task))] = task
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    try:
+                        outcome = future.result()
+                    except BrokenProcessPool as exc:
+                        broken = exc
+                        continue
+                    del pending[future]
+                    yield outcome
+            for task in pending.values():
+                lost = CellOutcome(task.source.partition_key)
+                lost.failed_stage = task.stages[0]
+                lost.error = f"a worker process died while this cell was in flight ({broken}); run the cell again to retry"
+                yield lost
 
 
 def _pool(workers: int) -> ProcessPoolExecutor:

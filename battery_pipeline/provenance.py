@@ -34,3 +34,13 @@ def code_version() -> str:
         return f"package:{metadata.version('battery_pipeline')}"
     except metadata.PackageNotFoundError:
         return "unknown"
+
+
+def short_code_version() -> str:
+    """`code_version()` as benchmarks print it: the short commit, "+dirty" with uncommitted
+    changes to tracked files (else the package version)."""
+    version = code_version()
+    if not version.startswith("git:"):
+        return version
+    commit = version.removeprefix("git:")
+    return commit[:7] + ("+dirty" if commit.endswith("+dirty") else "")

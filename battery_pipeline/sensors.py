@@ -264,7 +264,8 @@ def build_incoming_files_sensor(
         add_requests, ordered = [], {}
         for kind, keys in new_keys.items():
             known = context.instance.get_dynamic_partitions(kind)
-            unknown = [k for k in keys if k not in set(known)]
+            known_set = set(known)
+            unknown = [k for k in keys if k not in known_set]
             ordered[kind] = [*known, *unknown]  # partitions added now come after the known ones, in this order
             if unknown:
                 definition = cell_partitions if kind == cell_partitions.name else pack_partitions

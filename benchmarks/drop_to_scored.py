@@ -70,9 +70,9 @@ def main() -> None:
     }
     os.environ.update(env)
     (root / "incoming").mkdir(parents=True, exist_ok=True)
-    from benchmarks.fleet import measured_commit
+    from battery_pipeline.provenance import short_code_version
 
-    print(f"measured commit: {measured_commit()}; work folder {root}")
+    print(f"measured commit: {short_code_version()}; work folder {root}")
     started = time.perf_counter()
     if not args.reuse:
         subprocess.run([sys.executable, "-m", "battery_pipeline.cli", "run"], env=env, cwd=ROOT, check=True,

@@ -42,7 +42,7 @@ import scipy.stats
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from battery_pipeline.provenance import code_version  # noqa: E402
+from battery_pipeline.provenance import short_code_version  # noqa: E402
 from battery_pipeline.science import synth  # noqa: E402
 from battery_pipeline.science.cycle_classes import CLASS_COLUMNS, classify_cycles  # noqa: E402
 from battery_pipeline.science.validation import as_categorical  # noqa: E402
@@ -65,15 +65,6 @@ _FRAMES: list[pd.DataFrame] = []  # one per cell, shared with forked workers
 
 def nominal_of(cell_id: str) -> float:
     return next(v for k, v in NOMINAL_AH.items() if f"_{k}_" in cell_id)
-
-
-def measured_commit() -> str:
-    """Short hash of the checkout, "+dirty" with uncommitted changes to tracked files."""
-    version = code_version()
-    if not version.startswith("git:"):
-        return version
-    commit = version.removeprefix("git:")
-    return commit[:7] + ("+dirty" if commit.endswith("+dirty") else "")
 
 
 def peak_mb(who=resource.RUSAGE_SELF) -> float:
@@ -330,7 +321,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--pandas-budget-s", type=float, default=600.0)
     args = parser.parse_args()
-    print(f"measured commit: {measured_commit()}")
+    print(f"measured commit: {short_code_version()}")
 
     started = time.perf_counter()
     for frame in synth.iter_benchmark_frames(args.samples, n_cells=args.cells):

@@ -32,14 +32,6 @@ sys.path.insert(0, str(ROOT))
 PRIMARY_ASSETS = ("cells", "raw_samples", "validated_samples", "cycle_features", "cycle_labels")
 
 
-def measured_commit() -> str:
-    from battery_pipeline.provenance import code_version
-
-    version = code_version()
-    commit = version.removeprefix("git:")
-    return commit[:7] + ("+dirty" if commit.endswith("+dirty") else "") if version.startswith("git:") else version
-
-
 def generate(directory: Path, n_cells: int, samples_per_cell: int) -> list[Path]:
     from battery_pipeline.science import synth
 
@@ -80,7 +72,9 @@ def main() -> None:
     )
     if args.postgres:
         os.environ["BATTERY_PIPELINE_DAGSTER_PG_URL"] = args.postgres
-    print(f"measured commit: {measured_commit()}; {os.cpu_count()} cores; instance: {'Postgres' if args.postgres else 'SQLite'}")
+    from battery_pipeline.provenance import short_code_version
+
+    print(f"measured commit: {short_code_version()}; {os.cpu_count()} cores; instance: {'Postgres' if args.postgres else 'SQLite'}")
     files = generate(cells_dir, args.cells, args.samples_per_cell)
 
     from dagster import DagsterEventType, DagsterInstance

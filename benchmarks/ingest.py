@@ -29,7 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from battery_pipeline.provenance import code_version  # noqa: E402
+from battery_pipeline.provenance import short_code_version  # noqa: E402
 from battery_pipeline.resources import Warehouse  # noqa: E402
 from battery_pipeline.science import synth  # noqa: E402
 from battery_pipeline.science.readers import detect_format  # noqa: E402
@@ -96,9 +96,7 @@ def main() -> None:
     parser.add_argument("--no-store", action="store_true", help="read and validate only (no DuckDB)")
     parser.add_argument("--keep", help="write the generated files and warehouse here instead of a temp dir")
     args = parser.parse_args()
-    version = code_version()  # "git:<commit>[+dirty]"
-    commit = version.removeprefix("git:")
-    print(f"measured commit: {commit[:7] + ('+dirty' if commit.endswith('+dirty') else '') if version.startswith('git:') else version}")
+    print(f"measured commit: {short_code_version()}")
 
     workdir = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="ingest-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)

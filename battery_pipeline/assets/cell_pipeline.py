@@ -228,12 +228,11 @@ class CellBatch:
             for outcome in ready:  # what the stage cost this cell (in its worker), on each of its assets
                 for metadata in reports[outcome.key].metadata.values():
                     metadata["compute_seconds"] = round(outcome.seconds[stage], 4)
-            cursor = self._latest_storage_id()
             for key, report in reports.items():
                 for asset, metadata in report.metadata.items():
                     yield dg.AssetMaterialization(asset, partition=key, metadata=metadata)
             # (yielded events are stored before this generator resumes)
-            targets = self._materializations_since(cursor, {r.check_name for rep in reports.values() for r in rep.checks}, keys)
+            targets = self._latest_materializations({r.check_name for rep in reports.values() for r in rep.checks}, keys)
             for key, report in reports.items():
                 evaluations, blocked = self._evaluations(key, report, targets)
                 yield from evaluations
@@ -259,25 +258,20 @@ class CellBatch:
             return feature_assets.describe_features(outcome.key, outcome, outcome.record, input_hash, plots=self.plots)
         return feature_assets.describe_labels(outcome, outcome.record, outcome.feature_columns, input_hash)
 
-    def _latest_storage_id(self) -> int:
-        records = self.context.instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=CELL_SPECS[0].key), limit=1
-        ).records
-        return records[0].storage_id if records else 0
-
-    def _materializations_since(self, cursor: int, check_names: set[str], keys: list[str]) -> dict:
-        """{(asset key, partition): target data} of the materializations just stored for the
-        assets these checks are on: a partitioned check result counts for the cell's current
-        materialization only when it names that materialization (automation waits on it)."""
+    def _latest_materializations(self, check_names: set[str], keys: list[str]) -> dict:
+        """{(asset key, partition): target data} of each cell's latest materialization (the one
+        just stored) of the assets these checks are on: a partitioned check result counts for the
+        cell's current materialization only when it names that materialization (automation waits
+        on it)."""
         targets = {}
         for asset_key in {CHECKS_BY_NAME[name].asset_key for name in check_names}:
             records = self.context.instance.fetch_materializations(
-                dg.AssetRecordsFilter(asset_key=asset_key, asset_partitions=keys, after_storage_id=cursor), limit=10 * len(keys)
-            ).records
-            for record in sorted(records, key=lambda r: r.storage_id):  # the latest per cell wins
-                targets[(asset_key, record.partition_key)] = AssetCheckEvaluationTargetMaterializationData(
+                dg.AssetRecordsFilter(asset_key=asset_key, asset_partitions=keys), limit=len(keys)
+            ).records  # newest first: the group's own, one per cell
+            for record in records:
+                targets.setdefault((asset_key, record.partition_key), AssetCheckEvaluationTargetMaterializationData(
                     storage_id=record.storage_id, run_id=record.run_id, timestamp=record.timestamp
-                )
+                ))
         return targets
 
     def _evaluations(self, key: str, report: StageReport, targets: dict) -> tuple[list[dg.AssetCheckEvaluation], str | None]:

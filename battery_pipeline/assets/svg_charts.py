@@ -3,7 +3,7 @@
 Why not matplotlib here: a matplotlib figure costs 0.1-0.3 s to draw and encode, three per cell,
 which was as much as computing the cell's features; a batch of 1,000 cells would spend minutes on
 plots. These charts (lines or dots, axes with round ticks, a title, a legend or colour scale)
-take about a millisecond and are embedded in markdown as an SVG data URI, as the PNGs were.
+take 2-8 ms and are embedded in markdown as an SVG data URI, as the PNGs were.
 """
 
 from __future__ import annotations

@@ -31,6 +31,7 @@ from battery_pipeline.science.cycle_classes import CLASS_COLUMNS, classify_cycle
 from battery_pipeline.science.features import CYCLE_FEATURE_COLUMNS, FeatureConfig, compute_curves, compute_cycle_features
 from battery_pipeline.science.labels import LABEL_COLUMNS, LabelConfig, label_config_for, labels_for_cell
 from battery_pipeline.science.readers import CyclerReader, SourceFormatError
+from battery_pipeline.science.sample_quality import FLAG_COLUMNS
 from battery_pipeline.science.schema import CELL_COLUMNS, IMPEDANCE_COLUMNS, SAMPLE_COLUMNS, CellImpedance, CellRecord
 from battery_pipeline.science.sources import CellSource, cell_record, trusted_nominal
 from battery_pipeline.science.validation import CellLimits, ValidationResult, ValidationRules, validate_samples
@@ -181,8 +182,6 @@ def _record(tables, key: str, outcome: CellOutcome) -> pd.Series:
 
 
 def _validated(task: CellTask, tables, outcome) -> dict[str, pd.DataFrame]:
-    from battery_pipeline.science.sample_quality import FLAG_COLUMNS
-
     cell = _record(tables, task.source.partition_key, outcome)
     result = validate_samples(tables["raw_samples"][SAMPLE_COLUMNS], CellLimits.from_record(cell.to_dict()), task.rules)
     outcome.validation = result

@@ -1,7 +1,8 @@
 """Several partitions materialized at once, in separate processes, never hit DuckDB's lock.
 
-Each process launches a run with the default multiprocess executor on one shared instance whose
-`duckdb` pool has one slot, so warehouse steps of different runs queue instead of colliding.
+Each process is a `battery-pipeline run --partition` (a `cell_pipeline_job` run executed in that
+process) on one shared instance whose `duckdb` pool has one slot, so warehouse steps of different
+runs queue instead of colliding.
 """
 
 from __future__ import annotations

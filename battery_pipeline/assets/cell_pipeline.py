@@ -26,6 +26,7 @@ inputs from the warehouse.
 """
 
 
+import contextlib
 import math
 import multiprocessing
 import os
@@ -224,21 +225,24 @@ class CellBatch:
             self.warehouse.replace_partitions(
                 {table: _concat([o.tables[table] for o in ready]) for table in STAGE_TABLES[stage]}, "cell_id", keys
             )
-            reports = {o.key: self._describe(stage, o, hashes.get(o.key)) for o in ready}
+            # the validation checks judge the stored rows: read back for the whole group at once
+            stored = validation.read_back_validation(self.warehouse, keys) if stage == "validated" else {}
+            reports = {o.key: self._describe(stage, o, hashes.get(o.key), stored.get(o.key)) for o in ready}
             for outcome in ready:  # what the stage cost this cell (in its worker), on each of its assets
                 for metadata in reports[outcome.key].metadata.values():
                     metadata["compute_seconds"] = round(outcome.seconds[stage], 4)
-            for key, report in reports.items():
-                for asset, metadata in report.metadata.items():
-                    yield dg.AssetMaterialization(asset, partition=key, metadata=metadata)
-            # (yielded events are stored before this generator resumes)
-            targets = self._latest_materializations({r.check_name for rep in reports.values() for r in rep.checks}, keys)
-            for key, report in reports.items():
-                evaluations, blocked = self._evaluations(key, report, targets)
-                yield from evaluations
-                if blocked:
-                    self.fail(key, stage, blocked)
-                    del alive[key]
+            with batched_event_writes(self.context.instance):
+                for key, report in reports.items():
+                    for asset, metadata in report.metadata.items():
+                        yield dg.AssetMaterialization(asset, partition=key, metadata=metadata)
+                # (yielded events are stored before this generator resumes)
+                targets = self._latest_materializations({r.check_name for rep in reports.values() for r in rep.checks}, keys)
+                for key, report in reports.items():
+                    evaluations, blocked = self._evaluations(key, report, targets)
+                    yield from evaluations
+                    if blocked:
+                        self.fail(key, stage, blocked)
+                        del alive[key]
         self.succeeded += list(alive)
         done = len(self.succeeded) + len(self.failures)
         elapsed = time.perf_counter() - self.started
@@ -247,13 +251,13 @@ class CellBatch:
             f"cells {done}/{self.total} done ({len(self.failures)} failed), {elapsed:.0f} s elapsed, about {left:.0f} s left"
         )
 
-    def _describe(self, stage: str, outcome: CellOutcome, input_hash: str | None) -> StageReport:
+    def _describe(self, stage: str, outcome: CellOutcome, input_hash: str | None, stored=None) -> StageReport:
         if stage == "cells":
             return ingest.describe_cells(outcome.tables["cells"])
         if stage == "raw":
             return ingest.describe_raw(self.sources[outcome.key], outcome)
         if stage == "validated":
-            return validation.describe_validated(self.warehouse, outcome.key, outcome.validation, self.config, input_hash)
+            return validation.describe_validated(stored, outcome.validation, self.config, input_hash)
         if stage == "features":
             return feature_assets.describe_features(outcome.key, outcome, outcome.record, input_hash, plots=self.plots)
         return feature_assets.describe_labels(outcome, outcome.record, outcome.feature_columns, input_hash)
@@ -310,6 +314,15 @@ class CellBatch:
                 metadata={"failed_cells": dg.MetadataValue.json(self.failures), "succeeded_cells": len(self.succeeded)},
                 allow_retries=False,
             )
+
+
+def batched_event_writes(instance):
+    """One transaction for the events stored inside, where the instance's event log offers it
+    (`instance_storage.PooledSqliteEventLogStorage`); otherwise each event as Dagster stores it.
+    The step's yielded events are stored in this thread before the generator resumes, so they
+    fall inside."""
+    batched = getattr(instance.event_log_storage, "batched_writes", None)
+    return batched() if batched else contextlib.nullcontext()
 
 
 def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:

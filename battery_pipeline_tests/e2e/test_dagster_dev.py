@@ -13,7 +13,7 @@ sensor registers the `packs` partition and requests `pack_pipeline_job`, every t
 every check of the job passes, and the warehouse holds one telemetry sample per source row and
 exactly the voltage alerts the simulator injected.
 
-Set-up (all temporary): DAGSTER_HOME with the project's dagster.yaml (`cli.DAGSTER_YAML`, plus a
+Set-up (all temporary): DAGSTER_HOME with the project's dagster.yaml (`cli.instance_yaml()`, plus a
 1 s run-queue interval), the DuckDB warehouse, the incoming (data) and pack folders, and the model,
 results, reports and demo folders. The demo folders must stay empty: when the incoming folder is
 empty the catalog would fall back to the demo fleet, which the sensor never watches; the test
@@ -69,7 +69,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from battery_pipeline.cli import DAGSTER_YAML
+from battery_pipeline.cli import instance_yaml
 from battery_pipeline.science.twin.pack_sim import simulate_pack, write_pack
 from battery_pipeline_tests.conftest import REPO_ROOT, dataset_file
 
@@ -257,7 +257,7 @@ def pipeline_environment(root: Path) -> tuple[dict[str, str], dict[str, Path]]:
         folder.mkdir(parents=True)
     folders["warehouse"] = root / "warehouse.duckdb"
     (folders["dagster_home"] / "dagster.yaml").write_text(
-        DAGSTER_YAML + "# e2e test: dequeue queued runs every second (default 5 s)\n"
+        instance_yaml() + "# e2e test: dequeue queued runs every second (default 5 s)\n"
         "run_queue:\n  dequeue_interval_seconds: 1\n"
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith(("BATTERY_PIPELINE_", "DAGSTER_"))}

@@ -46,48 +46,60 @@ def fleet(tmp_path):
     return data
 
 
+@pytest.fixture(params=["dagster's sqlite event log", "pooled sqlite event log"])
+def instance(request, tmp_path):
+    overrides = {}
+    if request.param.startswith("pooled"):  # what `battery-pipeline` configures (instance_storage.py)
+        overrides["event_log_storage"] = {
+            "module": "battery_pipeline.instance_storage",
+            "class": "PooledSqliteEventLogStorage",
+            "config": {"base_dir": str(tmp_path / "event_logs")},
+        }
+    with dg.instance_for_test(overrides=overrides) as instance:
+        yield instance
+
+
 def rows(database, table: str, key: str) -> pd.DataFrame:
     with duckdb.connect(str(database), read_only=True) as conn:
         return conn.execute(f"SELECT * EXCLUDE (cell_id) FROM {table} WHERE cell_id = ? ORDER BY ALL", [key]).df()
 
 
-def test_one_bad_file_fails_its_own_cell_and_every_other_cell_of_the_batch_lands(tmp_path, fleet):
-    with dg.instance_for_test() as instance:
-        keys = discover([fleet]).keys()
-        instance.add_dynamic_partitions(cell_partitions.name, keys)
-        bad = "cell_1b"
-        good = [k for k in keys if k != bad]
-        result = batch(instance, fleet, tmp_path / "w.duckdb", keys, workers=2)
+def test_one_bad_file_fails_its_own_cell_and_every_other_cell_of_the_batch_lands(tmp_path, fleet, instance):
+    keys = discover([fleet]).keys()
+    instance.add_dynamic_partitions(cell_partitions.name, keys)
+    bad = "cell_1b"
+    good = [k for k in keys if k != bad]
+    result = batch(instance, fleet, tmp_path / "w.duckdb", keys, workers=2)
 
-        assert not result.success
-        (failure,) = [e for e in result.all_events if e.is_step_failure]
-        failed = failure.step_failure_data.user_failure_data.metadata["failed_cells"].value
-        assert list(failed) == [bad] and "cell_1b.csv" in failed[bad] and "unknown format" in failed[bad]
+    assert not result.success
+    (failure,) = [e for e in result.all_events if e.is_step_failure]
+    failed = failure.step_failure_data.user_failure_data.metadata["failed_cells"].value
+    assert list(failed) == [bad] and "cell_1b.csv" in failed[bad] and "unknown format" in failed[bad]
 
-        # the UI's partition status: every asset materialized for the good cells, failed for the bad one
-        for spec in CELL_SPECS:
-            status = instance.get_status_by_partition(spec.key, keys, cell_partitions)
-            assert {k for k, s in status.items() if s == dg.AssetPartitionStatus.MATERIALIZED} == set(good), spec.key
-            assert status[bad] == dg.AssetPartitionStatus.FAILED, spec.key
+    # the UI's partition status: every asset materialized for the good cells, failed for the bad one
+    for spec in CELL_SPECS:
+        status = instance.get_status_by_partition(spec.key, keys, cell_partitions)
+        assert {k for k, s in status.items() if s == dg.AssetPartitionStatus.MATERIALIZED} == set(good), spec.key
+        assert status[bad] == dg.AssetPartitionStatus.FAILED, spec.key
 
-        # check results per cell partition, each naming the materialization it checked
-        history = instance.event_log_storage.get_asset_check_execution_history(
-            dg.AssetCheckKey(dg.AssetKey("validated_samples"), "row_accounting"), limit=10
-        )
-        history = [r for r in history if r.partition is not None]  # not the range's planned record
-        assert sorted(r.partition for r in history) == sorted(good)
-        assert all(r.evaluation.passed and r.evaluation.target_materialization_data for r in history)
+    # check results per cell partition, each naming the materialization it checked
+    history = instance.event_log_storage.get_asset_check_execution_history(
+        dg.AssetCheckKey(dg.AssetKey("validated_samples"), "row_accounting"), limit=10
+    )
+    history = [r for r in history if r.partition is not None]  # not the range's planned record
+    assert sorted(r.partition for r in history) == sorted(good)
+    assert all(r.evaluation.passed and r.evaluation.target_materialization_data for r in history)
 
-        with duckdb.connect(str(tmp_path / "w.duckdb"), read_only=True) as conn:
-            counts = conn.execute(
-                """SELECT r.cell_id, r.n, coalesce(v.n, 0) + coalesce(q.n, 0)
-                   FROM (SELECT cell_id, count(*) n FROM raw_samples GROUP BY 1) r
-                   LEFT JOIN (SELECT cell_id, count(*) n FROM validated_samples GROUP BY 1) v USING (cell_id)
-                   LEFT JOIN (SELECT cell_id, count(*) n FROM quarantined_samples GROUP BY 1) q USING (cell_id)"""
-            ).fetchall()
-            labelled = {row[0] for row in conn.execute("SELECT DISTINCT cell_id FROM cycle_labels").fetchall()}
-        assert sorted(c for c, _, _ in counts) == sorted(good) and all(raw == kept for _, raw, kept in counts)
-        assert labelled == set(good)
+    with duckdb.connect(str(tmp_path / "w.duckdb"), read_only=True) as conn:
+        counts = conn.execute(
+            """SELECT r.cell_id, r.n, coalesce(v.n, 0) + coalesce(q.n, 0)
+               FROM (SELECT cell_id, count(*) n FROM raw_samples GROUP BY 1) r
+               LEFT JOIN (SELECT cell_id, count(*) n FROM validated_samples GROUP BY 1) v USING (cell_id)
+               LEFT JOIN (SELECT cell_id, count(*) n FROM quarantined_samples GROUP BY 1) q USING (cell_id)"""
+        ).fetchall()
+        labelled = {row[0] for row in conn.execute("SELECT DISTINCT cell_id FROM cycle_labels").fetchall()}
+    assert sorted(c for c, _, _ in counts) == sorted(good) and all(raw == kept for _, raw, kept in counts)
+    assert labelled == set(good)
 
 
 def test_a_batch_in_worker_processes_stores_what_one_cell_runs_store(tmp_path, fleet):

@@ -13,7 +13,7 @@ import sys
 
 import duckdb
 
-from battery_pipeline.cli import DAGSTER_YAML
+from battery_pipeline.cli import instance_yaml
 from battery_pipeline_tests.conftest import REPO_ROOT
 from battery_pipeline_tests.fixtures import cycling_frame, write_csv
 
@@ -26,7 +26,7 @@ def test_concurrent_partitions_have_no_lock_errors_and_correct_counts(tmp_path):
         write_csv(data, f"{name}.csv", cycling_frame(n_cycles=cycles))
     home = tmp_path / "dagster_home"
     home.mkdir()
-    (home / "dagster.yaml").write_text(DAGSTER_YAML)
+    (home / "dagster.yaml").write_text(instance_yaml())
     env = {
         **os.environ,
         "DAGSTER_HOME": str(home),

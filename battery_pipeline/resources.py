@@ -263,6 +263,16 @@ class Warehouse(DuckDBResource):
         groups = {str(k): g.reset_index(drop=True) for k, g in frame.groupby(key_column, sort=False)}
         return {key: groups.get(key, frame.iloc[0:0]) for key in keys}
 
+    def query_keys(self, sql: str, keys: Sequence[str]) -> pd.DataFrame:
+        """`sql` run with the relation `_keys(key)` holding `keys` (one query for a group of
+        partitions: `WHERE cell_id IN (SELECT key FROM _keys)`)."""
+        with self.connection() as conn:
+            conn.register("_keys", pa.table({"key": pa.array(list(keys), pa.string())}))
+            try:
+                return conn.execute(sql).df()
+            finally:
+                conn.unregister("_keys")
+
     def query(self, sql: str, params: list | None = None) -> pd.DataFrame:
         with self.connection() as conn:
             return conn.execute(sql, params or []).df()

@@ -7,7 +7,10 @@ downstream stages.
 """
 
 
+from dataclasses import dataclass
+
 import dagster as dg
+import pandas as pd
 
 from battery_pipeline.assets.ingest import INGEST_GROUP
 from battery_pipeline.assets.metadata import StageReport, frame_preview, table_schema
@@ -46,48 +49,91 @@ class ValidationConfig(dg.Config):
 _MISSING = "NOT coalesce(isfinite({0}), false)"  # NULL, NaN or infinite
 
 
-def stored_cycle_accounting(warehouse: Warehouse, key: str):
-    """Per cycle of the stored partition: raw rows, raw rows missing a measurement, validated rows."""
+_IN_GROUP = "cell_id IN (SELECT key FROM _keys)"
+
+
+@dataclass
+class StoredValidation:
+    """What the validation stage stored for one cell, read back: the checks judge this, not what
+    was meant to be stored."""
+
+    raw_rows: int
+    validated_rows: int
+    quarantined_rows: int
+    valid: pd.DataFrame  # validated_samples, SAMPLE_COLUMNS, in stored order
+    flags: pd.DataFrame  # sample_flags
+    cycle_accounting: pd.DataFrame  # per cycle: raw rows, raw rows missing a measurement, validated rows
+    filled_values: pd.DataFrame  # (source_file, source_row, channel) missing in raw, present in validated
+    outliers: pd.DataFrame  # outlier marks with the value stored in validated_samples (NaN if none)
+
+
+def read_back_validation(warehouse: Warehouse, keys: list[str]) -> dict[str, StoredValidation]:
+    """The stored validation tables of a group of cells, in one query per kind (not per cell)."""
+    counts = warehouse.query_keys(
+        f"""
+        SELECT k.key AS cell_id,
+               (SELECT count(*) FROM raw_samples WHERE cell_id = k.key) AS raw,
+               (SELECT count(*) FROM validated_samples WHERE cell_id = k.key) AS validated,
+               (SELECT count(*) FROM quarantined_samples WHERE cell_id = k.key) AS quarantined
+        FROM _keys k
+        """,
+        keys,
+    ).set_index("cell_id")
     missing = " OR ".join(_MISSING.format(c) for c in ("time_s", "voltage_v", "current_a"))
-    return warehouse.query(
+    accounting = warehouse.query_keys(
         f"""
         WITH raw AS (
-            SELECT cycle_number, count(*) AS raw_rows, count(*) FILTER (WHERE {missing}) AS missing_rows
-            FROM raw_samples WHERE cell_id = ? GROUP BY cycle_number
+            SELECT cell_id, cycle_number, count(*) AS raw_rows, count(*) FILTER (WHERE {missing}) AS missing_rows
+            FROM raw_samples WHERE {_IN_GROUP} GROUP BY cell_id, cycle_number
         ), valid AS (
-            SELECT cycle_number, count(*) AS validated_rows FROM validated_samples WHERE cell_id = ? GROUP BY cycle_number
+            SELECT cell_id, cycle_number, count(*) AS validated_rows
+            FROM validated_samples WHERE {_IN_GROUP} GROUP BY cell_id, cycle_number
         )
-        SELECT raw.cycle_number, raw.raw_rows, raw.missing_rows, coalesce(valid.validated_rows, 0) AS validated_rows
-        FROM raw LEFT JOIN valid USING (cycle_number) ORDER BY raw.cycle_number
+        SELECT raw.cell_id, raw.cycle_number, raw.raw_rows, raw.missing_rows, coalesce(valid.validated_rows, 0) AS validated_rows
+        FROM raw LEFT JOIN valid USING (cell_id, cycle_number) ORDER BY raw.cell_id, raw.cycle_number
         """,
-        [key, key],
+        keys,
     )
-
-
-def stored_filled_values(warehouse: Warehouse, key: str):
-    """(source_file, source_row, channel) of every value missing in raw_samples but present in
-    validated_samples: what validation filled in, read back from storage."""
-    selects = [
-        f"""SELECT r.source_file, r.source_row, '{c}' AS channel FROM raw_samples r
-            JOIN validated_samples v ON v.cell_id = r.cell_id AND v.source_file = r.source_file AND v.source_row = r.source_row
-            WHERE r.cell_id = ? AND {_MISSING.format('r.' + c)} AND NOT {_MISSING.format('v.' + c)}"""
-        for c in ("voltage_v", "current_a", "temperature_c")
-    ]
-    return warehouse.query(" UNION ALL ".join(selects), [key] * 3)
-
-
-def stored_outliers(warehouse: Warehouse, key: str):
-    """The partition's outlier marks with the value stored in validated_samples (NaN if none)."""
-    return warehouse.query(
-        """
+    filled = warehouse.query_keys(
+        " UNION ALL ".join(
+            f"""SELECT r.cell_id, r.source_file, r.source_row, '{c}' AS channel FROM raw_samples r
+                JOIN validated_samples v ON v.cell_id = r.cell_id AND v.source_file = r.source_file AND v.source_row = r.source_row
+                WHERE r.{_IN_GROUP} AND {_MISSING.format('r.' + c)} AND NOT {_MISSING.format('v.' + c)}"""
+            for c in ("voltage_v", "current_a", "temperature_c")
+        ),
+        keys,
+    )
+    outliers = warehouse.query_keys(
+        f"""
         SELECT f.*, CASE f.channel WHEN 'voltage_v' THEN v.voltage_v WHEN 'current_a' THEN v.current_a
                                    WHEN 'temperature_c' THEN v.temperature_c END AS stored_value
         FROM sample_flags f LEFT JOIN validated_samples v
           ON v.cell_id = f.cell_id AND v.source_file = f.source_file AND v.source_row = f.source_row
-        WHERE f.cell_id = ? AND f.flag = 'outlier'
+        WHERE f.{_IN_GROUP} AND f.flag = 'outlier'
         """,
-        [key],
+        keys,
     )
+    valid = warehouse.read_partitions("validated_samples", "cell_id", keys)
+    flags = warehouse.read_partitions("sample_flags", "cell_id", keys)
+    accounting_by, filled_by, outliers_by = (_split(frame, keys) for frame in (accounting, filled, outliers))
+    return {
+        key: StoredValidation(
+            raw_rows=int(counts.at[key, "raw"]),
+            validated_rows=int(counts.at[key, "validated"]),
+            quarantined_rows=int(counts.at[key, "quarantined"]),
+            valid=valid[key][SAMPLE_COLUMNS],
+            flags=flags[key],
+            cycle_accounting=accounting_by[key].drop(columns="cell_id"),
+            filled_values=filled_by[key].drop(columns="cell_id"),
+            outliers=outliers_by[key],
+        )
+        for key in keys
+    }
+
+
+def _split(frame: pd.DataFrame, keys: list[str]) -> dict[str, pd.DataFrame]:
+    groups = {str(k): g.reset_index(drop=True) for k, g in frame.groupby("cell_id", sort=False)}
+    return {key: groups.get(key, frame.iloc[0:0]) for key in keys}
 
 
 VALIDATED_SPECS = (
@@ -132,20 +178,9 @@ VALIDATED_CHECKS = (
 )
 
 
-def describe_validated(warehouse: Warehouse, key: str, result: ValidationResult, config: ValidationConfig, input_hash: str) -> StageReport:
-    """Metadata of the three tables, and the checks, which read back what is stored, not what we
-    meant to store."""
-    counts = warehouse.query(
-        """
-        SELECT (SELECT count(*) FROM raw_samples WHERE cell_id = ?) AS raw,
-               (SELECT count(*) FROM validated_samples WHERE cell_id = ?) AS validated,
-               (SELECT count(*) FROM quarantined_samples WHERE cell_id = ?) AS quarantined
-        """,
-        [key, key, key],
-    ).iloc[0]
-    stored_valid = warehouse.read_partition("validated_samples", "cell_id", key, columns=SAMPLE_COLUMNS)
-    stored_flags = warehouse.read_partition("sample_flags", "cell_id", key)
-
+def describe_validated(stored: StoredValidation, result: ValidationResult, config: ValidationConfig, input_hash: str) -> StageReport:
+    """Metadata of the three tables, and the checks, which judge what is stored (`stored`, read
+    back by `read_back_validation`), not what we meant to store."""
     flag_counts = result.flag_counts()
     lineage = lineage_metadata(input_hash)
     metadata = {
@@ -174,13 +209,13 @@ def describe_validated(warehouse: Warehouse, key: str, result: ValidationResult,
         },
     }
     checks = [
-        data_quality.schema_conformance_check(stored_valid),
-        data_quality.row_accounting_check(int(counts["raw"]), int(counts["validated"]), int(counts["quarantined"])),
-        data_quality.no_duplicates_check(stored_valid),
-        data_quality.cycle_continuity_check(stored_valid["cycle_number"]),
-        data_quality.quarantine_rate_check(int(counts["raw"]), result.quarantined, config.max_quarantine_rate),
-        data_quality.incomplete_cycles_quarantined_check(stored_cycle_accounting(warehouse, key), config.max_missing_share),
-        data_quality.interpolation_marked_check(stored_filled_values(warehouse, key), stored_flags),
-        data_quality.outliers_kept_check(stored_outliers(warehouse, key), int(counts["validated"])),
+        data_quality.schema_conformance_check(stored.valid),
+        data_quality.row_accounting_check(stored.raw_rows, stored.validated_rows, stored.quarantined_rows),
+        data_quality.no_duplicates_check(stored.valid),
+        data_quality.cycle_continuity_check(stored.valid["cycle_number"]),
+        data_quality.quarantine_rate_check(stored.raw_rows, result.quarantined, config.max_quarantine_rate),
+        data_quality.incomplete_cycles_quarantined_check(stored.cycle_accounting, config.max_missing_share),
+        data_quality.interpolation_marked_check(stored.filled_values, stored.flags),
+        data_quality.outliers_kept_check(stored.outliers, stored.validated_rows),
     ]
     return StageReport(metadata, checks)

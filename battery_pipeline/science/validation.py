@@ -412,6 +412,11 @@ def _schema_suspects(frame: pd.DataFrame) -> np.ndarray | None:
     suspect = np.zeros(len(frame), dtype=bool)
     for name, column in _SCHEMA.columns.items():
         series = frame[name]
+        if series.dtype == object:
+            # text as stored (DuckDB gives object columns): judged through its distinct values,
+            # as a categorical's categories are
+            codes, uniques = pd.factorize(series, use_na_sentinel=True)
+            series = pd.Series(pd.Categorical.from_codes(codes, categories=uniques), index=series.index)
         if isinstance(series.dtype, pd.CategoricalDtype):
             categories = series.cat.categories
             if categories.dtype != object or not all(isinstance(c, str) for c in categories):

@@ -30,6 +30,8 @@ import contextlib
 import math
 import multiprocessing
 import os
+import queue
+import threading
 import time
 import warnings
 from collections.abc import Iterator
@@ -121,7 +123,7 @@ def cell_pipeline(context: dg.AssetExecutionContext, config: CellPipelineConfig,
     context.log.info(f"{len(keys)} cell(s), stages {', '.join(stages)}, {max(workers, 1)} worker process(es)")
     with warehouse.session():
         group: list[CellOutcome] = []
-        for outcome in computed(tasks, workers, lambda task: batch.with_inputs(task)):
+        for outcome in ahead(computed(tasks, workers, lambda task: batch.with_inputs(task)), FLUSH_ROWS):
             if not group:
                 opened = time.perf_counter()
             group.append(outcome)
@@ -133,8 +135,7 @@ def cell_pipeline(context: dg.AssetExecutionContext, config: CellPipelineConfig,
 
 
 def _group_full(group: list[CellOutcome]) -> bool:
-    rows = sum(len(frame) for outcome in group for frame in outcome.tables.values())
-    return rows >= FLUSH_ROWS or len(group) >= FLUSH_CELLS
+    return sum(_rows(outcome) for outcome in group) >= FLUSH_ROWS or len(group) >= FLUSH_CELLS
 
 
 def computed(tasks: list[CellTask], workers: int, prepare) -> Iterator[CellOutcome]:
@@ -168,6 +169,52 @@ def computed(tasks: list[CellTask], workers: int, prepare) -> Iterator[CellOutco
                 lost.failed_stage = task.stages[0]
                 lost.error = f"a worker process died while this cell was in flight ({broken}); run the cell again to retry"
                 yield lost
+
+
+def ahead(outcomes: Iterator[CellOutcome], max_rows: int) -> Iterator[CellOutcome]:
+    """`outcomes`, pulled by a thread of its own up to `max_rows` rows ahead of the consumer: the
+    workers compute the next group while this process stores the last one (pulling is what
+    hands them new tasks), and memory stays bounded by about two groups."""
+    finished = object()
+    ready: queue.Queue = queue.Queue()
+    budget = threading.Condition()
+    state = {"rows": 0, "stop": False}
+
+    def pull() -> None:
+        try:
+            for outcome in outcomes:
+                rows = _rows(outcome)
+                with budget:
+                    budget.wait_for(lambda: state["stop"] or state["rows"] < max_rows)
+                    if state["stop"]:
+                        return
+                    state["rows"] += rows
+                ready.put(outcome)
+        except BaseException as exc:  # re-raised in the consumer
+            ready.put(exc)
+        finally:
+            outcomes.close()  # a consumer that stopped early: the pool finishes its tasks in flight and shuts down
+            ready.put(finished)
+
+    puller = threading.Thread(target=pull, name="cell-outcomes", daemon=True)
+    puller.start()
+    try:
+        while (item := ready.get()) is not finished:
+            if isinstance(item, BaseException):
+                raise item
+            with budget:
+                state["rows"] -= _rows(item)
+                budget.notify()
+            yield item
+    finally:
+        with budget:
+            state["stop"] = True
+            budget.notify()
+        puller.join()
+
+
+def _rows(outcome: CellOutcome) -> int:
+    return sum(len(frame) for frame in outcome.tables.values())
 
 
 def _pool(workers: int) -> ProcessPoolExecutor:

@@ -29,7 +29,23 @@ def table_schema(model) -> dg.TableSchema:
 def frame_preview(frame: pd.DataFrame, rows: int = 10) -> dg.MetadataValue:
     if frame.empty:
         return dg.MetadataValue.md("_no rows_")
-    return dg.MetadataValue.md(frame.head(rows).to_markdown(index=False, floatfmt=".6g"))
+    return dg.MetadataValue.md(markdown_table(frame.head(rows)))
+
+
+def markdown_table(frame: pd.DataFrame) -> str:
+    """A small frame as a Markdown table (floats to 6 significant digits). Written out because
+    tabulate's `to_markdown` cost about 2 ms a preview, five previews a cell, in a batch of 1,000."""
+
+    def cell(value) -> str:
+        if isinstance(value, float):
+            return format(value, ".6g")
+        return str(value).replace("|", "\\|").replace("\n", " ")
+
+    header = [cell(name) for name in frame.columns]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("-" * (len(h) + 2) for h in header) + "|"]
+    for row in frame.itertuples(index=False, name=None):
+        lines.append("| " + " | ".join(cell(v) for v in row) + " |")
+    return "\n".join(lines)
 
 
 @dataclass

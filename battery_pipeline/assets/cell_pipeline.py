@@ -6,7 +6,8 @@ one-slot DuckDB pool lets only one of them run anyway, cost about 35 s for 5 s o
 One step per run, and one run per batch of cells (a single-run backfill policy: a UI backfill, a
 sensor burst or `battery-pipeline run` over many cells is one run), leaves the time to the work:
 * the cells of a batch are computed in worker processes (`science.cell_chain.compute_cell`, a
-  forkserver pool, one worker per core), one cell per task;
+  forkserver pool, one worker per core), one cell per task, and described there too (metadata
+  and the checks that judge the computed tables: `compute_and_describe`);
 * this process, which holds the DuckDB writer, stores the results stage by stage for a group of
   cells at a time: one DELETE + INSERT per table per group (`FLUSH_ROWS` / `FLUSH_CELLS`), not
   one transaction per cell;
@@ -27,6 +28,7 @@ inputs from the warehouse.
 
 
 import contextlib
+import functools
 import math
 import multiprocessing
 import os
@@ -45,7 +47,7 @@ from dagster._core.definitions.asset_checks.asset_check_evaluation import AssetC
 from battery_pipeline.assets import features as feature_assets
 from battery_pipeline.assets import ingest, validation
 from battery_pipeline.assets.metadata import StageReport
-from battery_pipeline.lineage import partition_hashes
+from battery_pipeline.lineage import lineage_metadata, partition_hashes
 from battery_pipeline.partitions import cell_partitions
 from battery_pipeline.resources import DUCKDB_POOL, SourceCatalog, Warehouse
 from battery_pipeline.science.cell_chain import (
@@ -123,7 +125,8 @@ def cell_pipeline(context: dg.AssetExecutionContext, config: CellPipelineConfig,
     context.log.info(f"{len(keys)} cell(s), stages {', '.join(stages)}, {max(workers, 1)} worker process(es)")
     with warehouse.session():
         group: list[CellOutcome] = []
-        for outcome in ahead(computed(tasks, workers, lambda task: batch.with_inputs(task)), FLUSH_ROWS):
+        compute = functools.partial(compute_and_describe, plots=batch.plots)
+        for outcome in ahead(computed(tasks, workers, batch.with_inputs, compute), FLUSH_ROWS):
             if not group:
                 opened = time.perf_counter()
             group.append(outcome)
@@ -138,14 +141,41 @@ def _group_full(group: list[CellOutcome]) -> bool:
     return sum(_rows(outcome) for outcome in group) >= FLUSH_ROWS or len(group) >= FLUSH_CELLS
 
 
-def computed(tasks: list[CellTask], workers: int, prepare) -> Iterator[CellOutcome]:
-    """Each task's outcome as it finishes: in this process with one worker, else in a forkserver
+# Stages whose checks judge the computed tables: described in the worker, beside the compute.
+# Validation's checks read back what was stored, so the storing process describes it.
+WORKER_DESCRIBED = ("cells", "raw", "features", "labels")
+
+
+def compute_and_describe(task: CellTask, plots: bool) -> CellOutcome:
+    """In the worker: the cell's chain (`science.cell_chain.compute_cell`), then the metadata and
+    check results of its completed stages in `WORKER_DESCRIBED`; the storing process then only
+    adds lineage and compute time. (This balances the batch: the storing process was the
+    bottleneck.)"""
+    outcome = compute_cell(task)
+    for stage in outcome.completed:
+        if stage in WORKER_DESCRIBED:
+            outcome.reports[stage] = describe_computed(stage, task.source, outcome, plots)
+    return outcome
+
+
+def describe_computed(stage: str, source, outcome: CellOutcome, plots: bool) -> StageReport:
+    if stage == "cells":
+        return ingest.describe_cells(outcome.tables["cells"])
+    if stage == "raw":
+        return ingest.describe_raw(source, outcome)
+    if stage == "features":
+        return feature_assets.describe_features(outcome.key, outcome, outcome.record, plots=plots)
+    return feature_assets.describe_labels(outcome, outcome.record, outcome.feature_columns)
+
+
+def computed(tasks: list[CellTask], workers: int, prepare, compute) -> Iterator[CellOutcome]:
+    """Each task's `compute(prepare(task))` as it finishes: in this process with one worker, else in a forkserver
     pool with at most two tasks per worker in flight (memory stays bounded by the group). When a
     worker dies (a crash in native code), the cells in flight fail with that reason, since any of
     them may have caused it, and a new pool computes the rest."""
     if workers <= 1:
         for task in tasks:
-            yield compute_cell(prepare(task))
+            yield compute(prepare(task))
         return
     remaining = list(reversed(tasks))
     while remaining:
@@ -154,7 +184,7 @@ def computed(tasks: list[CellTask], workers: int, prepare) -> Iterator[CellOutco
             while (remaining or pending) and broken is None:
                 while remaining and len(pending) < 2 * workers:
                     task = remaining.pop()
-                    pending[pool.submit(compute_cell, prepare(task))] = task
+                    pending[pool.submit(compute, prepare(task))] = task
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for future in done:
                     try:
@@ -218,10 +248,10 @@ def _rows(outcome: CellOutcome) -> int:
 
 
 def _pool(workers: int) -> ProcessPoolExecutor:
-    # forkserver: workers fork from a clean process that imported the science layer once, not
-    # from this one (threads of the run, the DuckDB connection).
+    # forkserver: workers fork from a clean process that imported this module (the science layer
+    # and the describing code) once, not from this one (threads of the run, the DuckDB connection).
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["battery_pipeline.science.cell_chain"])
+    context.set_forkserver_preload(["battery_pipeline.assets.cell_pipeline"])
     return ProcessPoolExecutor(max_workers=workers, mp_context=context)
 
 
@@ -299,15 +329,13 @@ class CellBatch:
         )
 
     def _describe(self, stage: str, outcome: CellOutcome, input_hash: str | None, stored=None) -> StageReport:
-        if stage == "cells":
-            return ingest.describe_cells(outcome.tables["cells"])
-        if stage == "raw":
-            return ingest.describe_raw(self.sources[outcome.key], outcome)
         if stage == "validated":
             return validation.describe_validated(stored, outcome.validation, self.config, input_hash)
-        if stage == "features":
-            return feature_assets.describe_features(outcome.key, outcome, outcome.record, input_hash, plots=self.plots)
-        return feature_assets.describe_labels(outcome, outcome.record, outcome.feature_columns, input_hash)
+        report = outcome.reports.get(stage) or describe_computed(stage, self.sources[outcome.key], outcome, self.plots)
+        if stage in ("features", "labels"):  # their inputs' lineage: the rows just stored
+            for metadata in report.metadata.values():
+                metadata.update(lineage_metadata(input_hash))
+        return report
 
     def _latest_materializations(self, check_names: set[str], keys: list[str]) -> dict:
         """{(asset key, partition): target data} of each cell's latest materialization (the one

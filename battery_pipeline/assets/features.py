@@ -14,7 +14,6 @@ from battery_pipeline.assets.metadata import StageReport
 from battery_pipeline.assets.plots import capacity_fade_plot, curves_plot
 from battery_pipeline.checks import feature_quality
 from battery_pipeline.checks.governance import check_spec
-from battery_pipeline.lineage import lineage_metadata
 from battery_pipeline.resources import DATA_DIR
 from battery_pipeline.science.cell_chain import CellOutcome
 from battery_pipeline.science.cycle_classes import CLASS_COLUMNS, CYCLE_CLASSES, class_counts
@@ -73,7 +72,9 @@ LABELS_CHECKS = (
 )
 
 
-def describe_features(key: str, outcome: CellOutcome, cell: pd.Series, input_hash: str, plots: bool = True) -> StageReport:
+def describe_features(key: str, outcome: CellOutcome, cell: pd.Series, plots: bool = True) -> StageReport:
+    """Metadata and checks of the features stage, from the computed tables (the storing process
+    adds the lineage of the stored inputs)."""
     features, curves = outcome.tables["cycle_features"], outcome.tables["cycle_curves"]
     nominal = trusted_nominal(cell)
     metadata = {
@@ -82,7 +83,6 @@ def describe_features(key: str, outcome: CellOutcome, cell: pd.Series, input_has
         "cycles": len(features),
         "features_available": int(features.drop(columns=["cell_id", "cycle_number", *CLASS_COLUMNS]).notna().any().sum()),
         "cycles_by_class": dg.MetadataValue.json(class_counts(features["cycle_class"])),
-        **lineage_metadata(input_hash),
     }
     if plots and features["discharge_capacity_ah"].notna().any():
         metadata["capacity_fade"] = capacity_fade_plot(features, nominal)
@@ -100,12 +100,13 @@ def describe_features(key: str, outcome: CellOutcome, cell: pd.Series, input_has
         feature_quality.cycles_classified_check(features, CYCLE_CLASSES, min_full),
     ]
     return StageReport(
-        {"cycle_features": metadata, "cycle_curves": {"dagster/row_count": len(curves), **lineage_metadata(input_hash)}},
+        {"cycle_features": metadata, "cycle_curves": {"dagster/row_count": len(curves)}},
         checks,
     )
 
 
-def describe_labels(outcome: CellOutcome, cell: pd.Series, feature_columns: list[str], input_hash: str) -> StageReport:
+def describe_labels(outcome: CellOutcome, cell: pd.Series, feature_columns: list[str]) -> StageReport:
+    """Metadata and checks of the labels stage, from the computed tables (lineage as above)."""
     labels, config = outcome.tables["cycle_labels"], outcome.label_config
     first = labels.iloc[0] if len(labels) else None
     metadata = {
@@ -118,7 +119,6 @@ def describe_labels(outcome: CellOutcome, cell: pd.Series, feature_columns: list
         "initial_soh": None if first is None or pd.isna(first["initial_soh"]) else round(float(first["initial_soh"]), 4),
         "labelled_cycles": int(labels["soh"].notna().sum()),
         "censored": bool(first["censored"]) if first is not None else None,
-        **lineage_metadata(input_hash),
     }
     allowed = soh_feature_columns(feature_columns)
     labels_proper = set(LABEL_COLUMNS) - {"cell_id", "cycle_number"}  # keys, not labels

@@ -34,7 +34,7 @@ def frame_preview(frame: pd.DataFrame, rows: int = 10) -> dg.MetadataValue:
 
 def markdown_table(frame: pd.DataFrame) -> str:
     """A small frame as a Markdown table (floats to 6 significant digits). Written out because
-    tabulate's `to_markdown` cost about 2 ms a preview, five previews a cell, in a batch of 1,000."""
+    tabulate's `to_markdown` cost 1.4 ms a preview (this: 0.4 ms), five previews a cell."""
 
     def cell(value) -> str:
         if isinstance(value, float):
@@ -55,3 +55,12 @@ class StageReport:
 
     metadata: dict[str, dict] = field(default_factory=dict)
     checks: list[dg.AssetCheckResult] = field(default_factory=list)
+
+    # Reports cross from the worker processes that build them: Dagster's AssetCheckResult does not
+    # pickle (a keyword-only constructor), so it travels as its fields.
+    def __getstate__(self) -> dict:
+        return {"metadata": self.metadata, "checks": [check._asdict() for check in self.checks]}
+
+    def __setstate__(self, state: dict) -> None:
+        self.metadata = state["metadata"]
+        self.checks = [dg.AssetCheckResult(**fields) for fields in state["checks"]]

@@ -124,6 +124,9 @@ class CellOutcome:
     failed_stage: str | None = None
     error: str | None = None
     error_trace: str | None = None
+    # stage -> what the orchestration layer built from this outcome in the worker (the UI's
+    # metadata and check results); opaque here
+    reports: dict = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:

@@ -41,7 +41,6 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 
 import dagster as dg
-import pandas as pd
 from dagster._core.definitions.asset_checks.asset_check_evaluation import AssetCheckEvaluationTargetMaterializationData
 
 from battery_pipeline.assets import features as feature_assets
@@ -155,7 +154,19 @@ def compute_and_describe(task: CellTask, plots: bool) -> CellOutcome:
     for stage in outcome.completed:
         if stage in WORKER_DESCRIBED:
             outcome.reports[stage] = describe_computed(stage, task.source, outcome, plots)
+    _text_as_categories(outcome)
     return outcome
+
+
+def _text_as_categories(outcome: CellOutcome) -> None:
+    """The text columns of the sample tables as categoricals, in place (the validation result
+    shares these frames): a few distinct values per cell (its id, step types, file names), so
+    they cross to the storing process per distinct value, not per row, and DuckDB inserts them
+    from Arrow dictionaries about twice as fast as from Python strings."""
+    for frame in outcome.tables.values():
+        if len(frame) >= 1000:
+            for name in frame.columns[frame.dtypes == object]:
+                frame[name] = frame[name].astype("category")
 
 
 def describe_computed(stage: str, source, outcome: CellOutcome, plots: bool) -> StageReport:
@@ -300,7 +311,7 @@ class CellBatch:
             reads = [table for table, _ in STAGE_READS[stage]]
             hashes = partition_hashes(self.warehouse, reads, "cell_id", keys) if reads else {}
             self.warehouse.replace_partitions(
-                {table: _concat([o.tables[table] for o in ready]) for table in STAGE_TABLES[stage]}, "cell_id", keys
+                {table: [o.tables[table] for o in ready] for table in STAGE_TABLES[stage]}, "cell_id", keys
             )
             # the validation checks judge the stored rows: read back for the whole group at once
             stored = validation.read_back_validation(self.warehouse, keys) if stage == "validated" else {}
@@ -398,8 +409,3 @@ def batched_event_writes(instance):
     fall inside."""
     batched = getattr(instance.event_log_storage, "batched_writes", None)
     return batched() if batched else contextlib.nullcontext()
-
-
-def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
-    frames = [f for f in frames if len(f)] or frames[:1]
-    return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)

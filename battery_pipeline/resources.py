@@ -152,6 +152,24 @@ def _insert(conn: duckdb.DuckDBPyConnection, table: str, frames: pd.DataFrame | 
     conn.unregister("_incoming")
 
 
+def _split_by_key(frame: pd.DataFrame, key_column: str, keys: Sequence[str]) -> dict[str, pd.DataFrame]:
+    """{key: its rows, index from 0}. A group's partitions are inserted one after another, so each
+    key's rows are usually one contiguous block in stored order: then slices, else a groupby."""
+    values = frame[key_column]
+    codes, uniques = (values.cat.codes.to_numpy(), values.cat.categories) if isinstance(values.dtype, pd.CategoricalDtype) \
+        else pd.factorize(values)
+    starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]]) if len(codes) else np.array([], dtype=int)
+    if len(set(codes[starts].tolist())) == len(starts) and not (codes < 0).any():  # one block per key
+        ends = np.r_[starts[1:], len(codes)]
+        groups = {
+            str(uniques[codes[a]]): frame.iloc[a:b].set_axis(pd.RangeIndex(b - a), copy=False)
+            for a, b in zip(starts.tolist(), ends.tolist())
+        }
+    else:
+        groups = {str(k): g.reset_index(drop=True) for k, g in frame.groupby(key_column, sort=False, observed=True)}
+    return {key: groups.get(key, frame.iloc[0:0]) for key in keys}
+
+
 class Warehouse(DuckDBResource):
     """The DuckDB warehouse, on top of Dagster's DuckDB integration (connection retry on lock).
 
@@ -275,20 +293,21 @@ class Warehouse(DuckDBResource):
                 f"SELECT {selected} FROM {name} WHERE {column} = ? ORDER BY rowid", [key]
             ).df()
 
-    def read_partitions(self, table: str, key_column: str, keys: Sequence[str]) -> dict[str, pd.DataFrame]:
+    def read_partitions(
+        self, table: str, key_column: str, keys: Sequence[str], text_as_category: bool = False
+    ) -> dict[str, pd.DataFrame]:
         """Many partitions in one scan: {key: its rows in stored order} (an empty frame with the
-        table's columns for a key without rows)."""
+        table's columns for a key without rows). `text_as_category`: text columns as pandas
+        categoricals (Arrow dictionaries, no Python string per row: for large read-backs)."""
         name, column = _quote_identifier(table), _quote_identifier(key_column)
         with self.connection() as conn:
             if not self._exists(conn, table):
                 raise LookupError(f"table {table} does not exist yet: materialize it first")
             conn.register("_read_keys", pa.table({"key": pa.array(list(keys), pa.string())}))
-            frame = conn.execute(
-                f"SELECT * FROM {name} WHERE {column} IN (SELECT key FROM _read_keys) ORDER BY rowid"
-            ).df()
+            rows = conn.sql(f"SELECT * FROM {name} WHERE {column} IN (SELECT key FROM _read_keys) ORDER BY rowid")
+            frame = rows.to_arrow_table().to_pandas(strings_to_categorical=True) if text_as_category else rows.df()
             conn.unregister("_read_keys")
-        groups = {str(k): g.reset_index(drop=True) for k, g in frame.groupby(key_column, sort=False)}
-        return {key: groups.get(key, frame.iloc[0:0]) for key in keys}
+        return _split_by_key(frame, key_column, keys)
 
     def query_keys(self, sql: str, keys: Sequence[str]) -> pd.DataFrame:
         """`sql` run with the relation `_keys(key)` holding `keys` (one query for a group of

@@ -113,7 +113,7 @@ def read_back_validation(warehouse: Warehouse, keys: list[str]) -> dict[str, Sto
         """,
         keys,
     )
-    valid = warehouse.read_partitions("validated_samples", "cell_id", keys)
+    valid = warehouse.read_partitions("validated_samples", "cell_id", keys, text_as_category=True)
     flags = warehouse.read_partitions("sample_flags", "cell_id", keys)
     accounting_by, filled_by, outliers_by = (_split(frame, keys) for frame in (accounting, filled, outliers))
     return {

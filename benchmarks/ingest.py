@@ -2,15 +2,16 @@
 
     python benchmarks/ingest.py [--samples 20000000] [--workers 2] [--keep DIR]
 
-What is timed, per cell file, exactly as the `raw_samples` and `validated_samples` steps do it:
-detect the format by content, read with the reader, validate (pandera lazily + physical rules),
-then store raw, validated and quarantined rows with `Warehouse.replace_partition`. Cells run in
-`--workers` processes (the multiprocess executor runs partitions side by side); DuckDB writes are
-serialized by a lock, as the `duckdb` pool of one slot serializes them in Dagster.
+What is timed, per cell file, as the cell batch step (`assets/cell_pipeline.py`) does it: in
+`--workers` worker processes, detect the format by content, read with the reader, validate
+(pandera on the screen's suspects + physical rules + the seed's gap and outlier rules); the frames
+come back to the parent, which holds the DuckDB writer (one connection for the run,
+`Warehouse.session`) and stores raw, validated and quarantined rows with
+`Warehouse.replace_partitions` while the workers go on with the next cells.
 
 Prints the git commit measured, samples/s for the whole run and per stage, and peak memory (max
-RSS of the parent and of the busiest worker, and their sum). Per stage both the worker's wall time
-and its CPU time (process_time: all its threads, DuckDB's included): on a shared machine wall
+RSS of the parent and of the busiest worker, and their sum). Per stage both its wall time (in the
+worker, or in the parent for storing) and its CPU time (process_time: all its threads, DuckDB's included): on a shared machine wall
 time also counts waiting for a core, CPU time is what the stage costs per core. Generating the
 dataset, and the one-off pandera set-up of a process's first validation (done in the parent
 before the workers fork), are not timed.
@@ -35,17 +36,9 @@ from battery_pipeline.science import synth  # noqa: E402
 from battery_pipeline.science.readers import detect_format  # noqa: E402
 from battery_pipeline.science.validation import CellLimits, validate_samples  # noqa: E402
 
-_write_lock = None
-_store = True
-
-
-def _init(lock, store):
-    global _write_lock, _store
-    _write_lock, _store = lock, store
-
-
-def ingest_one(args: tuple[str, str]) -> dict:
-    path_text, database = args
+def read_and_validate(path_text: str) -> dict:
+    """In a worker, as `science.cell_chain` does it in the cell batch's workers: detect, read,
+    validate; the frames go back to the storing process."""
     path = Path(path_text)
     timings, cpu = {}, {}
     started, cpu_started = time.perf_counter(), time.process_time()
@@ -62,26 +55,12 @@ def ingest_one(args: tuple[str, str]) -> dict:
     validated = validate_samples(samples, limits)
     timings["validate"] = time.perf_counter() - started
     cpu["validate"] = time.process_time() - cpu_started
-
-    started = time.perf_counter()
-    warehouse = Warehouse(database=database)
-    with _write_lock:
-        waited = time.perf_counter() - started
-        cpu_started = time.process_time()
-        if _store:
-            # as the raw_samples step, then the validated_samples step, store them
-            warehouse.replace_partitions({"raw_samples": samples}, "cell_id", path.stem)
-            warehouse.replace_partitions(
-                {"validated_samples": validated.valid, "quarantined_samples": validated.quarantined},
-                "cell_id",
-                path.stem,
-            )
-        cpu["store"] = time.process_time() - cpu_started  # DuckDB's own threads included
-    timings["store"] = time.perf_counter() - started - waited
-    timings["store_wait"] = waited
     return {
+        "key": path.stem,
         "rows": len(samples),
-        "quarantined": len(validated.quarantined),
+        "samples": samples,
+        "valid": validated.valid,
+        "quarantined": validated.quarantined,
         "timings": timings,
         "cpu": cpu,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -116,14 +95,28 @@ def main() -> None:
     # done here once, so the forked workers measure throughput.
     warm = synth.iter_benchmark_frames(20_000, n_cells=1)
     validate_samples(next(warm), CellLimits(voltage_min_v=2.0, voltage_max_v=4.2))
-    lock = mp.Lock()
     started = time.perf_counter()
-    with mp.get_context("fork").Pool(args.workers, initializer=_init, initargs=(lock, not args.no_store)) as pool:
-        results = pool.map(ingest_one, [(str(f), database) for f in files], chunksize=1)
+    results = []
+    warehouse = Warehouse(database=database)
+    # As the cell batch step stores them: one process holds the DuckDB writer (one connection for
+    # the run) and stores each cell's frames as they come back, while the workers go on
+    with mp.get_context("fork").Pool(args.workers) as pool, warehouse.session():
+        for result in pool.imap_unordered(read_and_validate, [str(f) for f in files]):
+            store_started, store_cpu = time.perf_counter(), time.process_time()
+            samples, valid, quarantined = result.pop("samples"), result.pop("valid"), result.pop("quarantined")
+            result["quarantined"] = len(quarantined)
+            if not args.no_store:
+                warehouse.replace_partitions({"raw_samples": samples}, "cell_id", result["key"])
+                warehouse.replace_partitions(
+                    {"validated_samples": valid, "quarantined_samples": quarantined}, "cell_id", result["key"]
+                )
+            result["timings"]["store"] = time.perf_counter() - store_started
+            result["cpu"]["store"] = time.process_time() - store_cpu  # DuckDB's own threads included
+            results.append(result)
     elapsed = time.perf_counter() - started
 
     rows = sum(r["rows"] for r in results)
-    stage = {k: sum(r["timings"][k] for r in results) for k in ("read", "validate", "store", "store_wait")}
+    stage = {k: sum(r["timings"][k] for r in results) for k in ("read", "validate", "store")}
     cpu = {k: sum(r["cpu"][k] for r in results) for k in ("read", "validate", "store")}
     worker_peak = max(r["peak_rss_mb"] for r in results)
     parent_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -133,10 +126,9 @@ def main() -> None:
     print(f"end-to-end ({what}): {rows / elapsed / 1e6:.2f} M samples/s")
     for name in ("read", "validate") if args.no_store else ("read", "validate", "store"):
         print(
-            f"  {name:<9} {stage[name]:7.2f} s of worker time ({rows / stage[name] / 1e6:6.2f} M samples/s), "
+            f"  {name:<9} {stage[name]:7.2f} s of stage time ({rows / stage[name] / 1e6:6.2f} M samples/s), "
             f"{cpu[name]:6.2f} s of CPU ({rows / cpu[name] / 1e6:6.2f} M samples/s per core)"
         )
-    print(f"  waiting for the DuckDB writer slot: {stage['store_wait']:.2f} s of worker time")
     print(
         f"peak memory: busiest worker {worker_peak:.0f} MB, parent {parent_peak:.0f} MB, "
         f"all {args.workers} workers + parent <= {worker_peak * args.workers + parent_peak:.0f} MB"

@@ -5,7 +5,8 @@ connection; its databases are in WAL mode (Dagster sets that), where SQLite's de
 `synchronous=FULL` flushes the log to disk on every commit. A batch of cells logs about 27 events
 per cell (a materialization per asset, a result per check), so those flushes were a large share of
 a batch's time on this machine (30-100 ms an event under load; half that with NORMAL,
-`benchmarks/fleet.py`). With WAL, NORMAL is the setting SQLite documents as safe against
+`benchmarks/fleet.py`). The event log now commits in batches (`instance_storage`); NORMAL still
+applies to its connections and to the run and schedule databases. With WAL, NORMAL is the setting SQLite documents as safe against
 corruption: an application crash loses nothing, a power loss or OS crash may lose the last
 transactions (run events of the last moments), never the database.
 

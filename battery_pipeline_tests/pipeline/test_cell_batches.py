@@ -113,3 +113,23 @@ def test_a_batch_in_worker_processes_stores_what_one_cell_runs_store(tmp_path, f
     for key in keys:
         for table in TABLES:
             pd.testing.assert_frame_equal(rows(tmp_path / "batch.duckdb", table, key), rows(tmp_path / "single.duckdb", table, key))
+
+
+def test_the_outcomes_pulled_ahead_arrive_in_order_errors_reach_the_consumer_and_an_early_stop_ends_the_puller():
+    from battery_pipeline.assets.cell_pipeline import ahead
+    from battery_pipeline.science.cell_chain import CellOutcome
+
+    def outcomes(n, fail_at=None):
+        for i in range(n):
+            if i == fail_at:
+                raise RuntimeError("worker pool broke")
+            yield CellOutcome(f"cell_{i}", tables={"raw_samples": pd.DataFrame({"x": range(10)})})
+
+    assert [o.key for o in ahead(outcomes(5), max_rows=15)] == [f"cell_{i}" for i in range(5)]
+    with pytest.raises(RuntimeError, match="worker pool broke"):
+        list(ahead(outcomes(5, fail_at=3), max_rows=15))
+    source = outcomes(100)
+    for outcome in ahead(source, max_rows=10):
+        break  # the consumer stops: the generator's close joins the puller, which closes the source
+    assert outcome.key == "cell_0"
+    assert next(source, None) is None

@@ -10,8 +10,10 @@ sensor burst or `battery-pipeline run` over many cells is one run), leaves the t
   and the checks that judge the computed tables: `compute_and_describe`);
 * this process, which holds the DuckDB writer, stores the results stage by stage for a group of
   cells at a time: one DELETE + INSERT per table per group (`FLUSH_ROWS` / `FLUSH_CELLS`), not
-  one transaction per cell;
-* after each stage's write, the stage's checks read back what was stored, per cell.
+  one transaction per cell, while a thread pulls the next finished cells (`ahead`);
+* after validation's write, its checks read back what was stored (one query per kind for the
+  group, `validation.read_back_validation`); each stage's events go into one transaction of the
+  instance's event log where it offers one (`batched_event_writes`).
 
 Per-cell isolation holds inside the batch. A cell whose file cannot be read, or whose stage
 fails, or whose blocking check fails (ERROR severity), stops at that stage: nothing later is

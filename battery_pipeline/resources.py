@@ -152,7 +152,18 @@ def _insert(conn: duckdb.DuckDBPyConnection, table: str, frames: pd.DataFrame | 
     conn.unregister("_incoming")
 
 
-def _split_by_key(frame: pd.DataFrame, key_column: str, keys: Sequence[str]) -> dict[str, pd.DataFrame]:
+@contextmanager
+def _keys_relation(conn: duckdb.DuckDBPyConnection, keys: Sequence[str]):
+    """The relation `_keys(key)` holding the partition keys, for `... IN (SELECT key FROM _keys)`
+    (keys as data, never formatted into SQL)."""
+    conn.register("_keys", pa.table({"key": pa.array(list(keys), pa.string())}))
+    try:
+        yield
+    finally:
+        conn.unregister("_keys")
+
+
+def split_by_key(frame: pd.DataFrame, key_column: str, keys: Sequence[str]) -> dict[str, pd.DataFrame]:
     """{key: its rows, index from 0}. A group's partitions are inserted one after another, so each
     key's rows are usually one contiguous block in stored order: then slices, else a groupby."""
     values = frame[key_column]
@@ -254,13 +265,11 @@ class Warehouse(DuckDBResource):
         with self.connection() as conn:
             for table, frame in frames.items():
                 self.ensure_table(conn, table, frame if isinstance(frame, pd.DataFrame) else frame[0])
-            conn.register("_replaced_keys", pa.table({"key": pa.array(keys, pa.string())}))
-            with _transaction(conn):
+            with _keys_relation(conn, keys), _transaction(conn):
                 for table, frame in frames.items():
-                    conn.execute(f"DELETE FROM {_quote_identifier(table)} WHERE {column} IN (SELECT key FROM _replaced_keys)")
+                    conn.execute(f"DELETE FROM {_quote_identifier(table)} WHERE {column} IN (SELECT key FROM _keys)")
                     if any(len(f) for f in ([frame] if isinstance(frame, pd.DataFrame) else frame)):
                         _insert(conn, table, frame)
-            conn.unregister("_replaced_keys")
 
     def replace_table(self, table: str, frame: pd.DataFrame) -> int:
         """Replace a whole (unpartitioned) table, layout included, in one transaction: for tables
@@ -303,21 +312,16 @@ class Warehouse(DuckDBResource):
         with self.connection() as conn:
             if not self._exists(conn, table):
                 raise LookupError(f"table {table} does not exist yet: materialize it first")
-            conn.register("_read_keys", pa.table({"key": pa.array(list(keys), pa.string())}))
-            rows = conn.sql(f"SELECT * FROM {name} WHERE {column} IN (SELECT key FROM _read_keys) ORDER BY rowid")
-            frame = rows.to_arrow_table().to_pandas(strings_to_categorical=True) if text_as_category else rows.df()
-            conn.unregister("_read_keys")
-        return _split_by_key(frame, key_column, keys)
+            with _keys_relation(conn, keys):
+                rows = conn.sql(f"SELECT * FROM {name} WHERE {column} IN (SELECT key FROM _keys) ORDER BY rowid")
+                frame = rows.to_arrow_table().to_pandas(strings_to_categorical=True) if text_as_category else rows.df()
+        return split_by_key(frame, key_column, keys)
 
     def query_keys(self, sql: str, keys: Sequence[str]) -> pd.DataFrame:
         """`sql` run with the relation `_keys(key)` holding `keys` (one query for a group of
         partitions: `WHERE cell_id IN (SELECT key FROM _keys)`)."""
-        with self.connection() as conn:
-            conn.register("_keys", pa.table({"key": pa.array(list(keys), pa.string())}))
-            try:
-                return conn.execute(sql).df()
-            finally:
-                conn.unregister("_keys")
+        with self.connection() as conn, _keys_relation(conn, keys):
+            return conn.execute(sql).df()
 
     def query(self, sql: str, params: list | None = None) -> pd.DataFrame:
         with self.connection() as conn:

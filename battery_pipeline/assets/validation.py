@@ -17,7 +17,7 @@ from battery_pipeline.assets.metadata import StageReport, frame_preview, table_s
 from battery_pipeline.checks import data_quality
 from battery_pipeline.checks.governance import check_spec
 from battery_pipeline.lineage import lineage_metadata
-from battery_pipeline.resources import Warehouse
+from battery_pipeline.resources import Warehouse, split_by_key
 from battery_pipeline.science.schema import SAMPLE_COLUMNS, CellCycleSample, QuarantinedSample
 from battery_pipeline.science.validation import ValidationResult, ValidationRules
 
@@ -115,7 +115,7 @@ def read_back_validation(warehouse: Warehouse, keys: list[str]) -> dict[str, Sto
     )
     valid = warehouse.read_partitions("validated_samples", "cell_id", keys, text_as_category=True)
     flags = warehouse.read_partitions("sample_flags", "cell_id", keys)
-    accounting_by, filled_by, outliers_by = (_split(frame, keys) for frame in (accounting, filled, outliers))
+    accounting_by, filled_by, outliers_by = (split_by_key(frame, "cell_id", keys) for frame in (accounting, filled, outliers))
     return {
         key: StoredValidation(
             raw_rows=int(counts.at[key, "raw"]),
@@ -129,11 +129,6 @@ def read_back_validation(warehouse: Warehouse, keys: list[str]) -> dict[str, Sto
         )
         for key in keys
     }
-
-
-def _split(frame: pd.DataFrame, keys: list[str]) -> dict[str, pd.DataFrame]:
-    groups = {str(k): g.reset_index(drop=True) for k, g in frame.groupby("cell_id", sort=False)}
-    return {key: groups.get(key, frame.iloc[0:0]) for key in keys}
 
 
 VALIDATED_SPECS = (

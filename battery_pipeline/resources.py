@@ -28,6 +28,7 @@ from dagster_duckdb import DuckDBResource
 from pydantic import Field, PrivateAttr
 
 from battery_pipeline.science import sources as source_discovery
+from battery_pipeline.science.sample_quality import FILLED_CHANNELS, empty_flags
 from battery_pipeline.science.schema import CellCycleSample, CellImpedance, CellRecord, QuarantinedSample
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -70,7 +71,6 @@ _DUCKDB_TYPES = {"str": "VARCHAR", "int64": "BIGINT", "float64": "DOUBLE"}
 # Table layouts come from the pandera models, so column order and types are fixed by the schema.
 TABLE_MODELS = {
     "raw_samples": CellCycleSample,
-    "validated_samples": CellCycleSample,
     "quarantined_samples": QuarantinedSample,
     "cells": CellRecord,
     "cell_impedance": CellImpedance,
@@ -80,6 +80,43 @@ TABLE_MODELS = {
 def _ddl_columns(model) -> str:
     columns = model.to_schema().columns
     return ", ".join(f'"{name}" {_DUCKDB_TYPES[str(col.dtype)]}' for name, col in columns.items())
+
+
+# `validated_samples` is not a second copy of the samples but a view: the raw rows of the cells in
+# `validated_cells`, minus the quarantined ones, with sample_flags' interpolated values filling
+# the holes. Storing every sample twice cost DuckDB about 0.5 us of CPU a sample and table, half
+# of ingest. A sample is named by (cell_id, source_file, source_row), which validation requires
+# to be unique. `validated_cells` holds a digest of the raw rows each cell was validated on:
+# replacing a cell's raw rows with different ones takes it out, so a cell read again but not yet
+# validated again has no validated samples, never unvalidated ones.
+VALIDATED_SAMPLES = "validated_samples"
+VALIDATED_CELLS_DDL = "CREATE TABLE IF NOT EXISTS validated_cells (cell_id VARCHAR, validated_rows BIGINT, raw_digest HUGEINT)"
+# per cell in `_keys`: its raw rows' digest, a sum of row hashes (order-free, so no sort; about
+# 60 ns a row)
+_RAW_DIGESTS = (
+    "SELECT cell_id, sum(hash({columns})::HUGEINT) AS raw_digest FROM raw_samples "
+    "WHERE cell_id IN (SELECT key FROM _keys) GROUP BY cell_id"
+).format(columns=", ".join(c for c in CellCycleSample.to_schema().columns if c != "cell_id"))
+_SAME_SAMPLE = "{a}.cell_id = r.cell_id AND {a}.source_file = r.source_file AND {a}.source_row = r.source_row"
+
+
+def validated_samples_sql(in_keys: bool = False) -> str:
+    """The view's query; `in_keys`: only the cells in the relation `_keys`, in stored order (what
+    a read of some partitions runs: filtered before the joins, which a filter on the view
+    itself is not, for the semi-join of a keys relation)."""
+    only = " AND cell_id IN (SELECT key FROM _keys)" if in_keys else ""
+    columns = ", ".join(
+        f"coalesce(f.{c}, r.{c}) AS {c}" if c in FILLED_CHANNELS else f"r.{c}"
+        for c in CellCycleSample.to_schema().columns
+    )
+    fills = ", ".join(f"max(value) FILTER (WHERE channel = '{c}') AS {c}" for c in FILLED_CHANNELS)
+    return f"""SELECT {columns} FROM raw_samples r
+        SEMI JOIN validated_cells s ON s.cell_id = r.cell_id
+        ANTI JOIN (SELECT cell_id, source_file, source_row FROM quarantined_samples WHERE true{only}) q
+            ON {_SAME_SAMPLE.format(a="q")}
+        LEFT JOIN (SELECT cell_id, source_file, source_row, {fills} FROM sample_flags
+                   WHERE flag = 'interpolated'{only} GROUP BY ALL) f ON {_SAME_SAMPLE.format(a="f")}
+        {"WHERE true" + only.replace("cell_id", "r.cell_id") + " ORDER BY r.rowid" if in_keys else ""}"""
 
 
 def _arrow_shape(frame: pd.DataFrame) -> pa.Table:
@@ -163,6 +200,15 @@ def _keys_relation(conn: duckdb.DuckDBPyConnection, keys: Sequence[str]):
         conn.unregister("_keys")
 
 
+def _partitions_sql(table: str, key_column: str) -> str:
+    """The rows of the partitions in `_keys`, in stored order."""
+    if table == VALIDATED_SAMPLES:
+        if key_column != "cell_id":
+            raise ValueError(f"{VALIDATED_SAMPLES} is partitioned by cell_id, not {key_column}")
+        return validated_samples_sql(in_keys=True)
+    return f"SELECT * FROM {_quote_identifier(table)} WHERE {_quote_identifier(key_column)} IN (SELECT key FROM _keys) ORDER BY rowid"
+
+
 def split_by_key(frame: pd.DataFrame, key_column: str, keys: Sequence[str]) -> dict[str, pd.DataFrame]:
     """{key: its rows, index from 0}. A group's partitions are inserted one after another, so each
     key's rows are usually one contiguous block in stored order: then slices, else a groupby."""
@@ -228,6 +274,9 @@ class Warehouse(DuckDBResource):
         writes (a warehouse made before a column existed keeps its rows; the new column is NULL
         there until the partition is materialized again)."""
         name = _quote_identifier(table)
+        if table == VALIDATED_SAMPLES:
+            self._ensure_validated_view(conn)
+            return
         if table in TABLE_MODELS:
             conn.execute(f"CREATE TABLE IF NOT EXISTS {name} ({_ddl_columns(TABLE_MODELS[table])})")
             wanted = {n: _DUCKDB_TYPES[str(c.dtype)] for n, c in TABLE_MODELS[table].to_schema().columns.items()}
@@ -245,6 +294,56 @@ class Warehouse(DuckDBResource):
             if column not in present:
                 conn.execute(f"ALTER TABLE {name} ADD COLUMN {_quote_identifier(column)} {sql_type}")
 
+    def _ensure_validated_view(self, conn: duckdb.DuckDBPyConnection) -> None:
+        """The view and the tables it reads. A warehouse of earlier versions holds validated
+        samples as a table (raw minus quarantined, plus the fills, as the view computes them): its
+        cells are recorded as validated before it is replaced by the view."""
+        for table in ("raw_samples", "quarantined_samples"):
+            self.ensure_table(conn, table)
+        self.ensure_table(conn, "sample_flags", empty_flags())
+        conn.execute(VALIDATED_CELLS_DDL)
+        ((kind,),) = conn.execute(
+            "SELECT coalesce(max(table_type), '') FROM information_schema.tables WHERE table_name = ?", [VALIDATED_SAMPLES]
+        ).fetchall()
+        wanted = list(CellCycleSample.to_schema().columns)
+        if kind == "VIEW":
+            present = [row[0] for row in conn.execute(f"DESCRIBE {VALIDATED_SAMPLES}").fetchall()]
+            if present == wanted:
+                return
+        with _transaction(conn):
+            if kind == "BASE TABLE":
+                keys = [row[0] for row in conn.execute(f"SELECT DISTINCT cell_id FROM {VALIDATED_SAMPLES}").fetchall()]
+                with _keys_relation(conn, keys):
+                    conn.execute(
+                        f"INSERT INTO validated_cells SELECT v.cell_id, v.n, d.raw_digest FROM "
+                        f"(SELECT cell_id, count(*) AS n FROM {VALIDATED_SAMPLES} GROUP BY cell_id) v "
+                        f"JOIN ({_RAW_DIGESTS}) d USING (cell_id)"
+                    )
+                conn.execute(f"DROP TABLE {VALIDATED_SAMPLES}")
+            conn.execute(f"CREATE OR REPLACE VIEW {VALIDATED_SAMPLES} AS {validated_samples_sql()}")
+
+    def _any_validated(self, conn: duckdb.DuckDBPyConnection) -> bool:
+        """Whether a cell of `_keys` is marked validated (only then do new raw rows need a digest)."""
+        if not self._exists(conn, "validated_cells"):
+            return False
+        return conn.execute("SELECT count(*) FROM validated_cells WHERE cell_id IN (SELECT key FROM _keys)").fetchall()[0][0] > 0
+
+    @staticmethod
+    def _mark_validated(conn: duckdb.DuckDBPyConnection, keys: list[str], frames) -> None:
+        """Record the cells as validated, on their stored raw rows (their digest), with the row count
+        validation kept, for the checks to compare with the view; the samples are the view."""
+        counts: dict[str, int] = {}
+        for frame in [frames] if isinstance(frames, pd.DataFrame) else frames:
+            for key, n in frame["cell_id"].value_counts(sort=False).items():  # categorical: no string per row
+                if n:
+                    counts[str(key)] = counts.get(str(key), 0) + int(n)
+        if set(counts) - set(keys):
+            raise ValueError(f"validated rows of cells outside the partitions replaced: {sorted(set(counts) - set(keys))}")
+        conn.execute("DELETE FROM validated_cells WHERE cell_id IN (SELECT key FROM _keys)")
+        conn.register("_validated", pa.table({"cell_id": keys, "validated_rows": [counts.get(k, 0) for k in keys]}))
+        conn.execute(f"INSERT INTO validated_cells SELECT v.*, d.raw_digest FROM _validated v LEFT JOIN ({_RAW_DIGESTS}) d USING (cell_id)")
+        conn.unregister("_validated")
+
     def replace_partition(self, table: str, frame: pd.DataFrame, key_column: str, key: str) -> int:
         """Atomically replace the rows of one partition; other partitions are untouched."""
         self.replace_partitions({table: frame}, key_column, key)
@@ -259,17 +358,31 @@ class Warehouse(DuckDBResource):
         Readers never see a half-written partition (e.g. validated rows of the new run beside
         quarantined rows of the old one), and a run killed midway leaves the old partitions. A
         batch is one DELETE and one INSERT per table, however many partitions it holds.
+
+        `validated_samples` is a view (`validated_samples_sql`): its frames are not stored but
+        mark their cells validated, with their row counts; they must come with the quarantined
+        rows and flags that make the view equal them.
         """
         column = _quote_identifier(key_column)
         keys = [key] if isinstance(key, str) else list(key)
+        if VALIDATED_SAMPLES in frames and key_column != "cell_id":
+            raise ValueError(f"{VALIDATED_SAMPLES} is partitioned by cell_id, not {key_column}")
         with self.connection() as conn:
             for table, frame in frames.items():
                 self.ensure_table(conn, table, frame if isinstance(frame, pd.DataFrame) else frame[0])
             with _keys_relation(conn, keys), _transaction(conn):
                 for table, frame in frames.items():
+                    if table == VALIDATED_SAMPLES:
+                        self._mark_validated(conn, keys, frame)
+                        continue
                     conn.execute(f"DELETE FROM {_quote_identifier(table)} WHERE {column} IN (SELECT key FROM _keys)")
                     if any(len(f) for f in ([frame] if isinstance(frame, pd.DataFrame) else frame)):
                         _insert(conn, table, frame)
+                if "raw_samples" in frames and VALIDATED_SAMPLES not in frames and self._any_validated(conn):
+                    conn.execute(
+                        f"DELETE FROM validated_cells v WHERE cell_id IN (SELECT key FROM _keys) AND raw_digest IS DISTINCT FROM "
+                        f"(SELECT d.raw_digest FROM ({_RAW_DIGESTS}) d WHERE d.cell_id = v.cell_id)"
+                    )
 
     def replace_table(self, table: str, frame: pd.DataFrame) -> int:
         """Replace a whole (unpartitioned) table, layout included, in one transaction: for tables
@@ -293,14 +406,12 @@ class Warehouse(DuckDBResource):
                     conn.execute(*then)
 
     def read_partition(self, table: str, key_column: str, key: str, columns: list[str] | None = None) -> pd.DataFrame:
-        name, column = _quote_identifier(table), _quote_identifier(key_column)
         selected = ", ".join(_quote_identifier(c) for c in columns) if columns else "*"
         with self.connection() as conn:
             if not self._exists(conn, table):
                 raise LookupError(f"table {table} does not exist yet: materialize it first")
-            return conn.execute(
-                f"SELECT {selected} FROM {name} WHERE {column} = ? ORDER BY rowid", [key]
-            ).df()
+            with _keys_relation(conn, [key]):
+                return conn.execute(f"SELECT {selected} FROM ({_partitions_sql(table, key_column)})").df()
 
     def read_partitions(
         self, table: str, key_column: str, keys: Sequence[str], text_as_category: bool = False
@@ -308,12 +419,11 @@ class Warehouse(DuckDBResource):
         """Many partitions in one scan: {key: its rows in stored order} (an empty frame with the
         table's columns for a key without rows). `text_as_category`: text columns as pandas
         categoricals (Arrow dictionaries, no Python string per row: for large read-backs)."""
-        name, column = _quote_identifier(table), _quote_identifier(key_column)
         with self.connection() as conn:
             if not self._exists(conn, table):
                 raise LookupError(f"table {table} does not exist yet: materialize it first")
             with _keys_relation(conn, keys):
-                rows = conn.sql(f"SELECT * FROM {name} WHERE {column} IN (SELECT key FROM _keys) ORDER BY rowid")
+                rows = conn.sql(_partitions_sql(table, key_column))
                 frame = rows.to_arrow_table().to_pandas(strings_to_categorical=True) if text_as_category else rows.df()
         return split_by_key(frame, key_column, keys)
 

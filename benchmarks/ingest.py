@@ -6,8 +6,9 @@ What is timed, per cell file, as the cell batch step (`assets/cell_pipeline.py`)
 `--workers` worker processes, detect the format by content, read with the reader, validate
 (pandera on the screen's suspects + physical rules + the seed's gap and outlier rules); the frames
 come back to the parent, which holds the DuckDB writer (one connection for the run,
-`Warehouse.session`) and stores raw, validated and quarantined rows with
-`Warehouse.replace_partitions` while the workers go on with the next cells.
+`Warehouse.session`) and stores raw rows, quarantined rows and sample flags with
+`Warehouse.replace_partitions` while the workers go on with the next cells (validated samples are
+the warehouse's view of those: stored once, not twice).
 
 Prints the git commit measured, samples/s for the whole run and per stage, and peak memory (max
 RSS of the parent and of the busiest worker, and their sum). Per stage both its wall time (in the
@@ -61,6 +62,7 @@ def read_and_validate(path_text: str) -> dict:
         "samples": samples,
         "valid": validated.valid,
         "quarantined": validated.quarantined,
+        "flags": validated.flags,
         "timings": timings,
         "cpu": cpu,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -103,12 +105,13 @@ def main() -> None:
     with mp.get_context("fork").Pool(args.workers) as pool, warehouse.session():
         for result in pool.imap_unordered(read_and_validate, [str(f) for f in files]):
             store_started, store_cpu = time.perf_counter(), time.process_time()
-            samples, valid, quarantined = result.pop("samples"), result.pop("valid"), result.pop("quarantined")
+            samples, valid, quarantined, flags = (result.pop(k) for k in ("samples", "valid", "quarantined", "flags"))
             result["quarantined"] = len(quarantined)
             if not args.no_store:
                 warehouse.replace_partitions({"raw_samples": samples}, "cell_id", result["key"])
                 warehouse.replace_partitions(
-                    {"validated_samples": valid, "quarantined_samples": quarantined}, "cell_id", result["key"]
+                    {"validated_samples": valid, "quarantined_samples": quarantined, "sample_flags": flags},
+                    "cell_id", result["key"],
                 )
             result["timings"]["store"] = time.perf_counter() - store_started
             result["cpu"]["store"] = time.process_time() - store_cpu  # DuckDB's own threads included

@@ -10,6 +10,7 @@ downstream stages.
 from dataclasses import dataclass
 
 import dagster as dg
+import numpy as np
 import pandas as pd
 
 from battery_pipeline.assets.ingest import INGEST_GROUP
@@ -18,6 +19,7 @@ from battery_pipeline.checks import data_quality
 from battery_pipeline.checks.governance import check_spec
 from battery_pipeline.lineage import lineage_metadata
 from battery_pipeline.resources import Warehouse, split_by_key
+from battery_pipeline.science.sample_quality import FILLED_CHANNELS
 from battery_pipeline.science.schema import SAMPLE_COLUMNS, CellCycleSample, QuarantinedSample
 from battery_pipeline.science.validation import ValidationResult, ValidationRules
 
@@ -68,67 +70,70 @@ class StoredValidation:
 
 
 def read_back_validation(warehouse: Warehouse, keys: list[str]) -> dict[str, StoredValidation]:
-    """The stored validation tables of a group of cells, in one query per kind (not per cell)."""
+    """The stored validation tables of a group of cells, in one query per kind (not per cell).
+    `validated_samples` is a view (`resources.validated_samples_sql`), evaluated once here: what
+    the checks need of it is looked up in the rows read."""
     counts = warehouse.query_keys(
         f"""
         SELECT k.key AS cell_id,
                (SELECT count(*) FROM raw_samples WHERE cell_id = k.key) AS raw,
-               (SELECT count(*) FROM validated_samples WHERE cell_id = k.key) AS validated,
                (SELECT count(*) FROM quarantined_samples WHERE cell_id = k.key) AS quarantined
         FROM _keys k
         """,
         keys,
     ).set_index("cell_id")
     missing = " OR ".join(_MISSING.format(c) for c in ("time_s", "voltage_v", "current_a"))
-    accounting = warehouse.query_keys(
-        f"""
-        WITH raw AS (
-            SELECT cell_id, cycle_number, count(*) AS raw_rows, count(*) FILTER (WHERE {missing}) AS missing_rows
-            FROM raw_samples WHERE {_IN_GROUP} GROUP BY cell_id, cycle_number
-        ), valid AS (
-            SELECT cell_id, cycle_number, count(*) AS validated_rows
-            FROM validated_samples WHERE {_IN_GROUP} GROUP BY cell_id, cycle_number
-        )
-        SELECT raw.cell_id, raw.cycle_number, raw.raw_rows, raw.missing_rows, coalesce(valid.validated_rows, 0) AS validated_rows
-        FROM raw LEFT JOIN valid USING (cell_id, cycle_number) ORDER BY raw.cell_id, raw.cycle_number
-        """,
+    raw_cycles = warehouse.query_keys(
+        f"""SELECT cell_id, cycle_number, count(*) AS raw_rows, count(*) FILTER (WHERE {missing}) AS missing_rows
+            FROM raw_samples WHERE {_IN_GROUP} GROUP BY cell_id, cycle_number ORDER BY cell_id, cycle_number""",
         keys,
     )
-    filled = warehouse.query_keys(
+    raw_missing = warehouse.query_keys(
         " UNION ALL ".join(
-            f"""SELECT r.cell_id, r.source_file, r.source_row, '{c}' AS channel FROM raw_samples r
-                JOIN validated_samples v ON v.cell_id = r.cell_id AND v.source_file = r.source_file AND v.source_row = r.source_row
-                WHERE r.{_IN_GROUP} AND {_MISSING.format('r.' + c)} AND NOT {_MISSING.format('v.' + c)}"""
-            for c in ("voltage_v", "current_a", "temperature_c")
+            f"SELECT cell_id, source_file, source_row, '{c}' AS channel FROM raw_samples WHERE {_IN_GROUP} AND {_MISSING.format(c)}"
+            for c in FILLED_CHANNELS
         ),
         keys,
     )
-    outliers = warehouse.query_keys(
-        f"""
-        SELECT f.*, CASE f.channel WHEN 'voltage_v' THEN v.voltage_v WHEN 'current_a' THEN v.current_a
-                                   WHEN 'temperature_c' THEN v.temperature_c END AS stored_value
-        FROM sample_flags f LEFT JOIN validated_samples v
-          ON v.cell_id = f.cell_id AND v.source_file = f.source_file AND v.source_row = f.source_row
-        WHERE f.{_IN_GROUP} AND f.flag = 'outlier'
-        """,
-        keys,
-    )
+    outlier_marks = warehouse.query_keys(f"SELECT * FROM sample_flags WHERE {_IN_GROUP} AND flag = 'outlier'", keys)
     valid = warehouse.read_partitions("validated_samples", "cell_id", keys, text_as_category=True)
     flags = warehouse.read_partitions("sample_flags", "cell_id", keys)
-    accounting_by, filled_by, outliers_by = (split_by_key(frame, "cell_id", keys) for frame in (accounting, filled, outliers))
-    return {
-        key: StoredValidation(
+    cycles_by, missing_by, outliers_by = (split_by_key(frame, "cell_id", keys) for frame in (raw_cycles, raw_missing, outlier_marks))
+    stored = {}
+    for key in keys:
+        rows = valid[key][SAMPLE_COLUMNS]
+        accounting = cycles_by[key].drop(columns="cell_id")
+        per_cycle = rows["cycle_number"].value_counts()
+        accounting["validated_rows"] = accounting["cycle_number"].map(per_cycle).fillna(0).astype("int64")
+        filled = _stored_values(rows, missing_by[key])
+        outliers = _stored_values(rows, outliers_by[key])
+        stored[key] = StoredValidation(
             raw_rows=int(counts.at[key, "raw"]),
-            validated_rows=int(counts.at[key, "validated"]),
+            validated_rows=len(rows),
             quarantined_rows=int(counts.at[key, "quarantined"]),
-            valid=valid[key][SAMPLE_COLUMNS],
+            valid=rows,
             flags=flags[key],
-            cycle_accounting=accounting_by[key].drop(columns="cell_id"),
-            filled_values=filled_by[key].drop(columns="cell_id"),
-            outliers=outliers_by[key],
+            cycle_accounting=accounting,
+            filled_values=filled.loc[filled["stored_value"].notna() & np.isfinite(filled["stored_value"]),
+                                     ["source_file", "source_row", "channel"]].reset_index(drop=True),
+            outliers=outliers,
         )
-        for key in keys
-    }
+    return stored
+
+
+def _stored_values(valid: pd.DataFrame, marks: pd.DataFrame) -> pd.DataFrame:
+    """`marks` (rows naming a sample and a `channel`) with `stored_value`: that channel's value in
+    validated_samples, NaN where the sample is not there."""
+    marks = marks.reset_index(drop=True)
+    values = np.full(len(marks), np.nan)
+    if len(marks) and len(valid):
+        position = pd.MultiIndex.from_arrays([valid["source_file"].astype(str), valid["source_row"]]).get_indexer(
+            pd.MultiIndex.from_arrays([marks["source_file"].astype(str), marks["source_row"]])
+        )
+        for channel in marks["channel"].unique():
+            pick = (marks["channel"] == channel).to_numpy() & (position >= 0)
+            values[pick] = valid[channel].to_numpy(dtype=float)[position[pick]]
+    return marks.assign(stored_value=values)
 
 
 VALIDATED_SPECS = (
@@ -205,7 +210,7 @@ def describe_validated(stored: StoredValidation, result: ValidationResult, confi
     }
     checks = [
         data_quality.schema_conformance_check(stored.valid),
-        data_quality.row_accounting_check(stored.raw_rows, stored.validated_rows, stored.quarantined_rows),
+        data_quality.row_accounting_check(stored.raw_rows, stored.validated_rows, stored.quarantined_rows, len(result.valid)),
         data_quality.no_duplicates_check(stored.valid),
         data_quality.cycle_continuity_check(stored.valid["cycle_number"]),
         data_quality.quarantine_rate_check(stored.raw_rows, result.quarantined, config.max_quarantine_rate),

@@ -74,20 +74,29 @@ def schema_conformance_check(frame: pd.DataFrame) -> dg.AssetCheckResult:
     )
 
 
-def row_accounting_check(raw_rows: int, validated_rows: int, quarantined_rows: int) -> dg.AssetCheckResult:
-    """Nothing lost: every raw row is either validated or quarantined, exactly once."""
+def row_accounting_check(raw_rows: int, validated_rows: int, quarantined_rows: int,
+                         kept_by_validation: int | None = None) -> dg.AssetCheckResult:
+    """Nothing lost: every raw row is either validated or quarantined, exactly once; and the
+    stored validated rows are as many as validation kept (`kept_by_validation`, when known)."""
     difference = raw_rows - validated_rows - quarantined_rows
+    unlike_validation = kept_by_validation is not None and validated_rows != kept_by_validation
+    problems = []
+    if difference:
+        problems.append(f"{difference} raw rows are neither validated nor quarantined")
+    if unlike_validation:
+        problems.append(f"{validated_rows} validated rows are stored, validation kept {kept_by_validation}")
     return dg.AssetCheckResult(
         check_name="row_accounting",
         asset_key="validated_samples",
-        passed=difference == 0,
+        passed=not problems,
         metadata={
             "raw_rows": raw_rows,
             "validated_rows": validated_rows,
             "quarantined_rows": quarantined_rows,
             "unaccounted_rows": difference,
+            **({"rows_kept_by_validation": kept_by_validation} if kept_by_validation is not None else {}),
         },
-        description=None if difference == 0 else f"{difference} raw rows are neither validated nor quarantined",
+        description="; ".join(problems) or None,
     )
 
 

@@ -165,6 +165,7 @@ def validate_samples(
         messages_of_rule.setdefault(rule_id, []).append((rows, text))
 
     _schema_failures(frame, reject)
+    _require_unique_provenance(frame)
 
     time_s = float_values(frame, "time_s")
     voltage = float_values(frame, "voltage_v")
@@ -478,6 +479,26 @@ def schema_failure_cases(frame: pd.DataFrame) -> pd.DataFrame | None:
     cost of the vectorized screen on conforming rows: what the `schema_conformance` check runs
     on the stored rows."""
     return _failure_cases(frame)
+
+
+def _require_unique_provenance(frame: pd.DataFrame) -> None:
+    """(source_file, source_row) names one sample: a rejected sample is found again by it, and the
+    warehouse's validated_samples view takes the quarantined rows out of the raw ones by it."""
+    files = frame["source_file"].cat.codes.to_numpy()
+    rows = frame["source_row"].to_numpy()
+    new_file = files[1:] != files[:-1]
+    files_present = np.count_nonzero(np.bincount(files.astype(np.int64) + 1)) if len(files) else 0
+    one_block_per_file = np.count_nonzero(new_file) + 1 == files_present
+    if one_block_per_file and ((rows[1:] > rows[:-1]) | new_file).all():  # the readers' usual order
+        return
+    repeated = frame.duplicated(["source_file", "source_row"], keep=False)
+    if repeated.any():
+        first = frame.loc[repeated].iloc[0]
+        raise FrameShapeError(
+            f"{int(repeated.sum())} samples share their source_file and source_row with another, e.g. "
+            f"{first['source_file']}:{int(first['source_row'])}: each sample needs its own row of its "
+            "file (a reader bug)"
+        )
 
 
 def _schema_failures(frame: pd.DataFrame, reject) -> None:

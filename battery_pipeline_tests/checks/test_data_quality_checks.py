@@ -34,6 +34,8 @@ def test_schema_conformance():
 
 def test_row_accounting():
     assert data_quality.row_accounting_check(100, 90, 10).passed
+    assert data_quality.row_accounting_check(100, 90, 10, 90).passed
+    assert not data_quality.row_accounting_check(100, 90, 10, 91).passed  # stored unlike what validation kept
     result = data_quality.row_accounting_check(100, 90, 9)
     assert not result.passed and result.metadata["unaccounted_rows"].value == 1
 

@@ -352,6 +352,18 @@ def _seg_reduce(ufunc, values: np.ndarray, starts: np.ndarray, counts: np.ndarra
     return out
 
 
+def _all_finite(x: np.ndarray) -> bool:
+    # a finite sum means every value is finite (NaN and inf propagate), at the cost of one read;
+    # only an overflowing sum needs the elementwise test
+    return bool(np.isfinite(np.add.reduce(x))) or bool(np.isfinite(x).all())
+
+
+def _count_in_segments(idx: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """How many elements of sorted `idx` fall in each segment [start, end); with segments
+    covering idx, np.repeat(per_segment_value, counts) spreads a value to them."""
+    return np.searchsorted(idx, ends) - np.searchsorted(idx, starts)
+
+
 def _starts_of(counts: np.ndarray) -> np.ndarray:
     starts = np.zeros(len(counts), dtype=np.int64)
     if len(counts) > 1:
@@ -462,7 +474,10 @@ def _step_codes(column: pd.Series) -> np.ndarray:
              for c in column.cat.categories] + [-1],
             dtype=np.int8,
         )
-        return lookup[column.cat.codes.to_numpy()]  # code -1 (NaN) -> last entry -1
+        codes = column.cat.codes.to_numpy()
+        if codes.dtype == np.int8 and (lookup[:-1] == np.arange(lookup.size - 1)).all():
+            return codes  # categories charge, discharge, rest (validation's order): codes as they are
+        return lookup[codes]  # code -1 (NaN) -> last entry -1
     values = column.to_numpy()
     out = np.full(len(values), -1, dtype=np.int8)
     out[values == "charge"] = _CHARGE
@@ -504,13 +519,13 @@ class _Cell:
 
     starts: np.ndarray  # block-relative
     counts: np.ndarray
-    codes: np.ndarray  # block-relative cycle code per sample
     t: np.ndarray
     v: np.ndarray
     i: np.ndarray
     temp: np.ndarray
     ir: np.ndarray
     step_type: np.ndarray
+    dis_idx: np.ndarray  # positions of the step_type discharge samples (summary and runs use them)
     w: np.ndarray  # effective interval length j -> j+1 (0 if not integrated), padded to n
     i_mid: np.ndarray  # current over interval j -> j+1 (see `_interval_values`)
     step_change: np.ndarray  # interval j -> j+1 crosses a step_index change, padded to n
@@ -541,9 +556,7 @@ def _load(frame: pd.DataFrame, config: FeatureConfig) -> _Arrays:
     i = col(float_values(frame, "current_a"))
     n = len(t)
     for name, values in (("time_s", t), ("voltage_v", v), ("current_a", i)):
-        # a finite sum means every value is finite (NaN and inf propagate); only an overflowing
-        # sum needs the elementwise test
-        if not np.isfinite(np.add.reduce(values)) and not np.isfinite(values).all():
+        if not _all_finite(values):
             raise ValueError(f"{name} has missing values: compute features on validated samples")
     step_index = col(frame["step_index"].to_numpy())
     new_cycle = np.empty(n, dtype=bool)
@@ -588,7 +601,6 @@ def _block(arrays: _Arrays, c0: int, c1: int) -> _Cell:
     n = e0 - s0
     counts = arrays.counts[c0:c1]
     starts = arrays.starts[c0:c1] - s0
-    codes = np.repeat(np.arange(c1 - c0, dtype=np.int64), counts)
     # Intervals j -> j+1, stored at j, padded to n (the block's last one never counts).
     dt = np.zeros(n)
     np.subtract(t[1:], t[:-1], out=dt[:-1])
@@ -601,16 +613,17 @@ def _block(arrays: _Arrays, c0: int, c1: int) -> _Cell:
     valid &= ~is_gap
     w = dt * valid  # dt is finite: a multiply is ~4x cheaper than np.where
     boundary = np.flatnonzero(step_change) if arrays.step_end_logging else np.zeros(0, dtype=np.int64)
+    step_type = arrays.step_type[sl]
     return _Cell(
         starts=starts,
         counts=counts,
-        codes=codes,
         t=t,
         v=arrays.v[sl],
         i=i,
         temp=arrays.temp[sl],
         ir=arrays.ir[sl],
-        step_type=arrays.step_type[sl],
+        step_type=step_type,
+        dis_idx=np.flatnonzero(step_type == _DISCHARGE),
         w=w,
         i_mid=_interval_values(i, boundary),
         step_change=step_change,
@@ -655,7 +668,7 @@ def _interval_values(x: np.ndarray, change: np.ndarray) -> np.ndarray:
 
 
 def _summary(cell: _Cell, nominal_capacity_ah: float | None, config: FeatureConfig) -> dict:
-    starts, counts, codes = cell.starts, cell.counts, cell.codes
+    starts, counts = cell.starts, cell.counts
     ends = cell.ends
     t, v, i, w, i_mid = cell.t, cell.v, cell.i, cell.w, cell.i_mid
     n = len(t)
@@ -697,25 +710,25 @@ def _summary(cell: _Cell, nominal_capacity_ah: float | None, config: FeatureConf
 
     # --- end voltages --------------------------------------------------------------------------
     st = cell.step_type
-    is_chg_sample = st == _CHARGE
-    chg_idx = np.flatnonzero(is_chg_sample)
-    dis_idx = np.flatnonzero(st == _DISCHARGE)
+    chg_idx = np.flatnonzero(st == _CHARGE)
+    dis_idx = cell.dis_idx
     for name, idx in (("discharge_end_voltage_v", dis_idx), ("charge_end_voltage_v", chg_idx)):
         last = _last_index_in_segments(idx, starts, ends)
         out[name] = np.where(last >= 0, v[np.maximum(last, 0)], np.nan)
 
     # --- temperature ---------------------------------------------------------------------------
     temp = cell.temp
-    finite_t = np.isfinite(temp)
+    all_finite_t = _all_finite(temp)  # the usual case: no mask needed
+    finite_t = None if all_finite_t else np.isfinite(temp)
     n_cyc = cell.n_cycles
-    if not finite_t.any():
+    if not all_finite_t and not finite_t.any():
         for name in ("temperature_mean_c", "temperature_max_c", "temperature_rise_c"):
             out[name] = np.full(n_cyc, np.nan)
     else:
         t_mid = np.zeros(n)
         np.add(temp[1:], temp[:-1], out=t_mid[:-1])
         t_mid *= 0.5
-        if finite_t.all():
+        if all_finite_t:
             w_t = w
         else:
             ok = np.isfinite(t_mid)
@@ -726,7 +739,7 @@ def _summary(cell: _Cell, nominal_capacity_ah: float | None, config: FeatureConf
             out["temperature_mean_c"] = np.where(wt_sum > 0, ssum(t_mid * w_t) / wt_sum, np.nan)
         tmax = _seg_reduce(np.fmax, temp, starts, counts)
         out["temperature_max_c"] = tmax
-        if finite_t.all():
+        if all_finite_t:
             first_t = temp[starts]
         else:
             first = _first_index_in_segments(np.flatnonzero(finite_t), starts, ends)
@@ -766,13 +779,18 @@ def _summary(cell: _Cell, nominal_capacity_ah: float | None, config: FeatureConf
 
     # --- resistances (resistance_dcir_ohm: cell-level, see `_dcir`) ---------------------------
     ir = cell.ir
-    finite_ir = np.isfinite(ir)
-    if finite_ir.any():
-        report = finite_ir.copy()
-        report[1:] &= ir[1:] != ir[:-1]
-        report[starts] = finite_ir[starts]  # a cycle's first report always counts
+    finite_ir = None if _all_finite(ir) else np.isfinite(ir)  # None: all finite, the usual case
+    if finite_ir is None or finite_ir.any():
+        report = np.empty(n, dtype=bool)
+        np.not_equal(ir[1:], ir[:-1], out=report[1:])
+        if finite_ir is None:
+            report[starts] = True  # a cycle's first report always counts
+        else:
+            report[1:] &= finite_ir[1:]
+            report[starts] = finite_ir[starts]
         idx = np.flatnonzero(report)
-        out["resistance_cycler_ohm"] = _group_median(codes[idx], ir[idx], n_cyc)
+        cycle_of_report = np.repeat(np.arange(n_cyc), _count_in_segments(idx, starts, ends))
+        out["resistance_cycler_ohm"] = _group_median(cycle_of_report, ir[idx], n_cyc)
     else:
         out["resistance_cycler_ohm"] = np.full(n_cyc, np.nan)
 
@@ -800,27 +818,29 @@ def _summary(cell: _Cell, nominal_capacity_ah: float | None, config: FeatureConf
     return out
 
 
-def _sums_before(x: np.ndarray, begin: np.ndarray, positions: np.ndarray) -> np.ndarray:
-    """sum(x[begin[k]:positions[k]]) per k (begin <= positions), in one reduceat over the
-    interleaved bounds: a cumsum over all of x is several times slower, and only these few prefix
-    sums are ever read."""
+def _sums_before(x: np.ndarray, begin: np.ndarray, positions: np.ndarray, ufunc=np.add) -> np.ndarray:
+    """sum (or another ufunc's reduction) of x[begin[k]:positions[k]] per k (begin <= positions;
+    an empty range gives 0), in one reduceat over the interleaved bounds: a cumsum over all of x
+    is several times slower, and only these few prefix sums are ever read."""
     if positions.size == 0:
         return np.zeros(0)
-    sums = np.add.reduceat(x, np.stack([begin, positions], axis=1).ravel())[::2]
+    sums = ufunc.reduceat(x, np.stack([begin, positions], axis=1).ravel())[::2]
     sums[positions == begin] = 0.0  # reduceat gives x[begin] for an empty range
     return sums
 
 
-def _crossing(level, acc, s_c, n_c, allowed):
-    """Per segment, where the running maximum `acc` first reaches `level`: (segments found,
+def _crossing(level, v, s_c, n_c, allowed):
+    """Per segment, where the running maximum of `v` first reaches `level`: (segments found,
     sample a before the crossing, fraction of the way from a to a + 1). Not found when it never
     does, already starts at/above it, or the crossing sample is not `allowed`."""
-    first = _first_index_in_segments(np.flatnonzero(acc >= level), s_c, s_c + n_c)
+    # the running maximum first reaches the level at the first sample at or above it, b; there
+    # it is v[b], at a = b - 1 the largest voltage before b: no running maximum over all samples
+    first = _first_index_in_segments(np.flatnonzero(v >= level), s_c, s_c + n_c)
     ok = first > s_c  # found (>= 0) and not the segment's first sample
     ok &= allowed[np.maximum(first, 0)]
     b = first[ok]
-    a = b - 1
-    return ok, a, (level - acc[a]) / (acc[b] - acc[a])  # acc[a] < level <= acc[b]
+    max_a = _sums_before(v, s_c[ok], b, np.maximum)
+    return ok, b - 1, (level - max_a) / (v[b] - max_a)  # max_a < level <= v[b]
 
 
 def _charge_shape(v_c, i_c, w, imid_c, s_c, n_c, cv_c, i_cc, config: FeatureConfig) -> dict:
@@ -837,16 +857,11 @@ def _charge_shape(v_c, i_c, w, imid_c, s_c, n_c, cv_c, i_cc, config: FeatureConf
     # Integrated charge time and Ah since the segment's first charge sample, at a sample = the
     # intervals before it (unlogged gaps have weight 0); read only at the crossings.
     dq = imid_c * w / 3600.0
-    # running maximum of the voltage inside each segment, in one accumulate (offset per segment)
-    offset = np.repeat(np.arange(n_cyc, dtype=np.float64), n_c)
-    offset *= 2.0 * float(v_c.max() - v_c.min()) + 1.0
-    acc = np.maximum.accumulate(v_c + offset)
-    acc -= offset
     lo, hi = sorted(float(x) for x in config.charge_window_v)
     cc = ~cv_c
     window = {}
     for level in (lo, hi):
-        ok, a, frac = _crossing(level, acc, s_c, n_c, cc)
+        ok, a, frac = _crossing(level, v_c, s_c, n_c, cc)
         for name, x in (("time", w), ("charge", dq)):
             value = np.full(n_cyc, np.nan)
             value[ok] = _sums_before(x, s_c[ok], a) + frac * x[a]  # x[a]: the interval a -> a + 1
@@ -857,7 +872,7 @@ def _charge_shape(v_c, i_c, w, imid_c, s_c, n_c, cv_c, i_cc, config: FeatureConf
     f0, f1 = sorted((float(x) for x in config.cv_decay_fractions), reverse=True)
     cv_idx = np.flatnonzero(cv_c)  # only CV samples can be hits: compare those alone
     i_cv = i_c[cv_idx]
-    i_ref = i_cc[np.searchsorted(s_c, cv_idx, side="right") - 1]  # CC current of each one's cycle
+    i_ref = np.repeat(i_cc, _count_in_segments(cv_idx, s_c, s_c + n_c))  # CC current of each one's cycle
     times = []
     for fraction in (f0, f1):
         with np.errstate(invalid="ignore"):
@@ -987,25 +1002,27 @@ class _Runs:
 def _main_discharge_runs(cell: _Cell, config: FeatureConfig) -> _Runs:
     """Per cycle: the run of consecutive discharge samples that moves the most Ah."""
     n_cyc = cell.n_cycles
-    dis_idx = np.flatnonzero(cell.step_type == _DISCHARGE)
+    dis_idx = cell.dis_idx
     nothing = _Runs(np.zeros(n_cyc, bool), np.full(n_cyc, np.nan), np.zeros(n_cyc, np.int64),
                     np.zeros(0), np.zeros(0), np.full(n_cyc, np.nan), np.full(n_cyc, np.nan))
     if dis_idx.size == 0:
         return nothing
-    codes = cell.codes[dis_idx]
     # a run breaks where the next discharge sample is not the next sample, or the cycle changes
-    brk = np.ones(dis_idx.size, dtype=bool)
-    brk[1:] = (dis_idx[1:] != dis_idx[:-1] + 1) | (codes[1:] != codes[:-1])
+    # (at the first discharge sample at or after each cycle start)
+    brk = np.empty(dis_idx.size, dtype=bool)
+    brk[0] = True
+    np.not_equal(dis_idx[1:], dis_idx[:-1] + 1, out=brk[1:])
+    cycle_first = np.searchsorted(dis_idx, cell.starts)
+    brk[cycle_first[cycle_first < dis_idx.size]] = True
     rs = np.flatnonzero(brk)  # run starts in compressed coordinates
     run_len = np.diff(np.append(rs, dis_idx.size))
     # Ah of interval j -> j+1 for j a run sample whose successor is in the same run
-    inside = np.ones(dis_idx.size, dtype=bool)
-    inside[rs[1:] - 1] = False
-    inside[-1] = False
-    w_dis = cell.w[dis_idx] * inside  # interval weights inside the runs (gathered once)
+    w_dis = cell.w[dis_idx]  # interval weights inside the runs (gathered once)
+    w_dis[rs[1:] - 1] = 0.0  # the interval that leaves a run
+    w_dis[-1] = 0.0
     dq = cell.i_mid[dis_idx] * w_dis * (-1.0 / 3600.0)
     run_q = np.add.reduceat(dq, rs)
-    run_code = codes[rs]
+    run_code = np.searchsorted(cell.starts, dis_idx[rs], side="right") - 1
     # best run per cycle: sort by (code, Ah) and take the last of each code
     order = np.lexsort((run_q, run_code))
     last_of_code = np.ones(order.size, dtype=bool)

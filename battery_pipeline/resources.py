@@ -11,6 +11,7 @@ Environment variables (all optional):
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -253,16 +254,19 @@ class Warehouse(DuckDBResource):
             yield conn
 
     @contextmanager
-    def session(self):
+    def session(self, threads: int | None = None):
         """One connection for every call inside the block. Opening the DuckDB file costs 20-40 ms
         (and closing it after a write, a checkpoint); a batch of cells makes dozens of calls per
         cell. Only for a step that owns the writer (the one-slot `duckdb` pool): other processes
-        cannot open the file while the session lasts."""
+        cannot open the file while the session lasts. `threads`: DuckDB's threads for the session
+        (e.g. 1 while worker processes keep the cores busy)."""
         if self._session is not None:
             yield self
             return
         Path(self.database).parent.mkdir(parents=True, exist_ok=True)
         with self.get_connection() as conn:
+            if threads is not None:
+                conn.execute(f"SET threads = {int(threads)}")
             self._session = conn
             try:
                 yield self
@@ -305,10 +309,14 @@ class Warehouse(DuckDBResource):
         ((kind,),) = conn.execute(
             "SELECT coalesce(max(table_type), '') FROM information_schema.tables WHERE table_name = ?", [VALIDATED_SAMPLES]
         ).fetchall()
-        wanted = list(CellCycleSample.to_schema().columns)
+        # the view's comment names its query's version, so a newer definition replaces it
+        definition = validated_samples_sql()
+        version = hashlib.sha256(definition.encode()).hexdigest()[:16]
         if kind == "VIEW":
-            present = [row[0] for row in conn.execute(f"DESCRIBE {VALIDATED_SAMPLES}").fetchall()]
-            if present == wanted:
+            comment = conn.execute(
+                "SELECT comment FROM duckdb_views() WHERE view_name = ? AND NOT internal", [VALIDATED_SAMPLES]
+            ).fetchall()
+            if comment and comment[0][0] == version:
                 return
         with _transaction(conn):
             if kind == "BASE TABLE":
@@ -320,7 +328,8 @@ class Warehouse(DuckDBResource):
                         f"JOIN ({_RAW_DIGESTS}) d USING (cell_id)"
                     )
                 conn.execute(f"DROP TABLE {VALIDATED_SAMPLES}")
-            conn.execute(f"CREATE OR REPLACE VIEW {VALIDATED_SAMPLES} AS {validated_samples_sql()}")
+            conn.execute(f"CREATE OR REPLACE VIEW {VALIDATED_SAMPLES} AS {definition}")
+            conn.execute(f"COMMENT ON VIEW {VALIDATED_SAMPLES} IS '{version}'")
 
     def _any_validated(self, conn: duckdb.DuckDBPyConnection) -> bool:
         """Whether a cell of `_keys` is marked validated (only then do new raw rows need a digest)."""
@@ -373,12 +382,13 @@ class Warehouse(DuckDBResource):
             with _keys_relation(conn, keys), _transaction(conn):
                 for table, frame in frames.items():
                     if table == VALIDATED_SAMPLES:
-                        self._mark_validated(conn, keys, frame)
                         continue
                     conn.execute(f"DELETE FROM {_quote_identifier(table)} WHERE {column} IN (SELECT key FROM _keys)")
                     if any(len(f) for f in ([frame] if isinstance(frame, pd.DataFrame) else frame)):
                         _insert(conn, table, frame)
-                if "raw_samples" in frames and VALIDATED_SAMPLES not in frames and self._any_validated(conn):
+                if VALIDATED_SAMPLES in frames:  # last: on the raw rows as stored now
+                    self._mark_validated(conn, keys, frames[VALIDATED_SAMPLES])
+                elif "raw_samples" in frames and self._any_validated(conn):
                     conn.execute(
                         f"DELETE FROM validated_cells v WHERE cell_id IN (SELECT key FROM _keys) AND raw_digest IS DISTINCT FROM "
                         f"(SELECT d.raw_digest FROM ({_RAW_DIGESTS}) d WHERE d.cell_id = v.cell_id)"

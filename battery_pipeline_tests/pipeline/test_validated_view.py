@@ -95,3 +95,12 @@ def test_a_reader_giving_two_samples_one_source_row_fails_validation():
     raw.loc[7, "source_row"] = 6
     with pytest.raises(FrameShapeError, match=r"a\.csv:6"):
         validate_samples(raw, LIMITS)
+
+
+def test_a_view_of_another_definition_is_replaced(tmp_path):
+    warehouse = Warehouse(database=str(tmp_path / "w.duckdb"))
+    result = store(warehouse, raw_cell("a"))
+    with duckdb.connect(warehouse.database) as conn:  # as a version with another query left it
+        conn.execute("CREATE OR REPLACE VIEW validated_samples AS SELECT * FROM raw_samples")
+    store(warehouse, raw_cell("a"))
+    pdt.assert_frame_equal(comparable(warehouse.read_partition("validated_samples", "cell_id", "a")), comparable(result.valid))

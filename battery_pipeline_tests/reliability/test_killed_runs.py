@@ -62,13 +62,13 @@ def children(tmp_path_factory):
             "database": str(root / "raw.duckdb"), "key": KEY, "first_data": str(small),
             "second_data": str(large), "pause_before": r"^COMMIT", "pause_after": r'INSERT INTO "raw_samples"',
         }),
-        # inside validated_samples' transaction: the cell marked validated again (the view's
-        # `validated_cells`), quarantined rows deleted and not yet re-inserted - the most partial
-        # state there is
+        # inside validated_samples' transaction: quarantined rows deleted and not yet re-inserted,
+        # flags not replaced, the cell not yet marked validated again (the view's
+        # `validated_cells`) - the most partial state there is
         "validated": Child("killed_partition_write", {
             "database": str(root / "validated.duckdb"), "key": KEY, "first_data": str(small),
             "second_data": str(small), "second_run_config": STRICTER_VALIDATION,
-            "pause_before": r'INSERT INTO "quarantined_samples"', "pause_after": r"INSERT INTO validated_cells",
+            "pause_before": r'INSERT INTO "quarantined_samples"', "pause_after": r'DELETE FROM "quarantined_samples"',
         }),
         "tables": Child("killed_table_writes", {"database": str(root / "tables.duckdb"), "rows": LARGE_ROWS}),
     }

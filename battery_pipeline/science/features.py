@@ -431,29 +431,36 @@ def _moments(x: np.ndarray, starts: np.ndarray, counts: np.ndarray):
     return mean, std, skew, kurt, d
 
 
-def _entropy(x: np.ndarray, starts, counts, bins: int, offset: np.ndarray | None = None) -> np.ndarray:
+def _entropy(x: np.ndarray, starts, counts, bins: int, offset: np.ndarray | None = None,
+             hi: np.ndarray | None = None) -> np.ndarray:
     """Shannon entropy (nats) of an equal-width `bins` histogram over each segment's range.
-    `offset`: segment index x bins per value (computed here if not given)."""
+    `offset`: segment index x (bins + 1) per value (computed here if not given); `hi`: the
+    segments' maxima, if known."""
     n_groups = len(counts)
     out = np.full(n_groups, np.nan)
     if x.size == 0:
         return out
     lo = _seg_reduce(np.minimum, x, starts, counts)
-    hi = _seg_reduce(np.maximum, x, starts, counts)
+    if hi is None:
+        hi = _seg_reduce(np.maximum, x, starts, counts)
     width = hi - lo
     with np.errstate(invalid="ignore", divide="ignore"):
         scale = np.where(width > 0, bins / width, 0.0)
-    # bin of each value, offset by its segment's block of `bins` counters
+    # bin of each value, offset by its segment's block of bins + 1 counters: the extra one takes
+    # the values at the maximum (bin `bins`) and is added to the last bin, as a clip would
     b = np.repeat(lo, counts)
     np.subtract(x, b, out=b)  # in place: the same values as (x - lo) * scale
     b *= np.repeat(scale, counts)
     b = b.astype(np.int64)
-    np.minimum(b, bins - 1, out=b)
-    b += np.repeat(np.arange(n_groups, dtype=np.int64) * bins, counts) if offset is None else offset
-    hist = np.bincount(b, minlength=n_groups * bins).reshape(n_groups, bins)
+    b += np.repeat(np.arange(n_groups, dtype=np.int64) * (bins + 1), counts) if offset is None else offset
+    hist = np.bincount(b, minlength=n_groups * (bins + 1)).reshape(n_groups, bins + 1)
+    hist[:, bins - 1] += hist[:, bins]
+    hist = hist[:, :bins]
     with np.errstate(invalid="ignore", divide="ignore"):
         p = hist / counts[:, None].astype("float64")
-        plogp = np.where(hist > 0, p * np.log(np.where(hist > 0, p, 1.0)), 0.0)
+        log_p = np.zeros_like(p)  # 0 log 0 = 0
+        np.log(p, out=log_p, where=hist > 0)
+        plogp = p * log_p
     has = counts > 0
     out[has] = -plogp[has].sum(axis=1)
     return out
@@ -543,26 +550,32 @@ class _Cell:
 def _load(frame: pd.DataFrame, config: FeatureConfig) -> _Arrays:
     """Arrays of one cell's frame, regrouped by cycle if needed; cell-level gap threshold."""
     cycle = frame["cycle_number"].to_numpy()
+    n = len(cycle)
+
+    def cycle_changes(cycle):
+        new_cycle = np.empty(n, dtype=bool)
+        new_cycle[:1] = True
+        np.not_equal(cycle[1:], cycle[:-1], out=new_cycle[1:])
+        return new_cycle, np.flatnonzero(new_cycle).astype(np.int64)
+
+    new_cycle, starts = cycle_changes(cycle)
     order = None
-    if len(cycle) > 1 and not (cycle[1:] >= cycle[:-1]).all():
+    # non-decreasing everywhere <=> increasing from one change point to the next
+    if not (cycle[starts[1:]] > cycle[starts[:-1]]).all():
         order = np.argsort(cycle, kind="stable")  # regroup by cycle, time order kept inside
+        cycle = cycle[order]
+        new_cycle, starts = cycle_changes(cycle)
 
     def col(values):
         return values if order is None else values[order]
 
-    cycle = col(cycle)
     t = col(float_values(frame, "time_s"))
     v = col(float_values(frame, "voltage_v"))
     i = col(float_values(frame, "current_a"))
-    n = len(t)
     for name, values in (("time_s", t), ("voltage_v", v), ("current_a", i)):
         if not _all_finite(values):
             raise ValueError(f"{name} has missing values: compute features on validated samples")
     step_index = col(frame["step_index"].to_numpy())
-    new_cycle = np.empty(n, dtype=bool)
-    new_cycle[:1] = True
-    np.not_equal(cycle[1:], cycle[:-1], out=new_cycle[1:])
-    starts = np.flatnonzero(new_cycle).astype(np.int64)
     counts = np.diff(np.append(starts, n)).astype(np.int64)
     # typical logging interval inside a step: the 99th percentile of a strided subsample of
     # within-step intervals (<= 200k of them, so it costs ~2 ms whatever the cell's size)
@@ -647,18 +660,22 @@ def _blocks(arrays: _Arrays, block_samples: int):
         yield _block(arrays, int(c0), int(c1))
 
 
-def _interval_values(x: np.ndarray, change: np.ndarray) -> np.ndarray:
+def _interval_values(x: np.ndarray, change: np.ndarray, doubled: bool = False) -> np.ndarray:
     """Value of x over each interval j -> j+1 (padded to n): the trapezoid mean inside a step,
     the later sample's value across a step change (a cycler logs a step's last point when the
     step ends, so the interval up to the new step's first point belongs to the new step).
-    `change`: positions j whose interval crosses such a step change."""
+    `change`: positions j whose interval crosses such a step change. `doubled`: twice the values,
+    for callers that only sum products of them (halving the sum instead is exact, one pass less)."""
     out = np.empty(len(x))
     out[-1:] = 0.0
     if len(x) < 2:
         return out
     np.add(x[1:], x[:-1], out=out[:-1])
-    out *= 0.5
-    out[change] = x[change + 1]
+    if doubled:
+        out[change] = 2.0 * x[change + 1]
+    else:
+        out *= 0.5
+        out[change] = x[change + 1]
     return out
 
 
@@ -685,15 +702,15 @@ def _summary(cell: _Cell, nominal_capacity_ah: float | None, config: FeatureConf
     dis = i_mid < -thr
     w_chg = w * chg
     w_dis = w * dis
-    v_mid = _interval_values(v, cell.boundary)
-    p_mid = _interval_values(v * i, cell.boundary)
+    v_mid2 = _interval_values(v, cell.boundary, doubled=True)
+    p_mid2 = _interval_values(v * i, cell.boundary, doubled=True)
     t_chg, t_dis = ssum(w_chg), ssum(w_dis)
     q_chg = ssum(i_mid * w_chg) / 3600.0
     q_dis = -ssum(i_mid * w_dis) / 3600.0
-    e_chg = ssum(p_mid * w_chg) / 3600.0
-    e_dis = -ssum(p_mid * w_dis) / 3600.0
-    vt_chg = ssum(v_mid * w_chg)
-    vt_dis = ssum(v_mid * w_dis)
+    e_chg = 0.5 * ssum(p_mid2 * w_chg) / 3600.0
+    e_dis = -0.5 * ssum(p_mid2 * w_dis) / 3600.0
+    vt_chg = 0.5 * ssum(v_mid2 * w_chg)
+    vt_dis = 0.5 * ssum(v_mid2 * w_dis)
     # a direction with no integrated time has no value (not 0 Ah)
     has_chg, has_dis = t_chg > 0, t_dis > 0
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -801,7 +818,7 @@ def _summary(cell: _Cell, nominal_capacity_ah: float | None, config: FeatureConf
         t_d = t_c - np.repeat(_seg_sum(t_c, s_c, n_c) / n_c, n_c)
     t_ss = _seg_sum(t_d * t_d, s_c, n_c)
     # each charge sample's histogram counter block, shared by the voltage and current entropies
-    bin_offset = np.repeat(np.arange(len(n_c), dtype=np.int64) * bins, n_c)
+    bin_offset = np.repeat(np.arange(len(n_c), dtype=np.int64) * (bins + 1), n_c)
     for prefix, x in (("charge_voltage", v_c), ("charge_current", i_c)):
         mean, std, skew, kurt, d = _moments(x, s_c, n_c)
         unit = "_v" if prefix == "charge_voltage" else "_a"
@@ -814,7 +831,7 @@ def _summary(cell: _Cell, nominal_capacity_ah: float | None, config: FeatureConf
             slope = np.where(t_ss > 0, _seg_sum(t_d * d, s_c, n_c) / t_ss, np.nan)
         slope[n_c < 2] = np.nan
         out[f"{prefix}_slope{unit}_per_s"] = slope
-        out[f"{prefix}_entropy"] = _entropy(x, s_c, n_c, bins, bin_offset)
+        out[f"{prefix}_entropy"] = _entropy(x, s_c, n_c, bins, bin_offset, vmax if x is v_c else None)
     return out
 
 
@@ -876,7 +893,7 @@ def _charge_shape(v_c, i_c, w, imid_c, s_c, n_c, cv_c, i_cc, config: FeatureConf
     times = []
     for fraction in (f0, f1):
         with np.errstate(invalid="ignore"):
-            hit = cv_idx[i_cv <= fraction * i_ref]
+            hit = cv_idx[np.flatnonzero(i_cv <= fraction * i_ref)]
         first = _first_index_in_segments(hit, s_c, s_c + n_c)
         found = first >= 0
         at = np.full(n_cyc, np.nan)
@@ -973,6 +990,7 @@ def _attach_impedance(cell: _Arrays, impedance: pd.DataFrame | None, config: Fea
 class _Curves:
     grid: np.ndarray  # (m,) ascending voltages
     q: np.ndarray  # (n_cycles, m) Q_n(V), NaN where undefined
+    first_defined: np.ndarray  # (n_cycles,) Q(V) is defined from this grid column on (m: nowhere)
     covered: np.ndarray  # (n_cycles,) Q(V) defined on the whole grid
     reference: int  # group index of the reference cycle, -1 if none
     complete: np.ndarray  # (n_cycles,) complete discharge
@@ -1137,7 +1155,8 @@ def _discharge_curves(
         if candidates.size:
             rank = config.reference_complete_rank
             reference = int(candidates[rank - 1] if candidates.size >= rank else candidates[0])
-    none = _Curves(np.zeros(0), np.zeros((n_cyc, 0)), np.zeros(n_cyc, bool), reference, complete)
+    none = _Curves(np.zeros(0), np.zeros((n_cyc, 0)), np.zeros(n_cyc, np.int64), np.zeros(n_cyc, bool),
+                   reference, complete)
     if config.voltage_window_v is not None:
         g_lo, g_hi = sorted(float(x) for x in config.voltage_window_v)
     elif reference >= 0:
@@ -1155,19 +1174,34 @@ def _discharge_curves(
         return none
     grid = np.linspace(g_lo, g_hi, m)
     rows = np.flatnonzero(has_run)
-    # queries in increasing key order (grid descending within a run) make np.interp's search
-    # walk forward from its previous hit instead of bisecting: several times faster
-    xq = rows[:, None] * span - grid[None, ::-1]
-    q_rows = np.interp(xq.ravel(), key, q_s).reshape(len(rows), m)[:, ::-1]
-    above = grid[None, :] > first_v[rows][:, None]
-    below = grid[None, :] < low_v[rows][:, None]
-    q_rows[above] = 0.0  # nothing discharged yet above the run's first voltage
-    q_rows[below] = np.nan  # the run never got that low
-    q = np.full((n_cyc, m), np.nan)
-    q[rows] = q_rows
-    covered = np.zeros(n_cyc, dtype=bool)
-    covered[rows] = ~below.any(axis=1)
-    return _Curves(grid, q, covered, reference, complete)
+    # queries run after run and close to the previous one (the grid ascends within a run: the
+    # key steps back by about a sample) let np.interp's search start from its previous hit
+    # instead of bisecting: several times faster
+    xq = rows[:, None] * span - grid[None, :]
+    q_rows = np.interp(xq.ravel(), key, q_s).reshape(len(rows), m)
+    if rows.size == n_cyc:
+        q = q_rows
+    else:
+        q = np.full((n_cyc, m), np.nan)
+        q[rows] = q_rows
+    # per row, the grid above the run's first voltage is a column suffix (nothing discharged yet:
+    # Q = 0), the grid below its lowest voltage a column prefix (the run never got that low: NaN)
+    first_above = np.searchsorted(grid, first_v[rows], side="right")
+    first_defined = np.full(n_cyc, m, dtype=np.int64)
+    first_defined[rows] = np.searchsorted(grid, low_v[rows], side="left")
+    _fill_row_ranges(q, rows, first_above, m, 0.0)
+    _fill_row_ranges(q, rows, 0, first_defined[rows], np.nan)
+    return _Curves(grid, q, first_defined, first_defined == 0, reference, complete)
+
+
+def _fill_row_ranges(a: np.ndarray, rows: np.ndarray, lo, hi, value) -> None:
+    """a[rows[k], lo[k]:hi[k]] = value (or value[k]) for every k, touching only those elements."""
+    lengths = np.maximum(np.broadcast_to(hi, rows.shape) - lo, 0)
+    total = int(lengths.sum())
+    if total == 0:
+        return
+    cols = np.arange(total) + np.repeat(lo - _starts_of(lengths), lengths)
+    a[np.repeat(rows, lengths), cols] = np.repeat(value, lengths) if np.ndim(value) else value
 
 
 def _local_slope(y: np.ndarray, half: int) -> np.ndarray:
@@ -1202,32 +1236,46 @@ def _local_slope(y: np.ndarray, half: int) -> np.ndarray:
     s_j = c1[hi] - c1[lo]
     s_jj = c2[hi] - c2[lo]
     var = s_jj - s_j * s_j / cnt
-    return (s_jy - s_j * (s_y / cnt)) / var
+    # (s_jy - s_j * (s_y / cnt)) / var, in place
+    s_y /= cnt
+    s_y *= s_j
+    s_jy -= s_y
+    s_jy /= var
+    return s_jy
+
+
+def _dqdv_rows(curves: _Curves, config: FeatureConfig):
+    """(rows, -dQ/dV of those rows on the grid, their first defined column), or None: the rows
+    whose Q(V) spans a whole window. Columns before the first defined one hold padding, not
+    values (callers mask them)."""
+    q = curves.q
+    m = q.shape[1]
+    if m < 3:
+        return None
+    spacing = curves.grid[1] - curves.grid[0]
+    half = max(1, int(round(0.5 * config.dqdv_window_v / spacing)))
+    rows = np.flatnonzero(m - curves.first_defined >= 2 * half + 1)
+    if rows.size == 0:
+        return None
+    sub = q[rows]
+    # the defined part of a row runs from the top of the grid down to the run's lowest voltage:
+    # pad the undefined low end with the lowest defined value
+    first_ok = curves.first_defined[rows]
+    local = np.arange(rows.size)
+    _fill_row_ranges(sub, local, 0, first_ok, sub[local, first_ok])
+    res = _local_slope(sub, half)
+    res /= -spacing  # -dQ/dV
+    return rows, res, first_ok
 
 
 def _dqdv(curves: _Curves, config: FeatureConfig) -> np.ndarray:
     """-dQ/dV on the grid (Ah/V, positive on discharge), NaN where Q(V) is undefined."""
-    q = curves.q
-    m = q.shape[1]
-    out = np.full(q.shape, np.nan)
-    if m < 3:
-        return out
-    spacing = curves.grid[1] - curves.grid[0]
-    half = max(1, int(round(0.5 * config.dqdv_window_v / spacing)))
-    valid = np.isfinite(q)
-    rows = np.flatnonzero(valid.sum(axis=1) >= 2 * half + 1)
-    if rows.size == 0:
-        return out
-    sub = q[rows]
-    ok = valid[rows]
-    # the defined part of a row runs from the top of the grid down to the run's lowest voltage:
-    # pad the undefined low end with the lowest defined value, then mask it again
-    first_ok = np.argmax(ok, axis=1)
-    fill = sub[np.arange(rows.size), first_ok]
-    filled = np.where(ok, sub, fill[:, None])
-    res = -_local_slope(filled, half) / spacing
-    res[~ok] = np.nan
-    out[rows] = res
+    out = np.full(curves.q.shape, np.nan)
+    found = _dqdv_rows(curves, config)
+    if found is not None:
+        rows, res, first_ok = found
+        _fill_row_ranges(res, np.arange(rows.size), 0, first_ok, np.nan)
+        out[rows] = res
     return out
 
 
@@ -1238,28 +1286,30 @@ def _curve_features(curves: _Curves | None, config: FeatureConfig, n_cyc: int) -
     ref = curves.reference
     if ref >= 0 and curves.covered[ref]:
         rows = np.flatnonzero(curves.covered)
-        dq = curves.q[rows] - curves.q[ref][None, :]
+        dq = curves.q[rows]
+        dq -= curves.q[ref][None, :]
         with np.errstate(invalid="ignore", divide="ignore"):
+            out["delta_q_min_ah"][rows] = dq.min(axis=1)
             mean = dq.mean(axis=1)
-            d = dq - mean[:, None]
+            d = dq
+            d -= mean[:, None]  # in place: dq is not needed any more
             d2 = d * d
             m2 = d2.mean(axis=1)
-            m3 = (d2 * d).mean(axis=1)
-            m4 = (d2 * d2).mean(axis=1)
+            m3 = np.multiply(d2, d, out=d).mean(axis=1)
+            m4 = np.multiply(d2, d2, out=d).mean(axis=1)
             flat = ~(m2 > 1e-24)  # identical curves: no shape
-            out["delta_q_min_ah"][rows] = dq.min(axis=1)
             out["delta_q_mean_ah"][rows] = mean
             out["delta_q_variance_ah2"][rows] = m2
             out["delta_q_skewness"][rows] = np.where(flat, np.nan, m3 / m2**1.5)
             out["delta_q_kurtosis"][rows] = np.where(flat, np.nan, m4 / (m2 * m2) - 3.0)
-    ic = _dqdv(curves, config)
-    finite = np.isfinite(ic)
-    has = finite.any(axis=1)
-    if has.any():
-        sub = np.where(finite[has], ic[has], -np.inf)
-        peak = np.argmax(sub, axis=1)
-        out["dqdv_peak_voltage_v"][has] = curves.grid[peak]
-        out["dqdv_peak_height_ah_per_v"][has] = sub[np.arange(peak.size), peak]
+    found = _dqdv_rows(curves, config)
+    if found is not None:
+        rows, ic, first_ok = found
+        local = np.arange(rows.size)
+        _fill_row_ranges(ic, local, 0, first_ok, -np.inf)  # the peak is on the defined part
+        peak = np.argmax(ic, axis=1)
+        out["dqdv_peak_voltage_v"][rows] = curves.grid[peak]
+        out["dqdv_peak_height_ah_per_v"][rows] = ic[local, peak]
     return out
 
 

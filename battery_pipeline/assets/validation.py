@@ -127,9 +127,12 @@ def _stored_values(valid: pd.DataFrame, marks: pd.DataFrame) -> pd.DataFrame:
     marks = marks.reset_index(drop=True)
     values = np.full(len(marks), np.nan)
     if len(marks) and len(valid):
-        position = pd.MultiIndex.from_arrays([valid["source_file"].astype(str), valid["source_row"]]).get_indexer(
-            pd.MultiIndex.from_arrays([marks["source_file"].astype(str), marks["source_row"]])
-        )
+        # one int64 per sample, (file code, row): no Python string per validated row
+        files = pd.Categorical(valid["source_file"])
+        mark_files = pd.Categorical(marks["source_file"], categories=files.categories).codes.astype(np.int64)
+        sample = pd.Index((files.codes.astype(np.int64) << 40) | valid["source_row"].to_numpy(dtype=np.int64))
+        position = sample.get_indexer((mark_files << 40) | marks["source_row"].to_numpy(dtype=np.int64))
+        position[mark_files < 0] = -1  # a file validation kept no row of
         for channel in marks["channel"].unique():
             pick = (marks["channel"] == channel).to_numpy() & (position >= 0)
             values[pick] = valid[channel].to_numpy(dtype=float)[position[pick]]

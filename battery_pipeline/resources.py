@@ -29,7 +29,7 @@ from dagster_duckdb import DuckDBResource
 from pydantic import Field, PrivateAttr
 
 from battery_pipeline.science import sources as source_discovery
-from battery_pipeline.science.sample_quality import FILLED_CHANNELS, empty_flags
+from battery_pipeline.science.sample_quality import INTERPOLATED_CHANNELS, empty_flags
 from battery_pipeline.science.schema import CellCycleSample, CellImpedance, CellRecord, QuarantinedSample
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -107,10 +107,10 @@ def validated_samples_sql(in_keys: bool = False) -> str:
     itself is not, for the semi-join of a keys relation)."""
     only = " AND cell_id IN (SELECT key FROM _keys)" if in_keys else ""
     columns = ", ".join(
-        f"coalesce(f.{c}, r.{c}) AS {c}" if c in FILLED_CHANNELS else f"r.{c}"
+        f"coalesce(f.{c}, r.{c}) AS {c}" if c in INTERPOLATED_CHANNELS else f"r.{c}"
         for c in CellCycleSample.to_schema().columns
     )
-    fills = ", ".join(f"max(value) FILTER (WHERE channel = '{c}') AS {c}" for c in FILLED_CHANNELS)
+    fills = ", ".join(f"max(value) FILTER (WHERE channel = '{c}') AS {c}" for c in INTERPOLATED_CHANNELS)
     return f"""SELECT {columns} FROM raw_samples r
         SEMI JOIN validated_cells s ON s.cell_id = r.cell_id
         ANTI JOIN (SELECT cell_id, source_file, source_row FROM quarantined_samples WHERE true{only}) q

@@ -19,7 +19,7 @@ from battery_pipeline.checks import data_quality
 from battery_pipeline.checks.governance import check_spec
 from battery_pipeline.lineage import lineage_metadata
 from battery_pipeline.resources import Warehouse, split_by_key
-from battery_pipeline.science.sample_quality import FILLED_CHANNELS
+from battery_pipeline.science.sample_quality import INTERPOLATED_CHANNELS
 from battery_pipeline.science.schema import SAMPLE_COLUMNS, CellCycleSample, QuarantinedSample
 from battery_pipeline.science.validation import ValidationResult, ValidationRules
 
@@ -91,7 +91,7 @@ def read_back_validation(warehouse: Warehouse, keys: list[str]) -> dict[str, Sto
     raw_missing = warehouse.query_keys(
         " UNION ALL ".join(
             f"SELECT cell_id, source_file, source_row, '{c}' AS channel FROM raw_samples WHERE {_IN_GROUP} AND {_MISSING.format(c)}"
-            for c in FILLED_CHANNELS
+            for c in INTERPOLATED_CHANNELS
         ),
         keys,
     )
@@ -114,8 +114,7 @@ def read_back_validation(warehouse: Warehouse, keys: list[str]) -> dict[str, Sto
             valid=rows,
             flags=flags[key],
             cycle_accounting=accounting,
-            filled_values=filled.loc[filled["stored_value"].notna() & np.isfinite(filled["stored_value"]),
-                                     ["source_file", "source_row", "channel"]].reset_index(drop=True),
+            filled_values=filled.loc[np.isfinite(filled["stored_value"]), ["source_file", "source_row", "channel"]].reset_index(drop=True),
             outliers=outliers,
         )
     return stored

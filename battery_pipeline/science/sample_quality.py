@@ -41,9 +41,6 @@ import pandas as pd
 REQUIRED_CHANNELS = ("voltage_v", "current_a")
 INTERPOLATED_CHANNELS = ("voltage_v", "current_a", "temperature_c")
 OUTLIER_CHANNELS = ("voltage_v", "current_a", "temperature_c")
-# the channels whose short gaps validation interpolates (time_s never: a sample without a time is
-# quarantined)
-FILLED_CHANNELS = ("voltage_v", "current_a", "temperature_c")
 # A residual below the channel's resolution is never an outlier (a constant-current step has a
 # residual spread of ~0, and 3 x 0 would flag rounding noise).
 SIGMA_FLOOR = {"voltage_v": 1e-3, "current_a": 1e-3, "temperature_c": 0.1}

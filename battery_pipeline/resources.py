@@ -254,19 +254,16 @@ class Warehouse(DuckDBResource):
             yield conn
 
     @contextmanager
-    def session(self, threads: int | None = None):
+    def session(self):
         """One connection for every call inside the block. Opening the DuckDB file costs 20-40 ms
         (and closing it after a write, a checkpoint); a batch of cells makes dozens of calls per
         cell. Only for a step that owns the writer (the one-slot `duckdb` pool): other processes
-        cannot open the file while the session lasts. `threads`: DuckDB's threads for the session
-        (e.g. 1 while worker processes keep the cores busy)."""
+        cannot open the file while the session lasts."""
         if self._session is not None:
             yield self
             return
         Path(self.database).parent.mkdir(parents=True, exist_ok=True)
         with self.get_connection() as conn:
-            if threads is not None:
-                conn.execute(f"SET threads = {int(threads)}")
             self._session = conn
             try:
                 yield self

@@ -102,8 +102,7 @@ def main() -> None:
     warehouse = Warehouse(database=database)
     # As the cell batch step stores them: one process holds the DuckDB writer (one connection for
     # the run) and stores each cell's frames as they come back, while the workers go on
-    # the writer's session as the cell batch opens it: one DuckDB thread while workers hold the cores
-    with mp.get_context("fork").Pool(args.workers) as pool, warehouse.session(threads=1 if args.workers > 1 else None):
+    with mp.get_context("fork").Pool(args.workers) as pool, warehouse.session():
         for result in pool.imap_unordered(read_and_validate, [str(f) for f in files]):
             store_started, store_cpu = time.perf_counter(), time.process_time()
             samples, valid, quarantined, flags = (result.pop(k) for k in ("samples", "valid", "quarantined", "flags"))

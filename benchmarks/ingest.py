@@ -3,15 +3,17 @@
     python benchmarks/ingest.py [--samples 20000000] [--workers 2] [--keep DIR]
 
 What is timed, per cell file, as the cell batch step (`assets/cell_pipeline.py`) does it: in
-`--workers` worker processes, detect the format by content, read with the reader, validate
-(pandera on the screen's suspects + physical rules + the seed's gap and outlier rules); the frames
-come back to the parent, which holds the DuckDB writer (one connection for the run,
+`--workers` worker processes (at the cell batch's lower priority, `batch_workers`), detect the
+format by content, read with the reader, validate (pandera on the screen's suspects + physical
+rules + the seed's gap and outlier rules); the frames come back to the parent through shared
+memory (`batch_workers.pack`), which holds the DuckDB writer (one connection for the run,
 `Warehouse.session`) and stores raw rows, quarantined rows and sample flags with
 `Warehouse.replace_partitions` while the workers go on with the next cells (validated samples are
 the warehouse's view of those: stored once, not twice).
 
 Prints the git commit measured, samples/s for the whole run and per stage, and peak memory (max
-RSS of the parent and of the busiest worker, and their sum). Per stage both its wall time (in the
+RSS of the parent and of the busiest worker, the most bytes of results waiting in shared memory,
+and their sum). Per stage both its wall time (in the
 worker, or in the parent for storing) and its CPU time (process_time: all its threads, DuckDB's included): on a shared machine wall
 time also counts waiting for a core, CPU time is what the stage costs per core. Generating the
 dataset, and the one-off pandera set-up of a process's first validation (done in the parent
@@ -26,11 +28,13 @@ import resource
 import sys
 import tempfile
 import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from battery_pipeline import batch_workers  # noqa: E402
 from battery_pipeline.provenance import short_code_version  # noqa: E402
 from battery_pipeline.resources import Warehouse  # noqa: E402
 from battery_pipeline.science import synth  # noqa: E402
@@ -69,6 +73,24 @@ def read_and_validate(path_text: str) -> dict:
     }
 
 
+def as_completed_bounded(work, items: list, workers: int, folder: str, shared_peak: list):
+    """`work(item)` in `workers` forked processes as the cell batch runs them: at lower priority
+    than this storing process, at most two items per worker in flight (so results waiting in
+    shared memory stay bounded), results packed into shared memory; unpacked here in the order
+    they finish."""
+    remaining = list(reversed(items))
+    pending: set = set()
+    context = mp.get_context("fork")
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=batch_workers.lower_priority) as pool:
+        while remaining or pending:
+            while remaining and len(pending) < 2 * workers:
+                pending.add(pool.submit(batch_workers.packed_call, work, folder, remaining.pop()))
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                shared_peak[0] = max(shared_peak[0], sum(f.stat().st_size for f in Path(folder).iterdir()))
+                yield batch_workers.unpack(future.result())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--samples", type=int, default=20_000_000)
@@ -102,8 +124,9 @@ def main() -> None:
     warehouse = Warehouse(database=database)
     # As the cell batch step stores them: one process holds the DuckDB writer (one connection for
     # the run) and stores each cell's frames as they come back, while the workers go on
-    with mp.get_context("fork").Pool(args.workers) as pool, warehouse.session():
-        for result in pool.imap_unordered(read_and_validate, [str(f) for f in files]):
+    shared_peak = [0]  # bytes of results waiting in shared memory, at its highest
+    with batch_workers.SharedFolder() as folder, warehouse.session():
+        for result in as_completed_bounded(read_and_validate, [str(f) for f in files], args.workers, folder, shared_peak):
             store_started, store_cpu = time.perf_counter(), time.process_time()
             samples, valid, quarantined, flags = (result.pop(k) for k in ("samples", "valid", "quarantined", "flags"))
             result["quarantined"] = len(quarantined)
@@ -132,9 +155,11 @@ def main() -> None:
             f"  {name:<9} {stage[name]:7.2f} s of stage time ({rows / stage[name] / 1e6:6.2f} M samples/s), "
             f"{cpu[name]:6.2f} s of CPU ({rows / cpu[name] / 1e6:6.2f} M samples/s per core)"
         )
+    shared_mb = shared_peak[0] / 2**20
     print(
-        f"peak memory: busiest worker {worker_peak:.0f} MB, parent {parent_peak:.0f} MB, "
-        f"all {args.workers} workers + parent <= {worker_peak * args.workers + parent_peak:.0f} MB"
+        f"peak memory: busiest worker {worker_peak:.0f} MB, parent {parent_peak:.0f} MB, results waiting in shared "
+        f"memory {shared_mb:.0f} MB; all {args.workers} workers + parent + shared <= "
+        f"{worker_peak * args.workers + parent_peak + shared_mb:.0f} MB"
     )
 
 

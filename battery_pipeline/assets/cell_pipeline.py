@@ -45,6 +45,7 @@ from concurrent.futures.process import BrokenProcessPool
 import dagster as dg
 from dagster._core.definitions.asset_checks.asset_check_evaluation import AssetCheckEvaluationTargetMaterializationData
 
+from battery_pipeline import batch_workers
 from battery_pipeline.assets import features as feature_assets
 from battery_pipeline.assets import ingest, validation
 from battery_pipeline.assets.metadata import StageReport
@@ -183,7 +184,8 @@ def describe_computed(stage: str, source, outcome: CellOutcome, plots: bool) -> 
 
 def computed(tasks: list[CellTask], workers: int, prepare, compute) -> Iterator[CellOutcome]:
     """Each task's `compute(prepare(task))` as it finishes: in this process with one worker, else in a forkserver
-    pool with at most two tasks per worker in flight (memory stays bounded by the group). When a
+    pool with at most two tasks per worker in flight (memory stays bounded by the group), the
+    results handed back through shared memory (`batch_workers`). When a
     worker dies (a crash in native code), the cells in flight fail with that reason, since any of
     them may have caused it, and a new pool computes the rest."""
     if workers <= 1:
@@ -191,27 +193,28 @@ def computed(tasks: list[CellTask], workers: int, prepare, compute) -> Iterator[
             yield compute(prepare(task))
         return
     remaining = list(reversed(tasks))
-    while remaining:
-        with _pool(workers) as pool:
-            pending, broken = {}, None
-            while (remaining or pending) and broken is None:
-                while remaining and len(pending) < 2 * workers:
-                    task = remaining.pop()
-                    pending[pool.submit(compute, prepare(task))] = task
-                done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for future in done:
-                    try:
-                        outcome = future.result()
-                    except BrokenProcessPool as exc:
-                        broken = exc
-                        continue
-                    del pending[future]
-                    yield outcome
-            for task in pending.values():
-                lost = CellOutcome(task.source.partition_key)
-                lost.failed_stage = task.stages[0]
-                lost.error = f"a worker process died while this cell was in flight ({broken}); run the cell again to retry"
-                yield lost
+    with batch_workers.SharedFolder() as folder:
+        while remaining:
+            with _pool(workers) as pool:
+                pending, broken = {}, None
+                while (remaining or pending) and broken is None:
+                    while remaining and len(pending) < 2 * workers:
+                        task = remaining.pop()
+                        pending[pool.submit(batch_workers.packed_call, compute, folder, prepare(task))] = task
+                    done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        try:
+                            outcome = batch_workers.unpack(future.result())
+                        except BrokenProcessPool as exc:
+                            broken = exc
+                            continue
+                        del pending[future]
+                        yield outcome
+                for task in pending.values():
+                    lost = CellOutcome(task.source.partition_key)
+                    lost.failed_stage = task.stages[0]
+                    lost.error = f"a worker process died while this cell was in flight ({broken}); run the cell again to retry"
+                    yield lost
 
 
 def ahead(outcomes: Iterator[CellOutcome], max_rows: int) -> Iterator[CellOutcome]:
@@ -265,7 +268,8 @@ def _pool(workers: int) -> ProcessPoolExecutor:
     # and the describing code) once, not from this one (threads of the run, the DuckDB connection).
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["battery_pipeline.assets.cell_pipeline"])
-    return ProcessPoolExecutor(max_workers=workers, mp_context=context)
+    # below this process, which stores what they compute and is what the batch waits on
+    return ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=batch_workers.lower_priority)
 
 
 class CellBatch:

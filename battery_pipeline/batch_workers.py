@@ -16,6 +16,9 @@ band, written once into a file in a per-batch folder on a memory file system (`/
 storing process maps that file and unpickles with the arrays pointing into the mapping: no copy on
 its side. The mapping is private (copy on write), so the arrays are writable like any other.
 
+Where the memory file system is too small for a result (Docker gives containers 64 MB of
+`/dev/shm` unless told otherwise), that result goes through the pipe as before.
+
 The folder belongs to one batch (`SharedFolder`): each file is unlinked as soon as it is mapped
 (its pages live as long as the arrays that use them), and the folder, with any file a dead worker
 left, is removed when the batch ends. A folder whose creating process is gone (a storing process
@@ -73,14 +76,21 @@ def pack(result, folder: str) -> Packed:
     payload = pickle.dumps(result, protocol=5, buffer_callback=out_of_band)
     if not buffers:
         return Packed(payload)
-    descriptor, path = tempfile.mkstemp(dir=folder, suffix=".frames")
-    sizes = []
-    with os.fdopen(descriptor, "wb") as file:
-        for buffer in buffers:
-            raw = buffer.raw()
-            file.write(raw)
-            file.write(b"\0" * (-raw.nbytes % _ALIGN))
-            sizes.append(raw.nbytes)
+    path = None
+    try:
+        descriptor, path = tempfile.mkstemp(dir=folder, suffix=".frames")
+        sizes = []
+        with os.fdopen(descriptor, "wb") as file:
+            for buffer in buffers:
+                raw = buffer.raw()
+                file.write(raw)
+                file.write(b"\0" * (-raw.nbytes % _ALIGN))
+                sizes.append(raw.nbytes)
+    except OSError:
+        # e.g. a container's 64 MB /dev/shm full: the whole result through the pipe, slower but whole
+        if path is not None:
+            Path(path).unlink(missing_ok=True)
+        return Packed(pickle.dumps(result, protocol=5))
     return Packed(payload, path, tuple(sizes))
 
 

@@ -58,6 +58,13 @@ def test_a_small_result_needs_no_file():
         pd.testing.assert_frame_equal(batch_workers.unpack(packed)["samples"], _frame(100))
 
 
+def test_a_result_that_cannot_be_written_to_shared_memory_goes_through_the_pipe(tmp_path):
+    # a folder that cannot take the file (as a full /dev/shm): the result still arrives whole
+    packed = batch_workers.pack(_worker_result(200_000), str(tmp_path / "gone"))
+    assert packed.path is None
+    pd.testing.assert_frame_equal(batch_workers.unpack(packed)["samples"], _frame(200_000))
+
+
 def test_results_from_worker_processes_come_back_whole():
     context = multiprocessing.get_context("forkserver")
     with batch_workers.SharedFolder() as folder, ProcessPoolExecutor(2, mp_context=context, initializer=batch_workers.lower_priority) as pool:

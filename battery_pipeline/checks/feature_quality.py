@@ -32,8 +32,21 @@ def features_finite_check(features: pd.DataFrame) -> dg.AssetCheckResult:
             "cycles_with_discharge_capacity": int(features["discharge_capacity_ah"].notna().sum()),
             "nan_share_by_column": dg.MetadataValue.json({c: round(float(v), 4) for c, v in nan_share.head(15).items()}),
         },
-        description=None if passed else "infinite values, or no cycle has a discharge capacity",
+        description=None if passed else _finite_failure(infinite, bool(capacity_known), len(features)),
     )
+
+
+def _finite_failure(infinite: dict[str, int], capacity_known: bool, cycles: int) -> str:
+    """Which of the two conditions failed, in words a user can act on."""
+    reasons = []
+    if infinite:
+        reasons.append("infinite values in " + ", ".join(f"{c} ({n})" for c, n in infinite.items()))
+    if not capacity_known:
+        reasons.append(
+            f"none of the {cycles} cycle(s) has a discharge capacity (the file holds no discharge: "
+            "charge or rest only, e.g. a formation or test segment), so SOH and RUL cannot be labelled"
+        )
+    return "; ".join(reasons)
 
 
 def _full_cycles(features: pd.DataFrame) -> pd.DataFrame:

@@ -26,7 +26,10 @@ def test_features_finite():
     dirty.loc[4, "energy_efficiency"] = np.inf
     result = feature_quality.features_finite_check(dirty)
     assert not result.passed and result.metadata["infinite_values"].value == {"energy_efficiency": 1}
-    assert not feature_quality.features_finite_check(features().assign(discharge_capacity_ah=np.nan)).passed
+    assert result.description == "infinite values in energy_efficiency (1)"
+    charge_only = feature_quality.features_finite_check(features().assign(discharge_capacity_ah=np.nan))
+    assert not charge_only.passed
+    assert "has a discharge capacity" in charge_only.description and "infinite" not in charge_only.description
 
 
 def test_capacity_plausible_warns_on_outliers_and_errors_on_wrong_scale():

@@ -1,0 +1,377 @@
+"""Neware BTS binary files: legacy `.nda` and `.ndax` (a zip of XML + binary `.ndc` members).
+
+Decoding is fastnda's (`fastnda.read`); this module only maps its frame onto the canonical one.
+Detection is by content: an `.nda` starts with the magic bytes `NEWARE`; an `.ndax` is a zip
+whose local file headers (in the first 64 KiB) name Neware's members (`Step.xml`,
+`TestInfo.xml`, `VersionInfo.xml`, `EditStep.xml` or any `*.ndc`), so no other zip (an `.xlsx`)
+is claimed and a truncated `.ndax` still reaches `read`, which then names what is wrong.
+
+Conventions (checked on the cycler zoo files, see `test_neware.py`):
+
+- current: Neware logs charge positive, discharge negative (every `*_Chg` row has I > 0, every
+  `*_DChg` row I < 0 in all zoo files); mA -> A.
+- time_s: fastnda's `total_time_s`, the test clock built from Neware's per-step `step_time_s`
+  (which resets at every step). The wall clock `unix_time_s` is not used within a file: in
+  TestFile.nda it runs backwards by 165 s at row 4914 and jumps 16 969 s at row 6622 while the
+  step clock advances 0.01 s. Several files of one test are placed by their absolute start
+  (`unix_time_s - total_time_s` of the first row) when that keeps them in order and apart,
+  else chained end to end; the description says which.
+- cycle_number: fastnda's default `cycle_mode="chg"`, Neware BTSDA's "charge first" statistic
+  (a cycle starts at a charge following a discharge), not the file's raw loop counter
+  `cycle_count`: the raw counter counts program loops, so test_2.ndax's seven rate-test
+  charge/discharge pairs before the first loop are all "cycle 1" (44 raw cycles vs 54 real
+  ones), which would add seven charges into one cycle's capacity. Cycles continue across files.
+- step_index: Neware's `step_count` (the running step number, a new value at every step,
+  including repeats of one program line); step_type from Neware's step type: `*_DChg` ->
+  discharge, `*_Chg` -> charge, Rest/OCV/Pause -> rest; any other type (Pulse, SIM, IR, ...)
+  is typed sample by sample from the current's sign.
+- capacity_ah: Neware's capacity counter resets at every step. The canonical value is the
+  charge moved in the sample's direction since its cycle began (the Arbin convention of
+  `base.capacity_from_current`), so each row gets its step's |capacity| plus the final
+  |capacity| of the earlier steps of the same direction in the same cycle (a CC and a CV
+  charge step add up). Rest rows and rows of step types without a direction are null.
+- temperature_c: the first auxiliary temperature channel (`aux*_temperature_degC`), else null.
+- internal_resistance_ohm: not in fastnda's record table: null.
+- source_row: 0-based position in fastnda's record frame (fastnda's `index` is 1-based);
+  source_file: the file's name.
+- metadata: no chemistry or nominal capacity is invented. An active mass the `.nda` header
+  states (fastnda `active_mass_mg` > 0) is quoted in the description as from the file; the
+  `.ndax` Step.xml fields `SCQ`/`SCQ_F` are undocumented and not interpreted.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from battery_pipeline.science.readers.base import (
+    CellDefaults,
+    CyclerReader,
+    ReadResult,
+    SourceFormatError,
+    finalize_samples,
+    from_file,
+    step_type_from_current,
+)
+from battery_pipeline.science.schema import empty_samples
+
+NDA_MAGIC = b"NEWARE"
+ZIP_LOCAL_HEADER = b"PK\x03\x04"
+NEWARE_ZIP_MEMBERS = {"Step.xml", "TestInfo.xml", "VersionInfo.xml", "EditStep.xml"}
+_REST_STEP_TYPES = {"rest", "ocv", "pause"}
+_AUX_TEMPERATURE = re.compile(r"^aux\d*_temperature_degC$")
+
+
+# ------------------------------------------------------------------------------------------
+# Helpers shared with neware_csv
+# ------------------------------------------------------------------------------------------
+
+
+def step_kinds_from_neware_types(step_type_names: np.ndarray, current_a: np.ndarray) -> np.ndarray:
+    """charge/discharge/rest from Neware's step type names (`CC_DChg`, `CCCV Chg`, `Rest`, ...).
+
+    A type without a direction (Pulse, SIM, IR, unknown) is typed from the current's sign.
+    """
+    names = pd.Series(step_type_names, dtype=object).astype(str).str.lower().str.replace(" ", "_")
+    by_current = step_type_from_current(current_a)
+    kinds = np.where(
+        names.str.contains("dchg").to_numpy(),
+        "discharge",
+        np.where(
+            names.str.contains("chg").to_numpy(),
+            "charge",
+            np.where(names.isin(_REST_STEP_TYPES).to_numpy(), "rest", by_current),
+        ),
+    )
+    return kinds.astype(object)
+
+
+def neware_typed_rows(step_type_names: np.ndarray) -> np.ndarray:
+    """True where Neware's step type itself says charge or discharge (capacity is meaningful)."""
+    names = pd.Series(step_type_names, dtype=object).astype(str).str.lower()
+    return names.str.contains("chg").to_numpy()
+
+
+def charge_first_cycles(kinds: np.ndarray, directed: np.ndarray) -> np.ndarray:
+    """1-based cycles, a new one at every charge step following a discharge step.
+
+    The same rule as fastnda's default `cycle_mode="chg"` (Neware BTSDA's "charge first"
+    statistic), so binary and CSV exports of one test get the same cycle numbers.
+    """
+    direction = pd.Series(np.where(~np.asarray(directed, dtype=bool), np.nan,
+                                   np.where(kinds == "charge", 1.0, np.where(kinds == "discharge", 0.0, np.nan))))
+    starts = direction.ffill().diff().eq(1.0).to_numpy()
+    return (np.cumsum(starts) + 1).astype("int64")
+
+
+def cycle_capacity_from_step_counters(
+    step_capacity_ah: np.ndarray,
+    step_id: np.ndarray,
+    cycle_number: np.ndarray,
+    kinds: np.ndarray,
+    directed: np.ndarray,
+) -> np.ndarray:
+    """Per-cycle running capacity (Ah) in each row's direction from Neware's per-step counters.
+
+    A step's counter starts at 0, so its last |value| is what the step moved; each row gets its
+    own |value| plus the totals of earlier steps of its direction within its cycle. Rows that
+    are rest, or whose step type has no direction (`directed` False), are NaN.
+    """
+    n = len(step_capacity_ah)
+    out = np.full(n, np.nan)
+    if n == 0:
+        return out
+    magnitude = np.abs(np.asarray(step_capacity_ah, dtype="float64"))
+    step_id = np.asarray(step_id)
+    cycle_number = np.asarray(cycle_number)
+    boundary = np.empty(n, dtype=bool)
+    boundary[0] = True
+    boundary[1:] = (step_id[1:] != step_id[:-1]) | (cycle_number[1:] != cycle_number[:-1])
+    segment = np.cumsum(boundary) - 1
+    starts = np.flatnonzero(boundary)
+    ends = np.r_[starts[1:], n] - 1
+    segment_total = np.nan_to_num(magnitude[ends])
+    segment_cycle = cycle_number[starts]
+    kinds = np.asarray(kinds, dtype=object)
+    directed = np.asarray(directed, dtype=bool)
+    for kind in ("charge", "discharge"):
+        # a segment's direction is its first row's (Neware types whole steps)
+        segment_counts = (kinds[starts] == kind) & directed[starts]
+        contribution = np.where(segment_counts, segment_total, 0.0)
+        before = pd.Series(contribution).groupby(segment_cycle).cumsum().to_numpy() - contribution
+        rows = (kinds == kind) & directed
+        out[rows] = before[segment[rows]] + magnitude[rows]
+    return out
+
+
+def place_files(starts_abs: list[float | None], durations: list[float]) -> tuple[list[int], list[float], str]:
+    """(order, time offset per file, note): absolute starts where usable, else end to end."""
+    n = len(durations)
+    if all(s is not None and np.isfinite(s) for s in starts_abs):
+        order = sorted(range(n), key=lambda i: starts_abs[i])
+        t0 = starts_abs[order[0]]
+        offsets = [0.0] * n
+        ok = True
+        end = -np.inf
+        for i in order:
+            offsets[i] = starts_abs[i] - t0
+            if offsets[i] < end:  # overlapping files: the wall clock cannot place them
+                ok = False
+                break
+            end = offsets[i] + durations[i]
+        if ok:
+            return order, offsets, "files placed by their absolute start"
+    order = list(range(n))
+    offsets, end = [0.0] * n, 0.0
+    for i in order:
+        offsets[i] = end
+        end += durations[i]
+    return order, offsets, "files chained end to end in name order (no usable absolute start)"
+
+
+def _import_fastnda():
+    """fastnda, with the process's zlib left as it was. Importing fastnda's ndax module (which
+    fastnda itself imports on its first .ndax read) replaces
+    `zlib.decompress` and `zlib.decompressobj` process-wide with isal's, whose errors are not
+    `zlib.error`: every other reader's handling of a damaged zip or gzip (.xlsx, .mat, .gz) would
+    then let them through (the reader fuzzing found it). fastnda then inflates with zlib itself."""
+    import zlib
+
+    saved = zlib.decompress, zlib.decompressobj
+    try:
+        import fastnda
+        import fastnda.ndax  # noqa: F401 - the module that swaps zlib; fastnda imports it lazily
+    finally:
+        zlib.decompress, zlib.decompressobj = saved
+    return fastnda
+
+
+def decode_error(path: Path, exc: BaseException) -> SourceFormatError:
+    detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return SourceFormatError(path, f"fastnda cannot decode the file ({type(exc).__name__}: {detail or 'no detail'})")
+
+
+# ------------------------------------------------------------------------------------------
+# Detection
+# ------------------------------------------------------------------------------------------
+
+
+def zip_member_names(head: bytes) -> list[str]:
+    """Names of the zip local file headers found in `head` (no central directory needed)."""
+    names = []
+    position = head.find(ZIP_LOCAL_HEADER)
+    while position != -1 and position + 30 <= len(head):
+        name_length = int.from_bytes(head[position + 26 : position + 28], "little")
+        name = head[position + 30 : position + 30 + name_length]
+        names.append(name.decode("utf-8", errors="replace"))
+        position = head.find(ZIP_LOCAL_HEADER, position + 30 + name_length)
+    return names
+
+
+def is_neware_ndax(head: bytes) -> bool:
+    if not head.startswith(ZIP_LOCAL_HEADER):
+        return False
+    return any(n in NEWARE_ZIP_MEMBERS or n.endswith(".ndc") for n in zip_member_names(head))
+
+
+# ------------------------------------------------------------------------------------------
+# The reader
+# ------------------------------------------------------------------------------------------
+
+
+class NewareNdaReader(CyclerReader):
+    """Neware `.nda` / `.ndax`; see the module docstring for every convention."""
+
+    format_name = "neware_nda"
+    extensions = (".nda", ".ndax")
+    priority = 20  # magic bytes / member names: nothing else can match
+    # Neware logs a step's last point at the step's end (its step time reaches the limit).
+    logs_step_end = True
+
+    @classmethod
+    def sniff(cls, path: Path, head: bytes) -> bool:
+        return head.startswith(NDA_MAGIC) or is_neware_ndax(head)
+
+    @classmethod
+    def _suffix_for_content(cls, path: Path) -> str:
+        with path.open("rb") as handle:
+            head = handle.read(64 * 1024)
+        if head.startswith(NDA_MAGIC):
+            return ".nda"
+        if is_neware_ndax(head):
+            return ".ndax"
+        raise SourceFormatError(path, "neither a Neware .nda (no NEWARE magic) nor a Neware .ndax zip")
+
+    @classmethod
+    def _call_fastnda(cls, path: Path, function_name: str, **kwargs):
+        """Call fastnda on `path`, under the suffix its content needs; every failure -> SourceFormatError."""
+        fastnda = _import_fastnda()
+
+        path = Path(path)
+        try:
+            suffix = cls._suffix_for_content(path)
+        except OSError as exc:
+            raise SourceFormatError(path, f"cannot open file ({exc.strerror})") from exc
+        function = getattr(fastnda, function_name)
+        with tempfile.TemporaryDirectory() as alias_dir, warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            target = path
+            if path.suffix.lower() != suffix:
+                # fastnda picks its decoder by the suffix; detection here is by content
+                target = Path(alias_dir) / f"{path.stem}{suffix}"
+                os.symlink(path.resolve(), target)
+            try:
+                result = function(target, **kwargs)
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except BaseException as exc:  # noqa: BLE001 - pyo3 PanicException is a BaseException
+                raise decode_error(path, exc) from exc
+        notes = sorted({f"fastnda warned: {w.message}" for w in caught})
+        return result, notes
+
+    @classmethod
+    def read_frame(cls, path: Path) -> tuple[pd.DataFrame, list[str]]:
+        """fastnda's record frame (pandas) with Neware step type names as text, plus warnings."""
+        frame, notes = cls._call_fastnda(path, "read", cycle_mode="chg")
+        try:
+            frame = frame.to_pandas()
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:  # noqa: BLE001
+            raise decode_error(path, exc) from exc
+        required = ("voltage_V", "current_mA", "total_time_s", "cycle_count", "step_count", "step_type", "capacity_mAh")
+        missing = [c for c in required if c not in frame.columns]
+        if missing:
+            raise SourceFormatError(path, f"fastnda's frame lacks column(s) {missing} (got {list(frame.columns)})")
+        return frame, notes
+
+    @classmethod
+    def describe(cls, paths: list[Path]) -> CellDefaults:
+        path = Path(paths[0])
+        parts = [f"Neware {path.suffix.lower().lstrip('.') or 'binary'} file {path.name}"]
+        try:
+            meta, _ = cls._call_fastnda(path, "read_metadata")
+        except SourceFormatError:
+            return CellDefaults(description=parts[0])
+        info = (meta.get("TestInfo") or {}).get("TestInfo") or {} if isinstance(meta, dict) else {}
+        for label, key in (("barcode", "Barcode"), ("remark", "Remark"), ("program", "StepName"), ("started", "StartTime")):
+            if info.get(key):
+                parts.append(f"{label} {info[key]}")
+        for label, key in (("remark", "remarks"), ("started", "start_time"), ("BTS", "bts_version")):
+            if isinstance(meta, dict) and meta.get(key):
+                parts.append(f"{label} {meta[key]}")
+        mass = meta.get("active_mass_mg") if isinstance(meta, dict) else None
+        if isinstance(mass, (int, float)) and mass > 0:
+            parts.append(f"active mass {mass:g} mg ({from_file('nda header active_mass_mg')})")
+        return CellDefaults(description="; ".join(parts))
+
+    @classmethod
+    def samples_from_frame(cls, path: Path, frame: pd.DataFrame) -> pd.DataFrame:
+        current_a = frame["current_mA"].to_numpy(dtype="float64") / 1000.0
+        type_names = frame["step_type"].astype(str).to_numpy()
+        kinds = step_kinds_from_neware_types(type_names, current_a)
+        cycle = frame["cycle_count"].to_numpy(dtype="int64")
+        step = frame["step_count"].to_numpy(dtype="int64")
+        capacity = cycle_capacity_from_step_counters(
+            frame["capacity_mAh"].to_numpy(dtype="float64") / 1000.0, step, cycle, kinds, neware_typed_rows(type_names)
+        )
+        temperature_columns = [c for c in frame.columns if _AUX_TEMPERATURE.match(c)]
+        return pd.DataFrame(
+            {
+                "cycle_number": cycle,
+                "step_index": step,
+                "step_type": kinds,
+                "time_s": frame["total_time_s"].to_numpy(dtype="float64"),
+                "voltage_v": frame["voltage_V"].to_numpy(dtype="float64"),
+                "current_a": current_a,
+                "temperature_c": frame[temperature_columns[0]].to_numpy(dtype="float64") if temperature_columns else np.nan,
+                "capacity_ah": capacity,
+                "source_file": path.name,
+                "source_row": np.arange(len(frame), dtype="int64"),
+            }
+        )
+
+    @classmethod
+    def read(cls, paths: list[Path], cell_id: str) -> ReadResult:
+        paths = [Path(p) for p in paths]
+        pieces, starts, durations, notes = [], [], [], []
+        for path in paths:
+            frame, warned = cls.read_frame(path)
+            notes += [f"{path.name}: {w}" for w in warned]
+            piece = cls.samples_from_frame(path, frame)
+            t = piece["time_s"].to_numpy()
+            finite = np.isfinite(t)
+            durations.append(float(t[finite].max()) if finite.any() else 0.0)
+            start = None
+            if "unix_time_s" in frame.columns and len(frame) and finite[0]:
+                start = float(frame["unix_time_s"].iloc[0]) - float(t[0])
+            starts.append(start)
+            pieces.append(piece)
+        if len(pieces) > 1:
+            order, offsets, placement = place_files(starts, durations)
+            notes.append(placement)
+        else:
+            order, offsets = [0], [0.0]
+        placed, last_cycle = [], None
+        for i in order:
+            piece = pieces[i].copy()
+            piece["time_s"] = piece["time_s"] + offsets[i]
+            if len(piece):
+                # every file restarts its cycle count at 1: later files continue after the last
+                if last_cycle is not None:
+                    piece["cycle_number"] += last_cycle + 1 - int(piece["cycle_number"].min())
+                last_cycle = int(piece["cycle_number"].max())
+            placed.append(piece)
+        defaults = cls.describe(paths)
+        if notes:
+            defaults.description = "; ".join([defaults.description or "", *notes]).strip("; ")
+        if not placed or sum(len(p) for p in placed) == 0:
+            return ReadResult(samples=empty_samples(), cell=defaults)
+        samples = finalize_samples(pd.concat(placed, ignore_index=True), cell_id)
+        return ReadResult(samples=samples, cell=defaults)

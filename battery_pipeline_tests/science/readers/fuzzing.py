@@ -43,7 +43,7 @@ class Seed:
     """One real seed file of a format and how to mutate it."""
 
     path: Path
-    kind: str  # "text", "mat", "parquet" or "xlsx": which structural mutations apply
+    kind: str  # "text", "mat", "parquet", "xlsx" or "binary" (bytes only): which structural mutations apply
     delimiter: str = ","
     companions: list[Path] = field(default_factory=list)  # copied beside it, unmutated
 
@@ -101,6 +101,11 @@ SEED_SOURCES = {
     "xjtu_cycle_summary": "xjtu_features/2C_battery-1.csv",
     "canonical_csv": "cycler_samples/FastCharge_000025_CH8.csv",
     "canonical_parquet": "cycler_samples/FastCharge_000025_CH8.csv",
+    "biologic_mpt": "cycler_zoo/biologic_mpt/gcpl.pr_182.1.mpt",
+    "neware_nda": "cycler_zoo/neware_nda/TestFile.nda",
+    "neware_csv": "cycler_zoo/neware_csv/neware_uio.csv",
+    "bdf_csv": "cycler_zoo/bdf_csv/batmo_bdf.csv",
+    "bdf_parquet": "cycler_zoo/bdf_parquet/legacy.bdf.parquet",
 }
 FORMATS = tuple(SEED_SOURCES)
 
@@ -169,6 +174,31 @@ def build_seeds(datasets: Path, out: Path) -> dict[str, list[Seed]]:
     parquet_path = folder / "fastcharge_canonical.parquet"
     frame.drop(columns=["source_file", "source_row"]).to_parquet(parquet_path, index=False)
     seeds["canonical_parquet"] = [Seed(parquet_path, "parquet")]
+
+    zoo = datasets / "cycler_zoo"
+    folder = out / "biologic_mpt"
+    folder.mkdir()
+    seeds["biologic_mpt"] = [
+        Seed(_head_lines(zoo / "biologic_mpt" / "gcpl.pr_182.1.mpt", folder / "gcpl.pr_182.1.mpt", 400), "text", "\t"),
+        Seed(Path(shutil.copy(zoo / "biologic_mpt" / "Sample_data_biologic_no_header.mpt", folder)), "text", "\t"),
+    ]
+    folder = out / "neware_nda"
+    folder.mkdir()
+    seeds["neware_nda"] = [  # binary .nda and a small zipped .ndax: only their bytes are damaged
+        Seed(Path(shutil.copy(zoo / "neware_nda" / "TestFile.nda", folder)), "binary"),
+        Seed(Path(shutil.copy(zoo / "neware_ndax" / "21_10_7_85.ndax", folder)), "binary"),
+    ]
+    folder = out / "neware_csv"
+    folder.mkdir()
+    seeds["neware_csv"] = [Seed(_head_lines(zoo / "neware_csv" / "neware_uio.csv", folder / "neware_uio.csv", 300), "text")]
+    folder = out / "bdf"
+    folder.mkdir()
+    sintef = "SINTEF__SLPBA842124HV__2024-10-23__Rate_25degC__Neware__Time_Bug.bdf.csv"
+    seeds["bdf_csv"] = [
+        Seed(_head_lines(zoo / "bdf_csv" / "batmo_bdf.csv", folder / "batmo_bdf.csv", 300), "text"),
+        Seed(_head_lines(zoo / "bdf_csv" / sintef, folder / sintef, 300), "text"),
+    ]
+    seeds["bdf_parquet"] = [Seed(Path(shutil.copy(zoo / "bdf_parquet" / "legacy.bdf.parquet", folder)), "parquet")]
     return seeds
 
 
@@ -539,7 +569,7 @@ def xlsx_mutation(data: bytes, rng) -> tuple[bytes, str]:
     return buffer.getvalue(), f"xlsx {op}"
 
 
-_STRUCTURAL = {"text": None, "mat": mat_mutation, "parquet": parquet_mutation, "xlsx": xlsx_mutation}
+_STRUCTURAL = {"text": None, "mat": mat_mutation, "parquet": parquet_mutation, "xlsx": xlsx_mutation, "binary": byte_mutation}
 
 
 def mutate(seed: Seed, data: bytes, rng) -> tuple[bytes, list[str]]:

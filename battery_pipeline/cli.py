@@ -459,6 +459,32 @@ def print_summary(outcomes: dict) -> None:
             print(f"  {key}: {text}")
 
 
+def export_bdf(directory: Path, cells: list[str] | None, csv: bool, warehouse=None) -> int:
+    """Write each validated cell's samples (or the `cells` asked for) as Battery Data Format
+    files in `directory`; 1 if a cell asked for has no validated samples."""
+    from battery_pipeline.resources import Warehouse
+    from battery_pipeline.science.bdf_export import write_bdf
+
+    warehouse = warehouse or Warehouse()
+    validated = (
+        warehouse.query("SELECT cell_id FROM validated_cells ORDER BY cell_id")["cell_id"].tolist()
+        if warehouse.table_exists("validated_cells") else []
+    )
+    wanted = cells or validated
+    missing = [c for c in wanted if c not in validated]
+    if missing:
+        print(f"no validated samples in {warehouse.database} for: {', '.join(missing)} (materialize validated_samples first)")
+        return 1
+    if not wanted:
+        print(f"no validated cells in {warehouse.database}: nothing to export")
+        return 1
+    for cell in wanted:
+        samples = warehouse.read_partition("validated_samples", "cell_id", cell)
+        written = write_bdf(samples, directory, cell, csv=csv)
+        print(f"  {cell}: {len(samples):,} validated samples -> {', '.join(str(p) for p in written)}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="battery-pipeline", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -470,6 +496,10 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("ui", help="start dagster dev (webserver + daemon)")
     demo = commands.add_parser("demo", help="write the demo fleet")
     demo.add_argument("directory")
+    export = commands.add_parser("export", help="write validated samples as Battery Data Format files")
+    export.add_argument("--bdf", required=True, type=Path, metavar="DIR", help="folder for the .bdf.parquet files")
+    export.add_argument("--cell", action="append", help="export only this cell (repeatable); default every validated cell")
+    export.add_argument("--csv", action="store_true", help="also write .bdf.csv")
     args = parser.parse_args(argv)
 
     if args.command == "run":
@@ -483,6 +513,8 @@ def main(argv: list[str] | None = None) -> int:
 
         print(ensure_demo_fleet(Path(args.directory)))
         return 0
+    if args.command == "export":
+        return export_bdf(args.bdf, args.cell, args.csv)
     return 2
 
 

@@ -17,8 +17,13 @@ VOLTAGE_WINDOWS_V: dict[str, tuple[float, float]] = {
     "LTO": (1.5, 2.8),
 }
 
-# No metadata at all: the envelope every Li-ion cell lives in, so only gross errors are caught.
-GENERIC_LI_ION_WINDOW_V = (1.5, 4.45)
+# No chemistry known: the envelope of lithium electrochemistry itself, so only readings no
+# lithium cell can give are caught (a reversed lead, a channel beyond any electrolyte's stability).
+# Not a full-cell window such as 1.5-4.45 V: files nobody described include half cells against
+# lithium (a graphite or silicon anode cycles at 0.005-1.5 V, BioLogic's gcpl zoo file at 0.004-2.36 V)
+# and 5 V-class cathodes (LNMO to 4.9 V, the DLR BDF file), which that window would have
+# quarantined as 63-90 % "voltage out of window".
+GENERIC_LI_ION_WINDOW_V = (0.0, 5.0)
 
 
 def voltage_window(chemistry: str | None) -> tuple[float, float]:

@@ -233,7 +233,7 @@ def cell_record(source: CellSource) -> dict:
         sources["voltage_window"] = (
             f"inferred: chemistry table for {values['chemistry']} (chemistry from {sources['chemistry']})"
             if values["chemistry"] and values["chemistry"].upper() in VOLTAGE_WINDOWS_V
-            else f"unknown: validation uses the generic Li-ion envelope {low:g}-{high:g} V"
+            else f"unknown: validation only refuses readings outside lithium cells' envelope {low:g}-{high:g} V"
         )
     if values["voltage_min_v"] >= values["voltage_max_v"]:
         raise SourceFormatError(

@@ -36,7 +36,8 @@ Definitions (units: V, A, s, Ah, Wh, ohm, degC; current + = charge):
   charge -> rest interval is up to 60 s long; the trapezoid there books half of it as charge,
   and the per-cycle discharge capacity then exceeds Arbin's own counter by 0.5 % median, 3.7 %
   worst; with this rule the median difference is 8e-6.) An interval is booked to *charge* if
-  its current is > `rest_current_threshold_a`, to *discharge* if < -threshold (so a sparsely
+  its current is > `rest_current_threshold_a` (1 mA; for a cell cycled at small currents 1 % of
+  its typical |current|, see `_rest_threshold_a`), to *discharge* if < -threshold (so a sparsely
   sampled pulse train counts fully, as in `readers.base`). Capacities are therefore the charge
   moved, never the source's capacity column (real exports re-base, accumulate over files or
   integrate only to a cut-off). An interval that crosses a
@@ -116,6 +117,7 @@ Definitions (units: V, A, s, Ah, Wh, ohm, degC; current + = charge):
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -262,6 +264,11 @@ class FeatureConfig:
     # |mean current| of an interval above this books it to charge/discharge, A. Same 1 mA as
     # readers.base.REST_CURRENT_THRESHOLD_A: far above a lab channel's offset, far below C/50.
     rest_current_threshold_a: float = 1e-3
+    # ... lowered for a cell cycled at small currents (a coin cell at 0.2 mA would be all rest):
+    # to this share of its working |current| (99.5th percentile: a high quantile, since a cell
+    # may rest most of the time), never below the floor, A.
+    rest_current_share: float = 0.01
+    rest_current_floor_a: float = 1e-6
     # True when the source logs a step's last point at the instant the step ends (Arbin, Maccor,
     # Digatron, our simulator): an interval crossing a step change then belongs to the new step.
     # False where the switching instant falls somewhere between two samples (NASA PCoE, step
@@ -1344,9 +1351,23 @@ def _empty_features() -> pd.DataFrame:
                          **{c: object for c in CLASS_COLUMNS}})
 
 
+def _rest_threshold_a(i: np.ndarray, config: FeatureConfig) -> float:
+    """The cell's rest threshold: the configured one, unless the cell's working |current| (99.5th
+    percentile of a strided subsample of <= 200k samples: ~2 ms) is so small that it would call
+    whole steps rest. A cell whose working current reaches 0.1 A keeps the configured 1 mA."""
+    if len(i) == 0:
+        return config.rest_current_threshold_a
+    working = float(np.percentile(np.abs(i[:: max(1, len(i) // 200_000)]), 99.5))
+    scaled = max(config.rest_current_floor_a, config.rest_current_share * working)
+    return min(config.rest_current_threshold_a, scaled)
+
+
 def _cell_pass(frame, nominal_capacity_ah, config, summary: bool = True, runs: bool = True):
     """Load one cell and run the block-wise passes: (arrays, summary dict or None, runs)."""
     arrays = _load(frame, config)
+    threshold = _rest_threshold_a(arrays.i, config)
+    if threshold != config.rest_current_threshold_a:
+        config = dataclasses.replace(config, rest_current_threshold_a=threshold)
     parts, run_parts = [], []
     for cell in _blocks(arrays, config.block_samples):
         if summary:

@@ -22,7 +22,7 @@ from battery_pipeline.science.features import (
 from battery_pipeline.science.readers import detect_format
 from battery_pipeline.science.readers.base import finalize_samples
 from battery_pipeline.science.readers.nasa_mat import NasaPcoeMatReader
-from battery_pipeline.science.validation import CellLimits, validate_samples
+from battery_pipeline.science.validation import CellLimits, as_categorical, validate_samples
 from battery_pipeline_tests.conftest import dataset_file
 
 # ------------------------------------------------------------------------------------------
@@ -495,3 +495,15 @@ def test_calce_cs2_35_discharge_capacity_matches_arbin_counter(calce_cs2_35):
     # a few charges of this test stop at 4.2 V without a CV step (checked in the file): CV 0 there
     assert done["cv_charge_time_s"].gt(0).mean() > 0.95
     assert (done["cv_charge_time_s"] >= 0).all()
+
+
+def test_a_coin_cell_gets_the_same_cycles_at_a_ten_thousandth_of_the_current():
+    # The same cell scaled to 0.3 mAh (currents of a few hundred uA, below the 1 mA rest
+    # threshold): its capacities scale by the same factor and its cycles keep their classes,
+    # not turned into rests (the rest threshold follows the cell's working current).
+    frame = as_categorical(next(synth.iter_benchmark_frames(60_000, n_cells=1)))
+    small = frame.assign(current_a=frame["current_a"] * 1e-4, capacity_ah=frame["capacity_ah"] * 1e-4)
+    big, coin = compute_cycle_features(frame), compute_cycle_features(small)
+    assert (coin["cycle_class"] == big["cycle_class"]).all() and (big["cycle_class"] == "full").sum() > 10
+    for column in ("discharge_capacity_ah", "charge_capacity_ah"):
+        np.testing.assert_allclose(coin[column], big[column] * 1e-4, rtol=1e-9)

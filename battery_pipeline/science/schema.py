@@ -148,7 +148,8 @@ class CellRecord(pa.DataFrameModel):
     nominal_capacity_ah: Series[float] = pa.Field(
         nullable=True, gt=0, description="Rated capacity, Ah; null = unknown (no current check)"
     )
-    voltage_min_v: Series[float] = pa.Field(gt=0, description="Lower limit of the operating window")
+    # 0 V where no chemistry is known: lithium's envelope (`chemistry.GENERIC_LI_ION_WINDOW_V`)
+    voltage_min_v: Series[float] = pa.Field(ge=0, description="Lower limit of the operating window")
     voltage_max_v: Series[float] = pa.Field(gt=0, description="Upper limit of the operating window")
     max_abs_current_a: Series[float] = pa.Field(
         nullable=True, gt=0, description="Plausible |current| limit; null = derived from capacity"

@@ -4,9 +4,11 @@ a 5 V-class cathode is data, not a fault."""
 
 from __future__ import annotations
 
+import pandas as pd
 import pytest
 
 from battery_pipeline.science.readers import detect_format
+from battery_pipeline.science.schema import CellRecord
 from battery_pipeline.science.sources import CellSource, cell_record
 from battery_pipeline.science.validation import CellLimits, validate_samples
 from battery_pipeline_tests.conftest import dataset_file
@@ -25,6 +27,7 @@ def test_nothing_invented_and_no_sample_quarantined_for_a_guessed_window(dataset
     path = dataset_file(datasets, relative)
     reader = detect_format(path)
     record = cell_record(CellSource("cell", path.stem, reader.format_name, (path,)))
+    CellRecord.validate(pd.DataFrame([record]))  # what the `cells` asset stores
     assert record["chemistry"] is None and record["nominal_capacity_ah"] is None
     assert record["chemistry_source"] == record["nominal_capacity_source"] == "unknown"
     assert record["voltage_window_source"].startswith("unknown: ")

@@ -4,7 +4,7 @@ import dagster as dg
 
 from battery_pipeline import instance_tuning
 
-from battery_pipeline.assets import cell_pipeline, governance, models, reports, twin
+from battery_pipeline.assets import cell_pipeline, exports, governance, models, reports, twin
 from battery_pipeline.automation import predictions_automation_sensor, with_automation_conditions
 from battery_pipeline.jobs import (
     cell_pipeline_job,
@@ -24,7 +24,7 @@ instance_tuning.install()  # synchronous=NORMAL on the SQLite instance files (se
 defs = dg.Definitions(
     # The automation conditions (automation.py) are applied here, in one place.
     assets=with_automation_conditions(
-        dg.load_assets_from_modules([cell_pipeline, models, reports, twin, governance])
+        dg.load_assets_from_modules([cell_pipeline, models, reports, twin, governance, exports])
     ),
     jobs=[cell_pipeline_job, register_sources_job, train_models_job, score_cells_job, pack_pipeline_job,
           register_pack_sources_job, governance_job],

@@ -56,3 +56,25 @@ def test_a_cell_without_validated_samples_is_refused_by_name(warehouse, tmp_path
 def test_the_command_line_needs_a_folder():
     with pytest.raises(SystemExit):
         main(["export"])
+
+
+def test_the_bdf_exports_asset_writes_the_cell(warehouse, tmp_path):
+    import dagster as dg
+
+    from battery_pipeline.assets.exports import bdf_exports
+    from battery_pipeline.partitions import cell_partitions
+
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions(cell_partitions.name, ["prediag", "unvalidated"])
+    out = tmp_path / "asset_bdf"
+    config = {"ops": {"bdf_exports": {"config": {"directory": str(out), "csv": False}}}}
+    result = dg.materialize([bdf_exports], partition_key="prediag", instance=instance,
+                            resources={"warehouse": warehouse}, run_config=config)
+    assert result.success
+    (path,) = out.glob("*.bdf.parquet")
+    metadata = result.asset_materializations_for_node("bdf_exports")[0].metadata
+    assert metadata["files"].value == [str(path)]
+    assert metadata["dagster/row_count"].value == len(warehouse.read_partition("validated_samples", "cell_id", "prediag"))
+    failed = dg.materialize([bdf_exports], partition_key="unvalidated", instance=instance,
+                            resources={"warehouse": warehouse}, run_config=config, raise_on_error=False)
+    assert not failed.success

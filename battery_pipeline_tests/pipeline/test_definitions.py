@@ -23,6 +23,7 @@ EXPECTED_ASSETS = {
     "sample_flags": {"raw_samples", "cells"},
     "cycle_features": {"validated_samples", "cells", "cell_impedance", "source_cycle_summaries"},
     "cycle_curves": {"validated_samples"},
+    "bdf_exports": {"validated_samples"},
     "cycle_labels": {"cycle_features", "cells", "source_cycle_summaries"},
     # Models, across cells: one model asset per estimator of science.ml.registry and task.
     **{f"{task}_training_set": {"cycle_features", "cycle_labels"} for task in ("soh", "rul")},

@@ -106,6 +106,8 @@ SEED_SOURCES = {
     "neware_csv": "cycler_zoo/neware_csv/neware_uio.csv",
     "bdf_csv": "cycler_zoo/bdf_csv/batmo_bdf.csv",
     "bdf_parquet": "cycler_zoo/bdf_parquet/legacy.bdf.parquet",
+    "pec_csv": "cycler_zoo/pec_csv/pec.csv",
+    "novonix_csv": "cycler_zoo/novonix_csv/test_Nova_Form-CH01-01_short.csv",
 }
 FORMATS = tuple(SEED_SOURCES)
 
@@ -199,6 +201,19 @@ def build_seeds(datasets: Path, out: Path) -> dict[str, list[Seed]]:
         Seed(_head_lines(zoo / "bdf_csv" / sintef, folder / sintef, 300), "text"),
     ]
     seeds["bdf_parquet"] = [Seed(Path(shutil.copy(zoo / "bdf_parquet" / "legacy.bdf.parquet", folder)), "parquet")]
+    folder = out / "pec_csv"
+    folder.mkdir()
+    seeds["pec_csv"] = [
+        Seed(_head_lines(zoo / "pec_csv" / "pec.csv", folder / "pec.csv", 400), "text"),
+        Seed(Path(shutil.copy(zoo / "pec_csv" / "Test25205.csv", folder)), "text"),
+    ]
+    folder = out / "novonix_csv"
+    folder.mkdir()
+    novonix = "test_Nova_Form-CH01-01_short"
+    seeds["novonix_csv"] = [Seed(
+        _head_lines(zoo / "novonix_csv" / f"{novonix}.csv", folder / f"{novonix}.csv", 400), "text",
+        companions=[Path(shutil.copy(zoo / "novonix_csv" / f"{novonix}_metadata.csv", folder))],
+    )]
     return seeds
 
 

@@ -108,6 +108,7 @@ SEED_SOURCES = {
     "bdf_parquet": "cycler_zoo/bdf_parquet/legacy.bdf.parquet",
     "pec_csv": "cycler_zoo/pec_csv/pec.csv",
     "novonix_csv": "cycler_zoo/novonix_csv/test_Nova_Form-CH01-01_short.csv",
+    "basytec_txt": "cycler_zoo/basytec_txt/sample_data_basytec.txt",
 }
 FORMATS = tuple(SEED_SOURCES)
 
@@ -214,6 +215,9 @@ def build_seeds(datasets: Path, out: Path) -> dict[str, list[Seed]]:
         _head_lines(zoo / "novonix_csv" / f"{novonix}.csv", folder / f"{novonix}.csv", 400), "text",
         companions=[Path(shutil.copy(zoo / "novonix_csv" / f"{novonix}_metadata.csv", folder))],
     )]
+    folder = out / "basytec_txt"
+    folder.mkdir()
+    seeds["basytec_txt"] = [Seed(Path(shutil.copy(zoo / "basytec_txt" / "sample_data_basytec.txt", folder)), "text", "\t")]
     return seeds
 
 

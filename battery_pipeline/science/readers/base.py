@@ -208,6 +208,61 @@ def capacity_from_current(
     return out
 
 
+def place_files(starts_abs: list[float | None], durations: list[float]) -> tuple[list[int], list[float], str]:
+    """(order, time offset per file, note): absolute starts where usable, else end to end."""
+    n = len(durations)
+    if all(s is not None and np.isfinite(s) for s in starts_abs):
+        order = sorted(range(n), key=lambda i: starts_abs[i])
+        t0 = starts_abs[order[0]]
+        offsets = [0.0] * n
+        ok = True
+        end = -np.inf
+        for i in order:
+            offsets[i] = starts_abs[i] - t0
+            if offsets[i] < end:  # overlapping files: the wall clock cannot place them
+                ok = False
+                break
+            end = offsets[i] + durations[i]
+        if ok:
+            return order, offsets, "files placed by their absolute start"
+    order = list(range(n))
+    offsets, end = [0.0] * n, 0.0
+    for i in order:
+        offsets[i] = end
+        end += durations[i]
+    return order, offsets, "files chained end to end in name order (no usable absolute start)"
+
+
+
+def chain_pieces(pieces: list[pd.DataFrame], starts: list[float | None] | None = None) -> tuple[pd.DataFrame | None, str | None]:
+    """The files of one test as one frame: each piece (one file, its `time_s` from that file's own
+    start, its own cycle count) placed in test order by `place_files` (`starts`: absolute start
+    per file, None where unknown), time shifted to continue, and a piece whose cycle count
+    restarts (first cycle not after the last one so far) renumbered to continue after it.
+    Returns (frame, how the files were placed); (None, ...) when no piece has a row; the note is
+    None for a single file."""
+    if len(pieces) == 1:
+        return (pieces[0] if len(pieces[0]) else None), None
+    durations = []
+    for piece in pieces:
+        t = piece["time_s"].to_numpy(dtype="float64")
+        finite = np.isfinite(t)
+        durations.append(float(t[finite].max()) if finite.any() else 0.0)
+    order, offsets, placement = place_files(list(starts) if starts is not None else [None] * len(pieces), durations)
+    placed, last_cycle = [], None
+    for i in order:
+        if not len(pieces[i]):
+            continue
+        piece = pieces[i].copy()
+        piece["time_s"] = piece["time_s"] + offsets[i]
+        first = int(piece["cycle_number"].min())
+        if last_cycle is not None and first <= last_cycle:
+            piece["cycle_number"] += last_cycle + 1 - first
+        last_cycle = int(piece["cycle_number"].max())
+        placed.append(piece)
+    return (pd.concat(placed, ignore_index=True) if placed else None), placement
+
+
 def finalize_samples(
     frame: pd.DataFrame,
     cell_id: str,

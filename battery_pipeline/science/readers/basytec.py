@@ -70,8 +70,8 @@ from battery_pipeline.science.readers.base import (
     capacity_from_current,
     finalize_samples,
     from_file,
+    place_files,
 )
-from battery_pipeline.science.readers.neware_nda import place_files
 from battery_pipeline.science.schema import empty_samples
 
 _TITLE = "~resultfile from basytec"

@@ -46,6 +46,7 @@ from battery_pipeline.science.readers.base import (
     CyclerReader,
     ReadResult,
     SourceFormatError,
+    chain_pieces,
     finalize_samples,
     step_index_from_changes,
 )
@@ -53,7 +54,6 @@ from battery_pipeline.science.readers.neware_nda import (
     charge_first_cycles,
     cycle_capacity_from_step_counters,
     neware_typed_rows,
-    place_files,
     step_kinds_from_neware_types,
 )
 from battery_pipeline.science.schema import empty_samples
@@ -281,19 +281,10 @@ class NewareCsvReader(CyclerReader):
     def read(cls, paths: list[Path], cell_id: str) -> ReadResult:
         paths = [Path(p) for p in paths]
         pieces = [cls.read_file(p) for p in paths]
-        durations = [float(np.nanmax(p["time_s"])) if np.isfinite(p["time_s"]).any() else 0.0 for p in pieces]
-        order, offsets, placement = place_files([None] * len(pieces), durations)
-        placed, last_cycle = [], None
-        for i in order:
-            piece = pieces[i].copy()
-            piece["time_s"] = piece["time_s"] + offsets[i]
-            if last_cycle is not None:  # each export restarts Cycle Index: continue after the last
-                piece["cycle_number"] += last_cycle + 1 - int(piece["cycle_number"].min())
-            last_cycle = int(piece["cycle_number"].max())
-            placed.append(piece)
+        samples, placement = chain_pieces(pieces)
         defaults = cls.describe(paths)
-        if len(paths) > 1:
+        if placement:
             defaults.description = f"{defaults.description}; {placement}"
-        if not placed:
+        if samples is None:
             return ReadResult(samples=empty_samples(), cell=defaults)
-        return ReadResult(samples=finalize_samples(pd.concat(placed, ignore_index=True), cell_id), cell=defaults)
+        return ReadResult(samples=finalize_samples(samples, cell_id), cell=defaults)

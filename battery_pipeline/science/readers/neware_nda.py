@@ -55,6 +55,7 @@ from battery_pipeline.science.readers.base import (
     CyclerReader,
     ReadResult,
     SourceFormatError,
+    chain_pieces,
     finalize_samples,
     from_file,
     step_type_from_current,
@@ -148,31 +149,6 @@ def cycle_capacity_from_step_counters(
         rows = (kinds == kind) & directed
         out[rows] = before[segment[rows]] + magnitude[rows]
     return out
-
-
-def place_files(starts_abs: list[float | None], durations: list[float]) -> tuple[list[int], list[float], str]:
-    """(order, time offset per file, note): absolute starts where usable, else end to end."""
-    n = len(durations)
-    if all(s is not None and np.isfinite(s) for s in starts_abs):
-        order = sorted(range(n), key=lambda i: starts_abs[i])
-        t0 = starts_abs[order[0]]
-        offsets = [0.0] * n
-        ok = True
-        end = -np.inf
-        for i in order:
-            offsets[i] = starts_abs[i] - t0
-            if offsets[i] < end:  # overlapping files: the wall clock cannot place them
-                ok = False
-                break
-            end = offsets[i] + durations[i]
-        if ok:
-            return order, offsets, "files placed by their absolute start"
-    order = list(range(n))
-    offsets, end = [0.0] * n, 0.0
-    for i in order:
-        offsets[i] = end
-        end += durations[i]
-    return order, offsets, "files chained end to end in name order (no usable absolute start)"
 
 
 def _import_fastnda():
@@ -340,38 +316,24 @@ class NewareNdaReader(CyclerReader):
     @classmethod
     def read(cls, paths: list[Path], cell_id: str) -> ReadResult:
         paths = [Path(p) for p in paths]
-        pieces, starts, durations, notes = [], [], [], []
+        pieces, starts, notes = [], [], []
         for path in paths:
             frame, warned = cls.read_frame(path)
             notes += [f"{path.name}: {w}" for w in warned]
             piece = cls.samples_from_frame(path, frame)
             t = piece["time_s"].to_numpy()
             finite = np.isfinite(t)
-            durations.append(float(t[finite].max()) if finite.any() else 0.0)
             start = None
             if "unix_time_s" in frame.columns and len(frame) and finite[0]:
                 start = float(frame["unix_time_s"].iloc[0]) - float(t[0])
             starts.append(start)
             pieces.append(piece)
-        if len(pieces) > 1:
-            order, offsets, placement = place_files(starts, durations)
+        samples, placement = chain_pieces(pieces, starts)  # every file restarts its cycle count at 1
+        if placement:
             notes.append(placement)
-        else:
-            order, offsets = [0], [0.0]
-        placed, last_cycle = [], None
-        for i in order:
-            piece = pieces[i].copy()
-            piece["time_s"] = piece["time_s"] + offsets[i]
-            if len(piece):
-                # every file restarts its cycle count at 1: later files continue after the last
-                if last_cycle is not None:
-                    piece["cycle_number"] += last_cycle + 1 - int(piece["cycle_number"].min())
-                last_cycle = int(piece["cycle_number"].max())
-            placed.append(piece)
         defaults = cls.describe(paths)
         if notes:
             defaults.description = "; ".join([defaults.description or "", *notes]).strip("; ")
-        if not placed or sum(len(p) for p in placed) == 0:
+        if samples is None:
             return ReadResult(samples=empty_samples(), cell=defaults)
-        samples = finalize_samples(pd.concat(placed, ignore_index=True), cell_id)
-        return ReadResult(samples=samples, cell=defaults)
+        return ReadResult(samples=finalize_samples(samples, cell_id), cell=defaults)

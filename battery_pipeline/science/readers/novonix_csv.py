@@ -60,11 +60,11 @@ from battery_pipeline.science.readers.base import (
     CyclerReader,
     ReadResult,
     SourceFormatError,
+    chain_pieces,
     finalize_samples,
     from_file,
     step_type_from_current,
 )
-from battery_pipeline.science.readers.neware_nda import place_files
 from battery_pipeline.science.readers.pec_csv import cycle_totals_from_counter
 from battery_pipeline.science.schema import empty_samples
 
@@ -267,19 +267,10 @@ class NovonixCsvReader(CyclerReader):
     def read(cls, paths: list[Path], cell_id: str) -> ReadResult:
         paths = [Path(p) for p in paths]
         pieces = [cls.read_file(p) for p in paths]
-        durations = [float(np.nanmax(p["time_s"])) if np.isfinite(p["time_s"]).any() else 0.0 for p in pieces]
-        order, offsets, placement = place_files([None] * len(pieces), durations)
-        placed, last_cycle = [], None
-        for i in order:
-            piece = pieces[i].copy()
-            piece["time_s"] = piece["time_s"] + offsets[i]
-            if last_cycle is not None and int(piece["cycle_number"].min()) <= last_cycle:
-                piece["cycle_number"] += last_cycle + 1 - int(piece["cycle_number"].min())
-            last_cycle = int(piece["cycle_number"].max())
-            placed.append(piece)
+        samples, placement = chain_pieces(pieces)
         defaults = cls.describe(paths)
-        if len(paths) > 1:
+        if placement:
             defaults.description = f"{defaults.description}; {placement}"
-        if not placed:
+        if samples is None:
             return ReadResult(samples=empty_samples(), cell=defaults)
-        return ReadResult(samples=finalize_samples(pd.concat(placed, ignore_index=True), cell_id), cell=defaults)
+        return ReadResult(samples=finalize_samples(samples, cell_id), cell=defaults)

@@ -3,7 +3,8 @@ waits on: results through shared memory, workers at a lower CPU priority.
 
 Priority: the workers have time to spare (they wait for the writer about half the time), the
 writer does not; at niceness 10 they take the cores the writer leaves. Measured on 20 M samples
-(`benchmarks/ingest.py`, 2 cores): 8.6-9.9 s at niceness 10, 9.6-10.9 s at 0.
+(`benchmarks/ingest.py` with the niceness set from the environment, 2 cores, four runs each):
+8.6-9.9 s at niceness 10, 9.6-10.9 s at 0.
 
 Results: a worker's frames of a million samples reach the storing process through shared memory
 instead of the pipe.

@@ -238,7 +238,7 @@ class Warehouse(DuckDBResource):
     database: str = Field(default_factory=default_warehouse_path, description="DuckDB file path")
     _session: duckdb.DuckDBPyConnection | None = PrivateAttr(default=None)
     # layouts ensured during the session (`ensure_table`): its batch ensures the same few tables
-    # before every store, at about 10 ms of catalog queries each time (32 ms a cell in the ingest benchmark)
+    # before every store, at about 10 ms of catalog queries each time (32 ms a cell, timed by hand on the ingest benchmark's warehouse)
     _ensured: set | None = PrivateAttr(default=None)
 
     @contextmanager

@@ -37,7 +37,7 @@ Definitions (units: V, A, s, Ah, Wh, ohm, degC; current + = charge):
   and the per-cycle discharge capacity then exceeds Arbin's own counter by 0.5 % median, 3.7 %
   worst; with this rule the median difference is 8e-6.) An interval is booked to *charge* if
   its current is > `rest_current_threshold_a` (1 mA; for a cell cycled at small currents 1 % of
-  its typical |current|, see `_rest_threshold_a`), to *discharge* if < -threshold (so a sparsely
+  its working |current|, see `_rest_threshold_a`), to *discharge* if < -threshold (so a sparsely
   sampled pulse train counts fully, as in `readers.base`). Capacities are therefore the charge
   moved, never the source's capacity column (real exports re-base, accumulate over files or
   integrate only to a cut-off). An interval that crosses a
@@ -265,8 +265,8 @@ class FeatureConfig:
     # readers.base.REST_CURRENT_THRESHOLD_A: far above a lab channel's offset, far below C/50.
     rest_current_threshold_a: float = 1e-3
     # ... lowered for a cell cycled at small currents (a coin cell at 0.2 mA would be all rest):
-    # to this share of its working |current| (99.5th percentile: a high quantile, since a cell
-    # may rest most of the time), never below the floor, A.
+    # to this share of its working |current| (the median over the samples its reader typed charge
+    # or discharge, so however long the cell rests), never below the floor, A.
     rest_current_share: float = 0.01
     rest_current_floor_a: float = 1e-6
     # True when the source logs a step's last point at the instant the step ends (Arbin, Maccor,
@@ -1351,21 +1351,26 @@ def _empty_features() -> pd.DataFrame:
                          **{c: object for c in CLASS_COLUMNS}})
 
 
-def _rest_threshold_a(i: np.ndarray, config: FeatureConfig) -> float:
-    """The cell's rest threshold: the configured one, unless the cell's working |current| (99.5th
-    percentile of a strided subsample of <= 200k samples: 3.2 ms on 1 M samples, timed by hand) is so small that it would call
-    whole steps rest. A cell whose working current reaches 0.1 A keeps the configured 1 mA."""
-    if len(i) == 0:
+def _rest_threshold_a(arrays: _Arrays, config: FeatureConfig) -> float:
+    """The cell's rest threshold: the configured one, unless the cell's working |current| (the
+    median |current| of the samples its reader typed charge or discharge, from a strided subsample
+    of <= 200k samples) is so small that it would call whole steps rest. The reader's step types
+    say which samples are active, so a cell that rests most of the time (calendar ageing) is not
+    judged by its rest noise; a cell with no active sample, or whose working current reaches
+    0.1 A, keeps the configured 1 mA."""
+    stride = max(1, len(arrays.i) // 200_000)
+    step_type, i = arrays.step_type[::stride], arrays.i[::stride]
+    active = np.abs(i[(step_type == _CHARGE) | (step_type == _DISCHARGE)])
+    if not active.size:
         return config.rest_current_threshold_a
-    working = float(np.percentile(np.abs(i[:: max(1, len(i) // 200_000)]), 99.5))
-    scaled = max(config.rest_current_floor_a, config.rest_current_share * working)
+    scaled = max(config.rest_current_floor_a, config.rest_current_share * float(np.median(active)))
     return min(config.rest_current_threshold_a, scaled)
 
 
 def _cell_pass(frame, nominal_capacity_ah, config, summary: bool = True, runs: bool = True):
     """Load one cell and run the block-wise passes: (arrays, summary dict or None, runs)."""
     arrays = _load(frame, config)
-    threshold = _rest_threshold_a(arrays.i, config)
+    threshold = _rest_threshold_a(arrays, config)
     if threshold != config.rest_current_threshold_a:
         config = dataclasses.replace(config, rest_current_threshold_a=threshold)
     parts, run_parts = [], []

@@ -59,6 +59,7 @@ Conventions (what the canonical columns mean for Arbin data, checked on the real
 
 from __future__ import annotations
 
+import io
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,6 +77,8 @@ from battery_pipeline.science.readers.base import (
     from_dataset_rule,
     step_index_from_changes,
     step_type_from_current,
+    tame_overflowing_exponents,
+    text_to_float,
 )
 from battery_pipeline.science.schema import empty_samples
 
@@ -188,7 +191,7 @@ def as_float(values) -> np.ndarray:
     """float64 array; anything non-numeric becomes NaN (judged later by validation)."""
     if isinstance(values, np.ndarray) and values.dtype.kind in "fiu":
         return values.astype("float64", copy=False)
-    return pd.to_numeric(pd.Series(values), errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+    return text_to_float(values).to_numpy(dtype="float64", na_value=np.nan)
 
 
 def datetime_seconds(values) -> np.ndarray:
@@ -198,7 +201,7 @@ def datetime_seconds(values) -> np.ndarray:
         ns[np.isnat(values)] = np.nan
         return ns / 1e9
     series = pd.Series(values)
-    numbers = pd.to_numeric(series, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+    numbers = text_to_float(series).to_numpy(dtype="float64", na_value=np.nan)
     finite = numbers[np.isfinite(numbers)]
     if len(finite) and np.isfinite(numbers).mean() > 0.5:
         if np.nanmedian(finite) < 1e6:  # Excel serial day number (days since 1899-12-30)
@@ -557,10 +560,11 @@ class ArbinCsvReader(CyclerReader):
     def read_file(cls, path: Path) -> ArbinFile:
         path = Path(path)
         try:
-            header = pd.read_csv(path, nrows=0, encoding="utf-8-sig")
+            raw = tame_overflowing_exponents(path.read_bytes())
+            header = pd.read_csv(io.BytesIO(raw), nrows=0, encoding="utf-8-sig")
             mapping = map_columns(path, list(header.columns))
             usecols = [name for name, _ in mapping.values()]
-            table = pd.read_csv(path, usecols=usecols, encoding="utf-8-sig", low_memory=False)
+            table = pd.read_csv(io.BytesIO(raw), usecols=usecols, encoding="utf-8-sig", low_memory=False)
         except SourceFormatError:
             raise
         except FileNotFoundError as exc:

@@ -71,6 +71,7 @@ from battery_pipeline.science.readers.base import (
     finalize_samples,
     from_file,
     place_files,
+    tame_overflowing_exponents,
 )
 from battery_pipeline.science.schema import empty_samples
 
@@ -87,7 +88,6 @@ _COMMAND_KINDS = (("discharge", "discharge"), ("entlad", "discharge"), ("charge"
                   ("lad", "charge"), ("pause", "rest"), ("rest", "rest"), ("wait", "rest"))
 _HEADER_FIELD = re.compile(r"^~\s*([^:]+?)\s*:\s*(.*?)\s*$")
 _DESCRIBED_FIELDS = ("Name of Test", "Battery", "Testplan", "Testchannel", "Start of Test")
-_OVERFLOWING_EXPONENT = re.compile(rb"[eE][-+]?0*[1-9][0-9]{3,}")
 _NOMINAL = re.compile(r"^(-?\d+(?:[.,]\d+)?)\s*(m?Ah)$")
 
 
@@ -149,21 +149,6 @@ def _header_and_column_row(path: Path, lines: list[str]) -> tuple[list[str], int
                 raise SourceFormatError(path, f"no current column (I[A]) in the column row (line {index + 1})")
             raise SourceFormatError(path, f"no voltage column (U[V]) in the column row (line {index + 1})")
     raise SourceFormatError(path, "damaged header: the file ends inside the '~' header, no '~Time[...]' column row")
-
-
-def _blank_overflowing_exponents(raw: bytes, sep: str) -> bytes:
-    """Empty every numeric field whose exponent has 4+ significant digits.
-
-    pandas 2.3's float parser (read_csv and to_numeric alike) keeps the exponent in a C int:
-    `3E4294967300` comes back as 30000.0 and `3.E255631284671` (a flipped byte in the zoo sample,
-    found by fuzzing) kills the process with SIGSEGV. Such a value is beyond float64 either way
-    (|exponent| >= 1000), so the field is made empty: NaN, the row kept, as for any unparsable value.
-    """
-    if not _OVERFLOWING_EXPONENT.search(raw):
-        return raw  # the normal case: one scan, no copy
-    s = re.escape(sep.encode())
-    field = re.compile(rb"(?<![^" + s + rb"\n])[-+]?[0-9]*\.?[0-9]*[eE][-+]?0*[1-9][0-9]{3,}(?=[" + s + rb"\r\n]|$)")
-    return field.sub(b"", raw)
 
 
 def parse_header(header_lines: list[str]) -> dict[str, str]:
@@ -332,7 +317,7 @@ class BasytecTxtReader(CyclerReader):
         wanted = [time_col, current_col, voltage_col, temperature_col, *(counters or ()), step_counter, *bookkeeping]
         wanted = list(dict.fromkeys(c for c in wanted if c))
         positions = sorted(names.index(c) for c in wanted)
-        raw_bytes = _blank_overflowing_exponents(raw_bytes, sep)
+        raw_bytes = tame_overflowing_exponents(raw_bytes)
         try:
             # by position: a mangled name (T1[\ufffdC]) or a trailing separator cannot mislead it
             raw = pd.read_csv(

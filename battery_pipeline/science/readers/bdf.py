@@ -95,6 +95,8 @@ from battery_pipeline.science.readers.base import (
     finalize_samples,
     step_index_from_changes,
     step_type_from_current,
+    tame_overflowing_exponents,
+    text_to_float,
 )
 
 GZIP_MAGIC = b"\x1f\x8b"
@@ -268,7 +270,7 @@ def _read_csv_table(path: Path) -> pd.DataFrame:
             raw = gzip.decompress(raw)
         except (OSError, EOFError) as exc:
             raise SourceFormatError(path, f"damaged gzip stream ({exc})") from exc
-    text = raw.decode("utf-8-sig", errors="replace")
+    text = tame_overflowing_exponents(raw).decode("utf-8-sig", errors="replace")
     header = _first_line(text)
     if not header:
         raise SourceFormatError(path, "file holds no header row (only blank lines)")
@@ -321,7 +323,7 @@ def _numeric(path: Path, table: pd.DataFrame, column: BdfColumn, *, required: bo
             # Python's float parser is exact (round-trips repr), pandas' to_numeric is not always.
             coerced = pd.Series(values.astype("float64"), index=values.index)
         except (TypeError, ValueError):
-            coerced = pd.to_numeric(values, errors="coerce")
+            coerced = text_to_float(values)
         given = values.notna() & (values.astype(str).str.strip() != "")
         n_text = int((given & coerced.isna()).sum())
         if required and n_text > MOSTLY_TEXT_FRACTION * max(len(values), 1):

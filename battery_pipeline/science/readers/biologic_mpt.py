@@ -52,6 +52,7 @@ Rows are never dropped or repaired: an unparsable value becomes NaN and stays in
 
 from __future__ import annotations
 
+import io
 import re
 from pathlib import Path
 
@@ -68,6 +69,7 @@ from battery_pipeline.science.readers.base import (
     finalize_samples,
     from_file,
     step_type_from_current,
+    tame_overflowing_exponents,
 )
 
 _TITLE_LINES = ("EC-Lab ASCII FILE", "BT-Lab ASCII FILE")
@@ -239,7 +241,7 @@ class BiologicMptReader(CyclerReader):
         wanted = list(dict.fromkeys(c for c in wanted if c))
         try:
             raw = pd.read_csv(
-                path,
+                io.BytesIO(tame_overflowing_exponents(path.read_bytes())),
                 sep="\t",
                 skiprows=column_row,
                 header=0,

@@ -68,6 +68,8 @@ from battery_pipeline.science.readers.base import (
     CyclerReader,
     ReadResult,
     SourceFormatError,
+    tame_overflowing_exponents,
+    text_to_float,
 )
 from battery_pipeline.science.schema import SAMPLE_COLUMNS, STEP_TYPES
 
@@ -161,7 +163,7 @@ def _float_to_int(values: np.ndarray) -> np.ndarray:
 
 def _text_to_numeric(path: Path, canonical: str, source: str, values: pd.Series, required: bool) -> np.ndarray:
     """Coerce text to numbers; NaN where unreadable; a mostly-text required column is an error."""
-    numbers = pd.to_numeric(values, errors="coerce")
+    numbers = text_to_float(values)
     given = values.notna() & (values.astype(str).str.strip() != "")
     text = given & numbers.isna()
     n_text = int(text.sum())
@@ -590,7 +592,7 @@ def _read_csv(path: Path) -> _Parsed:
 def _read_csv_lenient(path: Path, columns: _Columns, delimiter: str, wanted: list[str], text_sources: set[str]) -> _Parsed:
     try:
         frame = pd.read_csv(
-            path,
+            io.BytesIO(tame_overflowing_exponents(path.read_bytes())),
             sep=delimiter,
             usecols=lambda name: name.replace("\ufeff", "").strip() in wanted,
             dtype=str,

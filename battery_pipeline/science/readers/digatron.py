@@ -64,11 +64,12 @@ from battery_pipeline.science.readers.base import (
     CellDefaults,
     CyclerReader,
     ReadResult,
-    from_dataset_rule,
-    from_file,
     SourceFormatError,
     finalize_samples,
+    from_dataset_rule,
+    from_file,
     step_type_from_current,
+    tame_overflowing_exponents,
 )
 
 _HEAD_BYTES = 64 * 1024
@@ -217,7 +218,7 @@ def _read_columns(path: Path, layout: _Layout, data: bytes) -> dict[str, np.ndar
         # file truncated in its first row); without it the missing fields are NaN, as in the
         # truncated last row of any longer file.
         frame = pd.read_csv(
-            io.BytesIO(body),
+            io.BytesIO(tame_overflowing_exponents(body)),
             header=None,
             names=layout.names,
             dtype={c: str for c in ("Status", "Prog Time", "Step Time") if c in wanted},

@@ -42,6 +42,7 @@ reader (its first line is no Maccor column line): reading it would duplicate the
 
 from __future__ import annotations
 
+import io
 import re
 from pathlib import Path
 
@@ -56,6 +57,7 @@ from battery_pipeline.science.readers.base import (
     finalize_samples,
     from_dataset_rule,
     step_type_from_current,
+    tame_overflowing_exponents,
 )
 
 # The column line is found among the first lines of the file (normally line 2).
@@ -172,7 +174,7 @@ class MaccorTextReader(CyclerReader):
         wanted = [c for c in (*_REQUIRED, *_OPTIONAL, temperature) if c and c in names]
         try:
             frame = pd.read_csv(
-                path,
+                io.BytesIO(tame_overflowing_exponents(path.read_bytes())),
                 sep="\t",
                 skiprows=column_line,
                 header=0,

@@ -35,6 +35,7 @@ Conventions:
 
 from __future__ import annotations
 
+import io
 import re
 from pathlib import Path
 
@@ -49,6 +50,7 @@ from battery_pipeline.science.readers.base import (
     chain_pieces,
     finalize_samples,
     step_index_from_changes,
+    tame_overflowing_exponents,
 )
 from battery_pipeline.science.readers.neware_nda import (
     charge_first_cycles,
@@ -193,7 +195,8 @@ class NewareCsvReader(CyclerReader):
     def read_file(cls, path: Path) -> pd.DataFrame:
         path = Path(path)
         try:
-            header = pd.read_csv(path, nrows=0, encoding="utf-8-sig", dtype=str)
+            raw = tame_overflowing_exponents(path.read_bytes())
+            header = pd.read_csv(io.BytesIO(raw), nrows=0, encoding="utf-8-sig", dtype=str)
         except FileNotFoundError as exc:
             raise SourceFormatError(path, "file not found") from exc
         except (OSError, UnicodeDecodeError, ValueError) as exc:
@@ -223,7 +226,7 @@ class NewareCsvReader(CyclerReader):
                 raise SourceFormatError(path, f"column {roles[role]!r}: unit {unit!r} not understood (expected {known})")
             factors[role] = factor_by_unit[unit]
         try:
-            table = pd.read_csv(path, usecols=list(roles.values()), encoding="utf-8-sig", dtype=str,
+            table = pd.read_csv(io.BytesIO(raw), usecols=list(roles.values()), encoding="utf-8-sig", dtype=str,
                                 keep_default_na=False)
         except (OSError, UnicodeDecodeError, ValueError) as exc:
             raise SourceFormatError(path, f"cannot parse as CSV ({exc})") from exc

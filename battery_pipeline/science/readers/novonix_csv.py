@@ -64,6 +64,7 @@ from battery_pipeline.science.readers.base import (
     finalize_samples,
     from_file,
     step_type_from_current,
+    tame_overflowing_exponents,
 )
 from battery_pipeline.science.readers.pec_csv import cycle_totals_from_counter
 from battery_pipeline.science.schema import empty_samples
@@ -159,7 +160,7 @@ class NovonixCsvReader(CyclerReader):
             raise SourceFormatError(path, f"cannot open file ({exc.strerror})") from exc
         if b"\x00" in raw[:65536]:
             raise SourceFormatError(path, "binary content (NUL bytes): not a Novonix CSV export")
-        return raw.decode("utf-8-sig", errors="replace").splitlines()
+        return tame_overflowing_exponents(raw).decode("utf-8-sig", errors="replace").splitlines()
 
     @classmethod
     def describe(cls, paths: list[Path]) -> CellDefaults:

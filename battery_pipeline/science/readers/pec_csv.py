@@ -67,6 +67,7 @@ from battery_pipeline.science.readers.base import (
     chain_pieces,
     finalize_samples,
     from_file,
+    tame_overflowing_exponents,
 )
 from battery_pipeline.science.readers.neware_csv import clock_seconds
 from battery_pipeline.science.schema import empty_samples
@@ -238,7 +239,7 @@ class PecCsvReader(CyclerReader):
             raise SourceFormatError(path, f"cannot open file ({exc.strerror})") from exc
         if b"\x00" in raw[:65536]:
             raise SourceFormatError(path, "binary content (NUL bytes): not a PEC CSV export")
-        return raw.decode("utf-8-sig", errors="replace").splitlines()
+        return tame_overflowing_exponents(raw).decode("utf-8-sig", errors="replace").splitlines()
 
     @classmethod
     def describe(cls, paths: list[Path]) -> CellDefaults:

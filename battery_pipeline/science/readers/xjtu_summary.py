@@ -100,6 +100,7 @@ from battery_pipeline.science.readers.base import (
     SourceFormatError,
     finalize_samples,
     from_dataset_rule,
+    tame_overflowing_exponents,
 )
 from battery_pipeline.science.schema import empty_samples
 
@@ -220,7 +221,7 @@ def _parse(path: Path) -> pd.DataFrame:
     if not raw.strip():
         raise SourceFormatError(path, "file is empty")
     try:
-        text = raw.decode("utf-8").lstrip("\ufeff")
+        text = tame_overflowing_exponents(raw).decode("utf-8").lstrip("\ufeff")
     except UnicodeDecodeError as exc:
         raise SourceFormatError(path, f"not UTF-8 text (byte {exc.start}): garbled file?") from exc
     lines = [(number, line) for number, line in enumerate(text.splitlines(), start=1) if line.strip()]

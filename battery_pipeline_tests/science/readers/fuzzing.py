@@ -226,12 +226,14 @@ def build_seeds(datasets: Path, out: Path) -> dict[str, list[Seed]]:
 # ------------------------------------------------------------------------------------------
 
 # What damaged cells of real exports hold: spreadsheet errors, locale decimals, placeholders,
-# numbers beyond float range, NUL, stray quotes, times in the wrong shape, non-ASCII.
+# numbers beyond float range (and exponents beyond a C int, which crash pandas' parser), NUL,
+# stray quotes, times in the wrong shape, non-ASCII.
 GARBAGE = (
     "", " ", "nan", "NaN", "inf", "-inf", "1e309", "-1e309", "1e-400", "abc", "#DIV/0!", "N/A",
     "-", "1,5", '"', '""', "\x00", "9" * 400, "-0", "0x1F", "10/28/2018 7:09:02 AM", "00:00:00",
     "::", "1:2:3:4", "99:99:99.9", "-1", "1e18", "TRUE", "\u00ff\u00fe", "\u2103", "C", "D", "R",
     "CHA", "DCH", "TABLE", "charge", "[mA]", "[kV]", "(mAh)",
+    "3.E255631284671", "1e2147483648", "-2E4294967296", " 1E+0099999 ", "7,5e-2147483649", "1e2147483648x",
 )
 HEADER_GARBAGE = (
     "", "x", "Current(mA)", "Voltage (kV)", "Test_Time(h)", "Test_Time(fortnights)", "current_a",

@@ -75,6 +75,7 @@ from battery_pipeline.science.readers.base import (
     SourceFormatError,
     finalize_samples,
     from_dataset_rule,
+    rest_threshold_a,
     step_index_from_changes,
     step_type_from_current,
     tame_overflowing_exponents,
@@ -296,8 +297,12 @@ def step_types(
     step: np.ndarray | None,
     cycle: np.ndarray | None,
     resistance: np.ndarray | None = None,
+    threshold_a: float | None = None,
 ) -> np.ndarray:
-    per_sample = step_type_from_current(current)
+    # scaled to the file's currents (a half cell at 0.3 mA is not all rest); 1 mA for >= 0.1 A
+    threshold_a = rest_threshold_a(current) if threshold_a is None else threshold_a
+    mixed_step_a = MIXED_STEP_CURRENT_A * threshold_a / REST_CURRENT_THRESHOLD_A
+    per_sample = step_type_from_current(current, threshold_a)
     if step is None or len(current) == 0:
         return per_sample
     boundary = np.empty(len(step), dtype=bool)
@@ -307,15 +312,15 @@ def step_types(
         boundary[1:] |= cycle[1:] != cycle[:-1]
     segment = np.cumsum(boundary) - 1
     median = np.nan_to_num(pd.Series(current).groupby(segment).median().to_numpy())
-    segment_kind = step_type_from_current(median)
+    segment_kind = step_type_from_current(median, threshold_a)
     if resistance is not None:
         # Arbin's IR-measurement steps log the few-mA measurement pulse (CALCE: up to 3.5 mA,
         # two samples): a step in which a new IR value appears and whose median current is
         # below 10 mA is a rest with a measurement, not a tiny charge or discharge.
         measures = np.bincount(segment, weights=_new_resistance_value(resistance)) > 0
-        segment_kind = np.where(measures & (np.abs(median) < MIXED_STEP_CURRENT_A), "rest", segment_kind)
+        segment_kind = np.where(measures & (np.abs(median) < mixed_step_a), "rest", segment_kind)
     segment_type = segment_kind[segment]
-    disagree = (np.abs(np.nan_to_num(current)) > MIXED_STEP_CURRENT_A) & (per_sample != segment_type)
+    disagree = (np.abs(np.nan_to_num(current)) > mixed_step_a) & (per_sample != segment_type)
     mixed = np.bincount(segment, weights=disagree.astype("float64")) > 0
     return np.where(mixed[segment], per_sample, segment_type)
 

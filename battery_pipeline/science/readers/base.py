@@ -163,6 +163,21 @@ def step_type_from_current(current_a: np.ndarray, threshold_a: float = REST_CURR
     return out
 
 
+def rest_threshold_a(current: np.ndarray) -> float:
+    """|I| below which a sample is a rest, scaled down for small cells.
+
+    The project's 1 mA (REST_CURRENT_THRESHOLD_A) would make a coin cell cycled at
+    0.3 mA (DLR Hydra0b POCV) or 0.16 mA (BDF legacy fixture), or an Arbin half cell at 0.3 mA, all rest; 1 % of the file's
+    99.9th-percentile |I| keeps rests apart from those currents. Floor 1 uA: below it a
+    reading is offset noise on any cycler channel.
+    """
+    magnitude = np.abs(current[np.isfinite(current)])
+    if len(magnitude) == 0:
+        return REST_CURRENT_THRESHOLD_A
+    typical = float(np.quantile(magnitude, 0.999))
+    return float(np.clip(0.01 * typical, 1e-6, REST_CURRENT_THRESHOLD_A))
+
+
 def step_index_from_changes(step_type: np.ndarray) -> np.ndarray:
     """A new step wherever step_type changes: the best step index a step-less source allows."""
     step_type = np.asarray(step_type, dtype=object)

@@ -93,6 +93,7 @@ from battery_pipeline.science.readers.base import (
     SourceFormatError,
     capacity_from_current,
     finalize_samples,
+    rest_threshold_a,
     step_index_from_changes,
     step_type_from_current,
     tame_overflowing_exponents,
@@ -415,21 +416,6 @@ def _integration_time(time_s: np.ndarray) -> np.ndarray:
     bridged = np.concatenate([[False], went_back[:-1]]) & (t >= before_glitch)
     reference = np.where(bridged, before_glitch, reference)
     return np.cumsum(np.clip(t - reference, 0.0, None))
-
-
-def rest_threshold_a(current: np.ndarray) -> float:
-    """|I| below which a sample is a rest, scaled down for small cells.
-
-    The project's 1 mA (base.REST_CURRENT_THRESHOLD_A) would make a coin cell cycled at
-    0.3 mA (DLR Hydra0b POCV) or 0.16 mA (legacy fixture) all rest; 1 % of the file's
-    99.9th-percentile |I| keeps rests apart from those currents. Floor 1 uA: below it a
-    reading is offset noise on any cycler channel.
-    """
-    magnitude = np.abs(current[np.isfinite(current)])
-    if len(magnitude) == 0:
-        return REST_CURRENT_THRESHOLD_A
-    typical = float(np.quantile(magnitude, 0.999))
-    return float(np.clip(0.01 * typical, 1e-6, REST_CURRENT_THRESHOLD_A))
 
 
 def capacity_from_current_scaled(time_s, current, cycle, threshold_a: float) -> np.ndarray:

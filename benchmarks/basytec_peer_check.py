@@ -6,7 +6,8 @@ venv, in a subprocess, so its polars/pydantic pins never meet ours::
     python3.11 -m venv /tmp/peers-basytec && /tmp/peers-basytec/bin/pip install PyProBE-Data
     .venv/bin/python benchmarks/basytec_peer_check.py [--file F] [--repeat N] [--rows N]
 
-Printed, both readers in the same run: rows, rows/s (mean over --repeat reads), cycles, and the
+Printed, both readers in the same run: rows, rows/s (peer_timing: best of --repeat reads after an
+untimed one), cycles, and the
 largest per-cycle charge/discharge capacity difference. What is compared, and why it may differ:
   - PyProBE maps `~Time[*]`, `I[*]`, `U[*]`, `Ah[*]` (net Ah since the start), `Line` -> Step and,
     without cycle details, starts a new cycle where Step decreases (`filters.get_cycle_column`).
@@ -26,13 +27,13 @@ import json
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from battery_pipeline.science.readers.basytec import BasytecTxtReader  # noqa: E402
+from benchmarks.peer_timing import PEER_PRELUDE, best_seconds  # noqa: E402
 
 DEFAULT_FILE = Path("/work/shared/datasets/cycler_zoo/basytec_txt/sample_data_basytec.txt")
 PEER_PYTHON = Path("/tmp/peers-basytec/bin/python")
@@ -46,10 +47,10 @@ from pyprobe.cyclers.basytec import Basytec
 path, repeat = sys.argv[1], int(sys.argv[2])
 out = Path(tempfile.mkdtemp()) / "peer.parquet"  # never next to the (read-only) input
 warnings.simplefilter("ignore")
-start = time.perf_counter()
-for _ in range(repeat):
-    frame = Basytec(input_data_path=path, output_data_path=str(out), overwrite_existing=True).get_pyprobe_dataframe()
-elapsed = (time.perf_counter() - start) / repeat
+elapsed, frame = best_seconds(
+    lambda: Basytec(input_data_path=path, output_data_path=str(out), overwrite_existing=True).get_pyprobe_dataframe(),
+    repeat,
+)
 # PyProBE's default cycle rule (filters.get_cycle_column without cycle details)
 frame = frame.with_columns(
     (pl.col("Step").cast(pl.Int64) - pl.col("Step").cast(pl.Int64).shift() < 0).fill_null(False).cum_sum().alias("Cycle"),
@@ -85,10 +86,7 @@ def tiled_copy(path: Path, rows: int, folder: Path) -> Path:
 
 
 def ours(path: Path, repeat: int) -> dict:
-    start = time.perf_counter()
-    for _ in range(repeat):
-        samples = BasytecTxtReader.read([path], "peer_check").samples
-    elapsed = (time.perf_counter() - start) / repeat
+    elapsed, samples = best_seconds(lambda: BasytecTxtReader.read([path], "peer_check").samples, repeat)
     moving = samples[samples["step_type"] != "rest"]
     per_cycle = (
         moving.groupby(["cycle_number", "step_type"], observed=True)["capacity_ah"].max().unstack(fill_value=0.0)
@@ -103,7 +101,7 @@ def ours(path: Path, repeat: int) -> dict:
 def peer(path: Path, repeat: int) -> dict:
     if not PEER_PYTHON.exists():
         raise SystemExit(f"peer venv missing: {PEER_PYTHON} (see the module docstring)")
-    done = subprocess.run([str(PEER_PYTHON), "-c", PEER_SCRIPT, str(path), str(repeat)],
+    done = subprocess.run([str(PEER_PYTHON), "-c", PEER_PRELUDE + PEER_SCRIPT, str(path), str(repeat)],
                           capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise SystemExit(f"PyProBE failed on {path.name}:\n{done.stderr[-2000:]}")

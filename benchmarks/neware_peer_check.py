@@ -1,32 +1,35 @@
 """Peer check of the Neware readers against NewareNDA (scratch venv, not a project dependency).
 
-Run: .venv/bin/python benchmarks/neware_peer_check.py  (needs /tmp/peers-neware with NewareNDA)
-Per file: our rows/s and the peer's rows/s in the same run, rows, cycles, and the largest
-per-cycle charge/discharge capacity difference (Ah) between us and the peer.
+Run: .venv/bin/python benchmarks/neware_peer_check.py [--repeat N]
+  (needs python3.11 -m venv /tmp/peers-neware && /tmp/peers-neware/bin/pip install NewareNDA)
+Per file: our rows/s and the peer's rows/s in the same run (peer_timing: best of N reads after
+an untimed one), rows, cycles, and the largest per-cycle charge/discharge capacity difference
+(Ah) between us and the peer.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import pandas as pd
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from battery_pipeline.science.readers import detect_format
+from battery_pipeline.science.readers import detect_format  # noqa: E402
+from benchmarks.peer_timing import PEER_PRELUDE, best_seconds  # noqa: E402
 
 ZOO = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cycler_zoo"
 PEER_PYTHON = "/tmp/peers-neware/bin/python"
 # The peer computes per-cycle capacity the same way from its own frame: sum per cycle of each
 # step's last |Charge/Discharge_Capacity(mAh)|.
 PEER_SCRIPT = r"""
-import json, sys, time, warnings
+import json, sys, warnings
 warnings.simplefilter("ignore")
 import NewareNDA
-path = sys.argv[1]
-t = time.perf_counter(); df = NewareNDA.read(path); elapsed = time.perf_counter() - t
+path, repeat = sys.argv[1], int(sys.argv[2])
+elapsed, df = best_seconds(lambda: NewareNDA.read(path), repeat)
 out = {"rows": len(df), "seconds": elapsed, "cycles": int(df.Cycle.nunique())}
 for col, key in (("Charge_Capacity(mAh)", "charge"), ("Discharge_Capacity(mAh)", "discharge")):
     last = df[df[col].abs() > 0].groupby(["Cycle", "Step"])[col].last().abs() / 1000
@@ -35,11 +38,9 @@ print(json.dumps(out))
 """
 
 
-def ours(path: Path) -> dict:
+def ours(path: Path, repeat: int) -> dict:
     reader = detect_format(path)
-    t = time.perf_counter()
-    samples = reader.read([path], "peer").samples
-    elapsed = time.perf_counter() - t
+    elapsed, samples = best_seconds(lambda: reader.read([path], "peer").samples, repeat)
     out = {"rows": len(samples), "seconds": elapsed, "cycles": int(samples.cycle_number.nunique())}
     for kind in ("charge", "discharge"):
         q = samples[samples.step_type == kind].groupby("cycle_number")["capacity_ah"].max()
@@ -48,11 +49,15 @@ def ours(path: Path) -> dict:
 
 
 def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args()
     files = sorted(ZOO.glob("neware_nda/*.nda")) + sorted(ZOO.glob("neware_ndax/*.ndax"))
     print(f"{'file':58s} {'ours rows/s':>12s} {'peer rows/s':>12s} {'rows o/p':>15s} {'cycles o/p':>10s} {'max dQ Ah':>10s}")
     for path in files:
-        mine = ours(path)
-        done = subprocess.run([PEER_PYTHON, "-c", PEER_SCRIPT, str(path)], capture_output=True, text=True)
+        mine = ours(path, args.repeat)
+        done = subprocess.run([PEER_PYTHON, "-c", PEER_PRELUDE + PEER_SCRIPT, str(path), str(args.repeat)],
+                              capture_output=True, text=True)
         if done.returncode != 0:
             print(f"{path.name:58s} peer failed: {done.stderr.strip().splitlines()[-1]}")
             continue

@@ -7,8 +7,8 @@ subprocess, so their pins never meet ours::
     python3.11 -m venv /tmp/peers-pec && /tmp/peers-pec/bin/pip install cellpy beep
     .venv/bin/python benchmarks/pec_novonix_peer_check.py [--repeat N]
 
-Printed per file, both readers in the same run: rows, rows/s (mean over --repeat reads, imports
-excluded), cycles, and the largest per-cycle charge/discharge capacity difference. What is
+Printed per file, both readers in the same run: rows, rows/s (peer_timing: best of --repeat reads
+after an untimed one), cycles, and the largest per-cycle charge/discharge capacity difference. What is
 compared, and why it may differ:
   - cellpy (`cellpy.get(path, instrument="pec_csv")`) numbers PEC cycles from 1 (PEC's `Cycle`
     + 1; we keep PEC's 0-based `Cycle`) and gives `charge_capacity` / `discharge_capacity` per
@@ -22,10 +22,7 @@ compared, and why it may differ:
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -33,6 +30,7 @@ sys.path.insert(0, str(REPO))
 
 from battery_pipeline.science.readers.novonix_csv import NovonixCsvReader  # noqa: E402
 from battery_pipeline.science.readers.pec_csv import PecCsvReader  # noqa: E402
+from benchmarks.peer_timing import best_seconds, run_peer_script  # noqa: E402
 
 ZOO = Path("/work/shared/datasets/cycler_zoo")
 FILES = [
@@ -49,18 +47,12 @@ logging.disable(logging.CRITICAL)
 peer, path, repeat = sys.argv[1], sys.argv[2], int(sys.argv[3])
 if peer == "cellpy":
     import cellpy
-    start = time.perf_counter()
-    for _ in range(repeat):
-        cell = cellpy.get(path, instrument="pec_csv")
-    elapsed = (time.perf_counter() - start) / repeat
+    elapsed, cell = best_seconds(lambda: cellpy.get(path, instrument="pec_csv"), repeat)
     raw = cell.data.raw
     cycle, charge, discharge = "cycle_index", "charge_capacity", "discharge_capacity"
 else:
     from beep.structure.novonix import NovonixDatapath
-    start = time.perf_counter()
-    for _ in range(repeat):
-        datapath = NovonixDatapath.from_file(path)
-    elapsed = (time.perf_counter() - start) / repeat
+    elapsed, datapath = best_seconds(lambda: NovonixDatapath.from_file(path), repeat)
     raw = datapath.raw_data
     cycle, charge, discharge = "cycle_index", "charge_capacity", "discharge_capacity"
 per_cycle = raw.groupby(cycle)[[charge, discharge]].max().fillna(0.0)
@@ -73,10 +65,7 @@ print(json.dumps({
 
 
 def ours(path: Path, reader, repeat: int) -> dict:
-    start = time.perf_counter()
-    for _ in range(repeat):
-        samples = reader.read([path], "peer_check").samples
-    elapsed = (time.perf_counter() - start) / repeat
+    elapsed, samples = best_seconds(lambda: reader.read([path], "peer_check").samples, repeat)
     moving = samples[samples["step_type"] != "rest"]
     per_cycle = moving.groupby(["cycle_number", "step_type"], observed=True)["capacity_ah"].max().unstack(fill_value=0.0)
     cycles = [
@@ -89,12 +78,7 @@ def ours(path: Path, reader, repeat: int) -> dict:
 def peer(name: str, path: Path, repeat: int) -> dict:
     if not PEER_PYTHON.exists():
         raise SystemExit(f"peer venv missing: {PEER_PYTHON} (see the module docstring)")
-    done = subprocess.run([str(PEER_PYTHON), "-c", PEER_SCRIPT, name, str(path), str(repeat)],
-                          capture_output=True, text=True, check=False)
-    if done.returncode != 0:  # a peer that cannot read a file is a result, not a stop
-        last = [line for line in done.stderr.strip().splitlines() if line.strip()][-1:]
-        return {"error": last[0] if last else f"exit code {done.returncode}"}
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return run_peer_script(PEER_PYTHON, PEER_SCRIPT, name, path, repeat)
 
 
 def main() -> None:

@@ -327,10 +327,16 @@ def step_types(
 
 def cycles_from_charge_starts(step_type: np.ndarray) -> np.ndarray:
     """Cycle k starts at the k-th charge that is the first one or follows a discharge."""
-    kind = pd.Series(np.where(step_type == "rest", None, step_type), dtype=object)
-    previous = kind.ffill().shift(1).to_numpy()
-    starts = (step_type == "charge") & (previous != "charge")
-    return np.cumsum(starts).astype("int64")
+    step_type = np.asarray(step_type, dtype=object)
+    if len(step_type) == 0:
+        return np.zeros(0, dtype="int64")
+    charge = step_type == "charge"
+    directed = charge | (step_type == "discharge")
+    # index of the last charge/discharge sample before each sample (-1: none yet); rests skipped
+    last_directed = np.maximum.accumulate(np.where(directed, np.arange(len(step_type)), -1))
+    before = np.concatenate([[-1], last_directed[:-1]])
+    follows_charge = (before >= 0) & charge[np.maximum(before, 0)]
+    return np.cumsum(charge & ~follows_charge).astype("int64")
 
 
 def capacity_since_cycle_start(counter: np.ndarray, cycle: np.ndarray) -> np.ndarray:

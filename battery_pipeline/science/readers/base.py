@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from battery_pipeline.science.schema import IMPEDANCE_COLUMNS as _IMPEDANCE_COLUMNS
-from battery_pipeline.science.schema import SAMPLE_COLUMNS, STRING_COLUMNS
+from battery_pipeline.science.schema import SAMPLE_COLUMNS
 
 # |I| below this is a rest when a source gives no step type. 1 mA is far above the offset of any
 # lab cycler channel and far below the smallest C/50 test current of an 18650.
@@ -278,6 +278,34 @@ def chain_pieces(pieces: list[pd.DataFrame], starts: list[float | None] | None =
     return (pd.concat(placed, ignore_index=True) if placed else None), placement
 
 
+_FLOAT_COLUMNS = ("time_s", "voltage_v", "current_a", "temperature_c", "capacity_ah", "internal_resistance_ohm")
+
+
+def _as_float64(values: pd.Series) -> np.ndarray:
+    if values.dtype == np.float64:
+        return values.to_numpy()
+    return text_to_float(values).to_numpy(dtype="float64", na_value=np.nan)
+
+
+def _as_int64(values: pd.Series) -> np.ndarray:
+    # pandas' cast, not numpy's: a NaN must raise, not become -9223372036854775808
+    return values.astype("int64").to_numpy()
+
+
+def _as_category(values) -> pd.Categorical:
+    """Text as a Categorical; a column of a few distinct values is converted once per value."""
+    if isinstance(getattr(values, "dtype", None), pd.CategoricalDtype):
+        values = pd.Series(values)
+        if all(isinstance(c, str) for c in values.cat.categories):
+            return values.array
+        return values.cat.rename_categories(str).array
+    codes, uniques = pd.factorize(np.asarray(values, dtype=object), use_na_sentinel=False)
+    names = [u if isinstance(u, str) else str(u) for u in uniques]
+    if len(set(names)) < len(names):  # e.g. 1 and "1": let the text decide what is one category
+        return pd.Categorical(pd.Series(values, dtype=object).astype(str))
+    return pd.Categorical.from_codes(codes, categories=names)
+
+
 def finalize_samples(
     frame: pd.DataFrame,
     cell_id: str,
@@ -289,33 +317,34 @@ def finalize_samples(
     """Fill derivable columns, add missing optional ones, fix dtypes and column order.
 
     `frame` must already hold time_s, voltage_v, current_a (SI, signed), cycle_number,
-    source_file and source_row; everything else is optional.
+    source_file and source_row; everything else is optional. The result is built once from
+    the converted arrays: on a file of a few hundred rows the per-column copies and inserts
+    of a pandas frame cost more than the reading.
     """
-    frame = frame.copy()
-    frame["cell_id"] = cell_id
-    if derive_step_type or "step_type" not in frame:
-        frame["step_type"] = step_type_from_current(frame["current_a"].to_numpy())
+    n = len(frame)
+    out: dict[str, object] = {}
+    for col in _FLOAT_COLUMNS:
+        out[col] = _as_float64(frame[col]) if col in frame else np.full(n, np.nan)
+    step_type = (
+        step_type_from_current(out["current_a"])
+        if derive_step_type or "step_type" not in frame
+        else frame["step_type"]
+    )
     if derive_step_index or "step_index" not in frame:
-        frame["step_index"] = step_index_from_changes(frame["step_type"].to_numpy())
-    for optional in ("temperature_c", "capacity_ah", "internal_resistance_ohm"):
-        if optional not in frame:
-            frame[optional] = np.nan
+        out["step_index"] = step_index_from_changes(np.asarray(step_type, dtype=object))
+    else:
+        out["step_index"] = _as_int64(frame["step_index"])
     if derive_capacity:
-        frame["capacity_ah"] = capacity_from_current(
-            frame["time_s"].to_numpy(), frame["current_a"].to_numpy(), frame["cycle_number"].to_numpy()
-        )
-    for col in ("time_s", "voltage_v", "current_a", "temperature_c", "capacity_ah", "internal_resistance_ohm"):
-        frame[col] = text_to_float(frame[col]).astype("float64")
-    for col in ("cycle_number", "step_index", "source_row"):
-        frame[col] = frame[col].astype("int64")
-    for col in STRING_COLUMNS:
-        if isinstance(frame[col].dtype, pd.CategoricalDtype):
-            # keep the codes; only make sure the categories themselves are text
-            if not all(isinstance(c, str) for c in frame[col].cat.categories):
-                frame[col] = frame[col].cat.rename_categories(str)
-        else:
-            frame[col] = frame[col].astype(str).astype("category")
-    return frame[SAMPLE_COLUMNS].reset_index(drop=True)
+        out["capacity_ah"] = capacity_from_current(out["time_s"], out["current_a"], frame["cycle_number"].to_numpy())
+    out["cycle_number"] = _as_int64(frame["cycle_number"])
+    out["source_row"] = _as_int64(frame["source_row"])
+    out["step_type"] = _as_category(step_type)
+    out["source_file"] = _as_category(frame["source_file"])
+    out["cell_id"] = pd.Categorical.from_codes(np.zeros(n, dtype="int8"), categories=[str(cell_id)])
+    missing = [c for c in SAMPLE_COLUMNS if c not in out]
+    if missing:
+        raise KeyError(f"finalize_samples: no rule for column(s) {missing}")
+    return pd.DataFrame({c: out[c] for c in SAMPLE_COLUMNS})
 
 
 _DATE_IN_NAME = re.compile(r"_(\d{1,2})_(\d{1,2})_(\d{2,4})$")

@@ -233,10 +233,11 @@ def _capacity(raw: pd.DataFrame, kinds: np.ndarray, cycle: np.ndarray, step: np.
         return capacity_from_current(raw["time_s"].to_numpy(), raw["current_a"].to_numpy(), cycle)
     new_block = np.ones(n, dtype=bool)
     new_block[1:] = (cycle[1:] != cycle[:-1]) | (raw["_file"].to_numpy()[1:] != raw["_file"].to_numpy()[:-1])
-    block = np.cumsum(new_block)
+    block_start = np.maximum.accumulate(np.where(new_block, np.arange(n), 0))
     out = np.full(n, np.nan)
     for direction, values in booked.items():
-        running = pd.Series(values).groupby(block).cumsum().to_numpy()
+        total = np.cumsum(values)
+        running = total - (total - values)[block_start]  # running sum since the block's first row
         rows = kinds == direction
         out[rows] = running[rows]
     return out
@@ -349,28 +350,27 @@ class BasytecTxtReader(CyclerReader):
                 values = values.str.replace(",", ".", regex=False)
             return pd.to_numeric(values, errors="coerce").to_numpy(dtype="float64")
 
-        out = pd.DataFrame(
-            {
-                "time_s": number(time_col) * factors[time_col],
-                "voltage_v": number(voltage_col) * factors[voltage_col],
-                "current_a": number(current_col) * factors[current_col],
-            }
-        )
+        # columns gathered first, one frame built at the end: inserts cost more than a small file's parsing
+        columns = {
+            "time_s": number(time_col) * factors[time_col],
+            "voltage_v": number(voltage_col) * factors[voltage_col],
+            "current_a": number(current_col) * factors[current_col],
+        }
         if temperature_col:
-            out["temperature_c"] = number(temperature_col) + _temperature_offset(path, temperature_col)
+            columns["temperature_c"] = number(temperature_col) + _temperature_offset(path, temperature_col)
         if counters:
-            out["charge_counter"] = number(counters[0])
-            out["discharge_counter"] = number(counters[1])
+            columns["charge_counter"] = number(counters[0])
+            columns["discharge_counter"] = number(counters[1])
         elif step_counter:
-            out["step_counter"] = number(step_counter)
+            columns["step_counter"] = number(step_counter)
         for column in ("Line", "Cyc-Count"):
             if column in bookkeeping:
-                out[column] = number(column)
+                columns[column] = number(column)
         if "Command" in bookkeeping:
-            out["Command"] = raw["Command"].to_numpy(dtype=object)
-        out["source_file"] = path.name
-        out["source_row"] = np.arange(len(out), dtype="int64")
-        return out, _start_of_test(parse_header(header))
+            columns["Command"] = raw["Command"].to_numpy(dtype=object)
+        columns["source_file"] = path.name
+        columns["source_row"] = np.arange(len(raw), dtype="int64")
+        return pd.DataFrame(columns), _start_of_test(parse_header(header))
 
     @classmethod
     def read(cls, paths: list[Path], cell_id: str) -> ReadResult:
@@ -383,7 +383,7 @@ class BasytecTxtReader(CyclerReader):
         order, offsets, placement = place_files(list(starts), durations)
         placed, last_cycle = [], None
         for index in order:
-            piece = pieces[index].copy()
+            piece = pieces[index]  # read_file's own frame: changed in place
             piece["time_s"] = piece["time_s"] + offsets[index]
             piece["_file"] = index
             if "Cyc-Count" in piece and piece["Cyc-Count"].notna().any():
@@ -393,7 +393,8 @@ class BasytecTxtReader(CyclerReader):
             placed.append(piece)
         if len(paths) > 1:
             defaults.description = f"{defaults.description}; {placement}"
-        return ReadResult(samples=_to_canonical(pd.concat(placed, ignore_index=True), cell_id), cell=defaults)
+        joined = placed[0] if len(placed) == 1 else pd.concat(placed, ignore_index=True)
+        return ReadResult(samples=_to_canonical(joined, cell_id), cell=defaults)
 
 
 def _to_canonical(raw: pd.DataFrame, cell_id: str) -> pd.DataFrame:

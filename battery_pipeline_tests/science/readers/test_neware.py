@@ -209,3 +209,21 @@ def test_reading_a_neware_file_leaves_zlib_as_it_was(datasets):
     assert zlib.decompressobj.__module__ == zlib.decompress.__module__ == "zlib"
     with pytest.raises(zlib.error):
         zlib.decompress(b"not deflate data")
+
+
+def test_a_damaged_testinfo_member_costs_the_description_only(datasets, tmp_path):
+    # Found by the reader fuzzing: a flipped byte inside TestInfo.xml's deflate stream raised
+    # zlib.error from describe (cell_record) instead of leaving the metadata out.
+    import zipfile
+
+    source = dataset_file(datasets, "cycler_zoo/neware_ndax/21_10_7_85.ndax")
+    damaged = tmp_path / "21_10_7_85.ndax"
+    data = bytearray(source.read_bytes())
+    with zipfile.ZipFile(source) as archive:
+        info = archive.getinfo("TestInfo.xml")
+    start = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra)
+    for offset in range(start + 2, start + min(info.compress_size, 40)):
+        data[offset] ^= 0xFF
+    damaged.write_bytes(bytes(data))
+    described = NewareNdaReader.describe([damaged])
+    assert described.description == "Neware ndax file 21_10_7_85.ndax"

@@ -10,7 +10,11 @@ The tables that matter (names as MITS Pro 4.x/5.x writes them):
   (`Data_Point`, `Test_Time`, `Step_Time`, `DateTime`, `Step_Index`, `Cycle_Index`, `Current`,
   `Voltage`, `Charge_Capacity`, `Discharge_Capacity`, `Internal_Resistance`, ...) in SI units
   without unit suffixes (s, A, V, Ah, Ohm; `DateTime` an Excel serial day), keyed by `Test_ID`.
-- `Auxiliary_Table`: auxiliary channels (thermocouples, extra voltages) by `Data_Point`.
+- `Auxiliary_Table`: auxiliary readings, one row per channel per logged point: `Test_ID`,
+  `Data_Point` (the Channel_Normal_Table row it belongs to), `Auxiliary_Index` (the channel
+  number within its kind), `Data_Type` (the kind), `X` (the reading) and, in later versions,
+  `dX_dt`. `Aux_Global_Data_Table` names each channel: `Auxiliary_Index`, `Data_Type`,
+  `Nickname`, `Unit`.
 
 The database is read with mdbtools' `mdb-export` (Debian/Ubuntu `mdbtools`, Homebrew
 `mdbtools`), the tool cellpy and galvani use for `.res` on Linux and macOS; its CSV is parsed by
@@ -18,10 +22,19 @@ pyarrow. From there every convention is the Arbin CSV reader's (`arbin_csv` modu
 current sign, cycle continuity, per-cycle capacity re-basing, step typing, resistance hold), so a
 `.res` and its CSV export give the same canonical frame.
 
+Auxiliary channels: `Data_Type` 0 is an auxiliary voltage, 1 a temperature (Arbin's schema, and
+the order in which Global_Table lists the aux kinds: `Mapped_Aux_Voltage_Number`,
+`Mapped_Aux_Temperature_Number`, `Mapped_Aux_Pressure_Number`, ...). cellpy does not decode the
+number but names each channel from `Aux_Global_Data_Table`'s nickname and unit, so the unit
+stated there is checked too (degC, K or F; anything else is not read). Temperature readings become `temperature_c`, joined onto the
+samples by `Data_Point` (null on points without a reading); with several temperature channels
+the first (lowest `Auxiliary_Index`) is taken. The cell's description says which channel it
+came from and which channels (other temperatures, aux voltages: no canonical column; other
+kinds) are present and not read. The zoo file's Auxiliary_Table is empty.
+
 What is not invented: the user fields `MASS` (no unit in the file), `Specific_Capacity` and
 `Capacity` go into the description as written; none becomes a nominal capacity, because the
-file states no unit for them and MITS Pro stores 0 when the user left them blank. Auxiliary
-channels are not read yet; a file that holds some says so in the cell's description. A file
+file states no unit for them and MITS Pro stores 0 when the user left them blank. A file
 holding several tests (several `Test_ID`) is refused: one cell per file.
 """
 
@@ -56,6 +69,29 @@ _JET_MAGICS = (b"Standard Jet DB", b"Standard ACE DB")
 _DATA_TABLE = "Channel_Normal_Table"
 _GLOBAL_TABLE = "Global_Table"
 _AUX_TABLE = "Auxiliary_Table"
+_AUX_CHANNELS_TABLE = "Aux_Global_Data_Table"
+AUX_VOLTAGE = 0
+AUX_TEMPERATURE = 1
+
+
+def _same(x):
+    return x
+
+
+def _from_kelvin(x):
+    return x - 273.15
+
+
+def _from_fahrenheit(x):
+    return (x - 32.0) * 5.0 / 9.0
+
+
+# Aux_Global_Data_Table `Unit` (lower-case, spaces removed) -> to degC; "" (no unit stated or no
+# Aux_Global_Data_Table): Arbin's temperature channels log degC by default
+_TEMPERATURE_UNITS = {
+    "": _same, "c": _same, "degc": _same, "deg_c": _same, "\u00b0c": _same, "\u2103": _same,
+    "k": _from_kelvin, "f": _from_fahrenheit, "\u00b0f": _from_fahrenheit,
+}
 _MDB_TIMEOUT_S = 600
 _DESCRIBED = (
     ("Test_Name", "test"), ("Channel_Number", "channel"), ("Schedule_File_Name", "schedule"),
@@ -95,15 +131,127 @@ def _tables(path: Path) -> list[str]:
     return [t for t in _mdb(path, "mdb-tables", "-1").decode("utf-8", errors="replace").splitlines() if t]
 
 
+def parse_mdb_csv(raw: bytes) -> pa.Table:
+    """mdb-export's CSV as a pyarrow Table (text stays text, numbers are inferred)."""
+    return pacsv.read_csv(pa.BufferReader(tame_overflowing_exponents(raw)))
+
+
 def _export(path: Path, table: str) -> pa.Table:
-    """One table as a pyarrow Table (text stays text, numbers are inferred)."""
+    """One table as a pyarrow Table."""
     raw = _mdb(path, "mdb-export", "-b", "strip", table=table)
     if not raw.strip():
         raise SourceFormatError(path, f"{table} exports nothing (damaged database)")
     try:
-        return pacsv.read_csv(pa.BufferReader(tame_overflowing_exponents(raw)))
+        return parse_mdb_csv(raw)
     except pa.ArrowInvalid as exc:
         raise SourceFormatError(path, f"{table} cannot be parsed from mdb-export's CSV ({exc})") from exc
+
+
+def _text(value) -> str:
+    return "" if value is None or pd.isna(value) else str(value).strip()
+
+
+def _channel_label(channels: pd.DataFrame | None, index: int, kind: int) -> tuple[str, str]:
+    """(label for notes, unit as stated) of one aux channel, from Aux_Global_Data_Table if it names it."""
+    label = f"Auxiliary_Index {index}"
+    if channels is None or not {"Auxiliary_Index", "Data_Type"} <= set(channels.columns):
+        return label, ""
+    row = channels[(channels["Auxiliary_Index"] == index) & (channels["Data_Type"] == kind)]
+    if row.empty:
+        return label, ""
+    nickname = _text(row["Nickname"].iloc[0]) if "Nickname" in row else ""
+    unit = _text(row["Unit"].iloc[0]) if "Unit" in row else ""
+    return label + (f" '{nickname}'" if nickname else "") + (f", unit {unit}" if unit else ""), unit
+
+
+def aux_temperature(
+    data_points: np.ndarray, aux: pd.DataFrame, channels: pd.DataFrame | None = None, test_id=None
+) -> tuple[np.ndarray | None, list[str]]:
+    """Temperature (degC) per data point from Auxiliary_Table rows, and notes saying what was used.
+
+    `aux`: Auxiliary_Table as mdb-export writes it (Data_Point, Auxiliary_Index, Data_Type, X,
+    optionally Test_ID); `channels`: Aux_Global_Data_Table (names and units), if any. Returns
+    (None, notes) when no temperature channel can be read; an empty table gives (None, []).
+    """
+    if aux.empty:
+        return None, []
+    missing = [c for c in ("Data_Point", "Auxiliary_Index", "Data_Type", "X") if c not in aux.columns]
+    if missing:
+        return None, [f"{_AUX_TABLE} holds {len(aux)} rows but lacks {', '.join(missing)}: not read"]
+    if test_id is not None and "Test_ID" in aux.columns:
+        aux = aux[aux["Test_ID"] == test_id]
+    kinds = pd.to_numeric(aux["Data_Type"], errors="coerce")
+    indexes = pd.to_numeric(aux["Auxiliary_Index"], errors="coerce")
+    notes: list[str] = []
+
+    def listing(kind: int, which) -> str:
+        return ", ".join(_channel_label(channels, int(i), kind)[0] for i in which)
+
+    voltage_channels = sorted(indexes[kinds == AUX_VOLTAGE].dropna().unique())
+    if voltage_channels:
+        notes.append(
+            f"auxiliary voltage channel(s) {listing(AUX_VOLTAGE, voltage_channels)} present and not read "
+            "(no canonical column)"
+        )
+    for kind in sorted(k for k in kinds.dropna().unique() if k not in (AUX_VOLTAGE, AUX_TEMPERATURE)):
+        notes.append(
+            f"auxiliary channel(s) of Data_Type {int(kind)} "
+            f"({listing(int(kind), sorted(indexes[kinds == kind].dropna().unique()))}) present and not read"
+        )
+
+    temperature_channels = sorted(indexes[kinds == AUX_TEMPERATURE].dropna().unique())
+    if not temperature_channels:
+        return None, notes
+    first = int(temperature_channels[0])
+    label, unit = _channel_label(channels, first, AUX_TEMPERATURE)
+    to_celsius = _TEMPERATURE_UNITS.get(unit.lower().replace(" ", ""))
+    if to_celsius is None:
+        notes.append(f"auxiliary temperature channel {label}: unit {unit!r} not understood, not read")
+        return None, notes
+    readings = aux[(kinds == AUX_TEMPERATURE) & (indexes == first)]
+    points = pd.to_numeric(readings["Data_Point"], errors="coerce").to_numpy(dtype="float64")
+    values = to_celsius(pd.to_numeric(readings["X"], errors="coerce").to_numpy(dtype="float64"))
+    # one reading per point is Arbin's layout; should a point repeat, the last logged wins
+    last = ~pd.Series(points).duplicated(keep="last").to_numpy()
+    where = pd.Index(points[last]).get_indexer(np.asarray(data_points, dtype="float64"))
+    temperature = np.where(where >= 0, values[last][np.maximum(where, 0)], np.nan)
+    matched = int((where >= 0).sum())
+    assumed = "" if unit else "; no unit stated, Arbin's default degC assumed"
+    notes.append(
+        f"temperature_c from auxiliary temperature channel {label}, joined by Data_Point "
+        f"({matched} of {len(temperature)} samples have a reading{assumed})"
+    )
+    if len(temperature_channels) > 1:
+        notes.append(
+            f"further auxiliary temperature channel(s) {listing(AUX_TEMPERATURE, temperature_channels[1:])} "
+            "not read: "
+            "the first (lowest Auxiliary_Index) is taken"
+        )
+    return temperature, notes
+
+
+def _file_aux_temperature(
+    path: Path, tables: list[str], data_points: np.ndarray, test_id
+) -> tuple[np.ndarray | None, list[str]]:
+    """`aux_temperature` on the file's own aux tables; a damaged aux table costs the temperature only."""
+    try:
+        aux = _export(path, _AUX_TABLE).to_pandas()
+    except SourceFormatError as exc:
+        return None, [f"{_AUX_TABLE} cannot be read, no temperature taken ({exc})"]
+    if aux.empty:
+        return None, []
+    notes = []
+    channels = None
+    # names and units are only worth a subprocess when there are readings
+    if _AUX_CHANNELS_TABLE in tables:
+        try:
+            channels = _export(path, _AUX_CHANNELS_TABLE).to_pandas()
+        except SourceFormatError as exc:
+            notes.append(
+                f"{_AUX_CHANNELS_TABLE} cannot be read: aux channels unnamed, units taken as Arbin's defaults ({exc})"
+            )
+    temperature, aux_notes = aux_temperature(data_points, aux, channels, test_id)
+    return temperature, notes + aux_notes
 
 
 def _global_row(path: Path) -> dict[str, object]:
@@ -179,11 +327,17 @@ class ArbinResReader(CyclerReader):
                 notes.append("rows re-ordered by Data_Point")
         mapping = map_columns(path, names, where=f"{_DATA_TABLE}: ")
         raw = {name: table.column(name).to_numpy(zero_copy_only=False) for name, _ in mapping.values()}
-        if _AUX_TABLE in tables:
-            aux_rows = max(0, len(_mdb(path, "mdb-export", "-b", "strip", table=_AUX_TABLE).splitlines()) - 1)
-            if aux_rows:
-                notes.append(f"{_AUX_TABLE} holds {aux_rows} auxiliary readings (thermocouples etc.) that are not read")
-        return arbin_file_from_columns(path, raw, mapping), notes
+        arbin_file = arbin_file_from_columns(path, raw, mapping)
+        if _AUX_TABLE in tables and "Data_Point" in names:
+            test_id = tests[0] if "Test_ID" in names else None
+            data_points = table.column("Data_Point").to_numpy(zero_copy_only=False)
+            temperature, aux_notes = _file_aux_temperature(path, tables, data_points, test_id)
+            notes.extend(aux_notes)
+            if temperature is not None and "temperature" in arbin_file.columns:
+                notes.append(f"{_DATA_TABLE}'s own temperature column is kept; the auxiliary one is not used")
+            elif temperature is not None:
+                arbin_file.columns["temperature"] = temperature
+        return arbin_file, notes
 
     @classmethod
     def read(cls, paths: list[Path], cell_id: str) -> ReadResult:

@@ -1,8 +1,11 @@
 """Arbin MITS Pro .res (Access database) through mdbtools: the zoo file against its own tables.
 
 The peer tools (cellpy, galvani's res2sqlite) read .res through the same mdb-export; the
-side-by-side with cellpy is `benchmarks/arbin_res_peer_check.py`. Here the canonical frame is
-checked against the file's own Channel_Normal_Table, read independently of the reader's code.
+side-by-side with cellpy is `benchmarks/arbin_res_peer_check.py` (cellpy 1.0.3 on the zoo file:
+10 261 rows and 18 cycles on both sides, per-cycle charge/discharge capacity within 2e-9 Ah,
+1e-4 %, of cellpy's raw counters' per-cycle max). cellpy is not installed in CI, so here the
+canonical frame is checked against the file's own Channel_Normal_Table, read independently of
+the reader's code: the same rows, cycles and per-cycle capacities cellpy's frame is built from.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import numpy as np
 import pytest
 
 from battery_pipeline.science.readers import SourceFormatError, detect_format
-from battery_pipeline.science.readers.arbin_res import ArbinResReader
+from battery_pipeline.science.readers.arbin_res import ArbinResReader, aux_temperature, parse_mdb_csv
 from battery_pipeline_tests.conftest import dataset_file
 
 RES = "cycler_zoo/arbin_res/20160805_test001_45_cc_01.res"
@@ -47,7 +50,13 @@ def test_res_matches_its_own_channel_table_per_cycle(datasets):
     # a cycle is the counter's maximum within it (cellpy's summary takes the same)
     charge = np.array([float(r["Charge_Capacity"]) for r in rows])
     discharge = np.array([float(r["Discharge_Capacity"]) for r in rows])
-    assert samples["cycle_number"].nunique() == 18
+    assert samples["cycle_number"].nunique() == len(np.unique(cycle)) == 18
+    # max, not max - min: a cycle's first logged point already holds real charge (up to 2e-9 Ah,
+    # passed between the unlogged cycle start and that point), and no counter drops within a cycle
+    for number in np.unique(cycle):
+        for counter in (charge, discharge):
+            within = counter[cycle == number]
+            assert within[0] <= 1e-8 and np.all(np.diff(within) >= 0), number
     for number in np.unique(cycle):
         ours = samples[samples["cycle_number"] == number]
         for kind, counter in (("charge", charge), ("discharge", discharge)):
@@ -112,3 +121,69 @@ def test_an_access_database_that_is_not_arbin_is_refused(tmp_path):
     path.write_bytes(b"\x00\x01\x00\x00Standard Jet DB\x00" + b"\x00" * 4096)
     with pytest.raises(SourceFormatError, match="other.mdb"):
         ArbinResReader.read([path], "c")
+
+
+@needs_mdbtools
+def test_an_empty_auxiliary_table_gives_no_temperature_and_no_note(datasets):
+    path = dataset_file(datasets, RES)
+    # the file itself says it logged no aux data: the flag is off and the table holds no rows
+    assert _table(path, "Global_Table")[0]["Log_Aux_Data_Flag"] == "0"
+    assert _table(path, "Auxiliary_Table") == []
+    result = ArbinResReader.read([path], "c")
+    assert result.samples["temperature_c"].isna().all()
+    assert "auxiliary" not in result.cell.description.lower()
+
+
+# Auxiliary_Table and Aux_Global_Data_Table as mdb-export writes them (no Access writer exists to
+# build a .res holding aux rows): readings out of order, two thermocouples, one aux voltage.
+AUX_CSV = b"""Test_ID,Data_Point,Auxiliary_Index,Data_Type,X,dX_dt
+1,2,0,1,25.2,0
+1,1,0,1,25.1,0
+1,1,1,1,30.5,0
+1,1,0,0,3.0976174,0
+1,2,1,1,30.6,0
+1,4,0,1,2.54e+01,0
+1,4,0,0,3.1000805,-6.1607359e-05
+"""
+AUX_CHANNELS_CSV = b"""Channel_Index,Auxiliary_Index,Data_Type,Nickname,Unit
+3,0,1,"T1","C"
+3,1,1,"T2","C"
+3,0,0,"V1","V"
+"""
+
+
+def test_aux_temperature_takes_the_first_temperature_channel_by_data_point():
+    aux = parse_mdb_csv(AUX_CSV).to_pandas()
+    channels = parse_mdb_csv(AUX_CHANNELS_CSV).to_pandas()
+    temperature, notes = aux_temperature(np.array([1, 2, 3, 4, 5]), aux, channels, test_id=1)
+    # point 3 has no reading and point 5 none at all: null, not carried over
+    np.testing.assert_allclose(temperature, [25.1, 25.2, np.nan, 25.4, np.nan])
+    text = "; ".join(notes)
+    assert "temperature_c from auxiliary temperature channel Auxiliary_Index 0 'T1', unit C" in text
+    assert "3 of 5 samples have a reading" in text
+    assert "Auxiliary_Index 1 'T2'" in text and "lowest Auxiliary_Index" in text
+    assert "auxiliary voltage channel(s) Auxiliary_Index 0 'V1', unit V present and not read" in text
+
+
+def test_aux_temperature_converts_a_stated_unit_and_refuses_an_unknown_one():
+    aux = parse_mdb_csv(b"Test_ID,Data_Point,Auxiliary_Index,Data_Type,X\n1,1,2,1,298.15\n").to_pandas()
+    kelvin = parse_mdb_csv(b'Channel_Index,Auxiliary_Index,Data_Type,Nickname,Unit\n1,2,1,"cell","K"\n').to_pandas()
+    temperature, _ = aux_temperature(np.array([1]), aux, kelvin)
+    np.testing.assert_allclose(temperature, [25.0])
+    volts = kelvin.assign(Unit="V")
+    temperature, notes = aux_temperature(np.array([1]), aux, volts)
+    assert temperature is None and "unit 'V' not understood" in notes[0]
+    # without Aux_Global_Data_Table the kind's default unit (degC) is taken
+    temperature, notes = aux_temperature(np.array([1]), aux, None)
+    np.testing.assert_allclose(temperature, [298.15])
+    assert "Auxiliary_Index 2," in notes[0]
+
+
+def test_aux_voltage_only_gives_no_temperature_but_says_so():
+    aux = parse_mdb_csv(b"Test_ID,Data_Point,Auxiliary_Index,Data_Type,X\n1,1,0,0,3.1\n1,1,0,2,101.3\n").to_pandas()
+    temperature, notes = aux_temperature(np.array([1]), aux)
+    assert temperature is None
+    assert notes == [
+        "auxiliary voltage channel(s) Auxiliary_Index 0 present and not read (no canonical column)",
+        "auxiliary channel(s) of Data_Type 2 (Auxiliary_Index 0) present and not read",
+    ]

@@ -36,23 +36,26 @@ PAIRS = [
     ("cycler_zoo/biologic_mpt/gcpl.pr_182.1.mpt", "galvani", "cycler_zoo/biologic_mpr/gcpl.pr_182.1.mpr"),
 ]
 
-# Runs inside the peer venv. Per-cycle capacity from the peer's own columns: EC-Lab's signed
-# per-half-cycle counter, charge = max, discharge = -min of each half cycle, summed per cycle.
-PEER_SCRIPT = r"""
-import json, sys, time, warnings
-import numpy as np
-warnings.filterwarnings("ignore")
-peer, path, repeats = sys.argv[1], sys.argv[2], int(sys.argv[3])
-
+# Per-cycle capacity from a peer's own columns, run inside the peer venv (this check's and
+# biologic_mpr_peer_check's): EC-Lab's signed per-half-cycle counter, charge = max,
+# discharge = -min of each half cycle, summed per cycle.
+PER_CYCLE_SOURCE = r"""
 def per_cycle(cycle, half, q_mah):
     out = {}
     for c, h in sorted(set(zip(cycle.tolist(), half.tolist()))):
         rows = (cycle == c) & (half == h)
         for direction, value in (("charge", q_mah[rows].max()), ("discharge", -q_mah[rows].min())):
-            if value > 1e-6:
+            if value > 1e-9:
                 key = f"{int(c)}:{direction}"
                 out[key] = out.get(key, 0.0) + float(value) / 1000
     return out
+"""
+
+PEER_SCRIPT = PER_CYCLE_SOURCE + r"""
+import json, sys, time, warnings
+import numpy as np
+warnings.filterwarnings("ignore")
+peer, path, repeats = sys.argv[1], sys.argv[2], int(sys.argv[3])
 
 def read_yadg():
     from yadg.extractors.eclab.mpt import extract_from_path

@@ -109,6 +109,8 @@ SEED_SOURCES = {
     "pec_csv": "cycler_zoo/pec_csv/pec.csv",
     "novonix_csv": "cycler_zoo/novonix_csv/test_Nova_Form-CH01-01_short.csv",
     "basytec_txt": "cycler_zoo/basytec_txt/sample_data_basytec.txt",
+    "arbin_res": "cycler_zoo/arbin_res/20160805_test001_45_cc_01.res",
+    "biologic_mpr": "cycler_zoo/biologic_mpr/gcpl.pr_182.1.mpr",
 }
 FORMATS = tuple(SEED_SOURCES)
 
@@ -218,6 +220,16 @@ def build_seeds(datasets: Path, out: Path) -> dict[str, list[Seed]]:
     folder = out / "basytec_txt"
     folder.mkdir()
     seeds["basytec_txt"] = [Seed(Path(shutil.copy(zoo / "basytec_txt" / "sample_data_basytec.txt", folder)), "text", "\t")]
+    folder = out / "arbin_res"
+    folder.mkdir()
+    # an Access database read by mdb-export in a subprocess: damaged pages must fail the file only
+    seeds["arbin_res"] = [Seed(Path(shutil.copy(zoo / "arbin_res" / "20160805_test001_45_cc_01.res", folder)), "binary")]
+    folder = out / "biologic_mpr"
+    folder.mkdir()
+    seeds["biologic_mpr"] = [  # decoded by galvani (the biologic-mpr extra): only bytes are damaged
+        Seed(Path(shutil.copy(zoo / "biologic_mpr" / "gcpl.pr_182.1.mpr", folder)), "binary"),
+        Seed(Path(shutil.copy(zoo / "biologic_mpr" / "GCPL-0.mpr", folder)), "binary"),
+    ]
     return seeds
 
 

@@ -39,6 +39,7 @@ PEERS = ("galvani", "yadg")
 # Runs inside the peer venv (with peer_timing's best_seconds and the shared per_cycle).
 PEER_SCRIPT = PEER_PRELUDE + PER_CYCLE_SOURCE + r"""
 import json, sys, warnings
+import numpy as np
 warnings.filterwarnings("ignore")
 peer, path, repeats = sys.argv[1], sys.argv[2], int(sys.argv[3])
 

@@ -223,6 +223,18 @@ def capacity_from_current(
     return out
 
 
+def running_total(values: np.ndarray, new_block: np.ndarray) -> np.ndarray:
+    """Cumulative sum of `values` restarting where `new_block` is True: pandas' groupby-cumsum
+    (a NaN skipped, and NaN in its own row) at a tenth of its cost. Each block's sum is taken
+    off the file's running total, so it carries a rounding of about 1e-16 of that total."""
+    values = np.asarray(values, dtype="float64")
+    missing = np.isnan(values)
+    counted = np.where(missing, 0.0, values)
+    total = np.cumsum(counted)
+    block_start = np.maximum.accumulate(np.where(new_block, np.arange(len(values)), 0))
+    return np.where(missing, np.nan, total - (total - counted)[block_start])
+
+
 def place_files(starts_abs: list[float | None], durations: list[float]) -> tuple[list[int], list[float], str]:
     """(order, time offset per file, note): absolute starts where usable, else end to end."""
     n = len(durations)
@@ -281,15 +293,17 @@ def chain_pieces(pieces: list[pd.DataFrame], starts: list[float | None] | None =
 _FLOAT_COLUMNS = ("time_s", "voltage_v", "current_a", "temperature_c", "capacity_ah", "internal_resistance_ohm")
 
 
-def _as_float64(values: pd.Series) -> np.ndarray:
+def _as_float64(values) -> np.ndarray:
     if values.dtype == np.float64:
-        return values.to_numpy()
-    return text_to_float(values).to_numpy(dtype="float64", na_value=np.nan)
+        return np.asarray(values)
+    return text_to_float(pd.Series(values)).to_numpy(dtype="float64", na_value=np.nan)
 
 
-def _as_int64(values: pd.Series) -> np.ndarray:
+def _as_int64(values) -> np.ndarray:
+    if isinstance(values, np.ndarray) and values.dtype.kind in "iu":
+        return values.astype("int64", copy=False)
     # pandas' cast, not numpy's: a NaN must raise, not become -9223372036854775808
-    return values.astype("int64").to_numpy()
+    return pd.Series(values).astype("int64").to_numpy()
 
 
 def _as_category(values) -> pd.Categorical:
@@ -307,7 +321,7 @@ def _as_category(values) -> pd.Categorical:
 
 
 def finalize_samples(
-    frame: pd.DataFrame,
+    frame: pd.DataFrame | dict[str, np.ndarray],
     cell_id: str,
     *,
     derive_step_type: bool = False,
@@ -316,12 +330,12 @@ def finalize_samples(
 ) -> pd.DataFrame:
     """Fill derivable columns, add missing optional ones, fix dtypes and column order.
 
-    `frame` must already hold time_s, voltage_v, current_a (SI, signed), cycle_number,
-    source_file and source_row; everything else is optional. The result is built once from
-    the converted arrays: on a file of a few hundred rows the per-column copies and inserts
-    of a pandas frame cost more than the reading.
+    `frame` (a DataFrame, or a dict of equally long arrays) must already hold time_s,
+    voltage_v, current_a (SI, signed), cycle_number, source_file and source_row; everything else
+    is optional. The result is built once from the converted arrays: on a file of a few hundred
+    rows the per-column copies and inserts of a pandas frame cost more than the reading.
     """
-    n = len(frame)
+    n = len(frame["time_s"])
     out: dict[str, object] = {}
     for col in _FLOAT_COLUMNS:
         out[col] = _as_float64(frame[col]) if col in frame else np.full(n, np.nan)
@@ -335,7 +349,7 @@ def finalize_samples(
     else:
         out["step_index"] = _as_int64(frame["step_index"])
     if derive_capacity:
-        out["capacity_ah"] = capacity_from_current(out["time_s"], out["current_a"], frame["cycle_number"].to_numpy())
+        out["capacity_ah"] = capacity_from_current(out["time_s"], out["current_a"], np.asarray(frame["cycle_number"]))
     out["cycle_number"] = _as_int64(frame["cycle_number"])
     out["source_row"] = _as_int64(frame["source_row"])
     out["step_type"] = _as_category(step_type)

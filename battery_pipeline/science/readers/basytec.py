@@ -60,6 +60,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
 
 from battery_pipeline.science.readers.arbin_csv import cycles_from_charge_starts
 from battery_pipeline.science.readers.base import (
@@ -71,7 +73,9 @@ from battery_pipeline.science.readers.base import (
     finalize_samples,
     from_file,
     place_files,
+    running_total,
     tame_overflowing_exponents,
+    text_to_float,
 )
 from battery_pipeline.science.schema import empty_samples
 
@@ -219,28 +223,110 @@ def _increments_from_step_counter(counter: np.ndarray, step: np.ndarray) -> np.n
     return out
 
 
-def _capacity(raw: pd.DataFrame, kinds: np.ndarray, cycle: np.ndarray, step: np.ndarray) -> np.ndarray:
-    n = len(raw)
+def _capacity(raw, kinds: np.ndarray, cycle: np.ndarray, step: np.ndarray) -> np.ndarray:
+    n = len(kinds)
     if "charge_counter" in raw:
         booked = {
-            "charge": _increments_from_direction_counter(raw["charge_counter"].to_numpy()),
-            "discharge": _increments_from_direction_counter(raw["discharge_counter"].to_numpy()),
+            "charge": _increments_from_direction_counter(np.asarray(raw["charge_counter"])),
+            "discharge": _increments_from_direction_counter(np.asarray(raw["discharge_counter"])),
         }
     elif "step_counter" in raw:
-        signed = _increments_from_step_counter(raw["step_counter"].to_numpy(), step)
+        signed = _increments_from_step_counter(np.asarray(raw["step_counter"]), step)
         booked = {"charge": np.maximum(signed, 0.0), "discharge": np.maximum(-signed, 0.0)}
     else:
-        return capacity_from_current(raw["time_s"].to_numpy(), raw["current_a"].to_numpy(), cycle)
+        return capacity_from_current(np.asarray(raw["time_s"]), np.asarray(raw["current_a"]), cycle)
     new_block = np.ones(n, dtype=bool)
-    new_block[1:] = (cycle[1:] != cycle[:-1]) | (raw["_file"].to_numpy()[1:] != raw["_file"].to_numpy()[:-1])
-    block_start = np.maximum.accumulate(np.where(new_block, np.arange(n), 0))
+    new_block[1:] = cycle[1:] != cycle[:-1]
+    if "_file" in raw:  # (several files: each one's counters restart)
+        files = np.asarray(raw["_file"])
+        new_block[1:] |= files[1:] != files[:-1]
     out = np.full(n, np.nan)
     for direction, values in booked.items():
-        total = np.cumsum(values)
-        running = total - (total - values)[block_start]  # running sum since the block's first row
+        running = running_total(values, new_block)
         rows = kinds == direction
         out[rows] = running[rows]
     return out
+
+
+def _encoding(raw: bytes) -> str:
+    """utf-8 where the bytes are (a character cut at the end of a slice allowed), else latin-1:
+    Basytec on Windows writes the degree sign as 0xB0."""
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if exc.start < len(raw) - 3 or exc.reason != "unexpected end of data":
+            return "latin-1"
+    return "utf-8-sig"
+
+
+def _data_offset(raw_bytes: bytes, column_row: int) -> int | None:
+    """Byte offset of the line after the column row (None if the lines do not end in \\n)."""
+    offset = 0
+    for _ in range(column_row + 1):
+        offset = raw_bytes.find(b"\n", offset) + 1
+        if offset == 0:
+            return None
+    return offset
+
+
+def _fast_table(raw_bytes, column_row, sep, positions, names, encoding, decimal) -> dict[int, np.ndarray] | None:
+    """The wanted columns by pyarrow's parser (multithreaded, correctly rounding), keyed by
+    position; None where the table is not clean (ragged rows, odd line ends): the lenient
+    pandas parse then reads it and says what is wrong."""
+    offset = _data_offset(raw_bytes, column_row)
+    if offset is None:
+        return None
+    wanted = [f"f{i}" for i in positions]
+    types = {f"f{names.index('Command')}": pa.string()} if "Command" in names else {}
+    try:
+        table = pacsv.read_csv(
+            pa.BufferReader(raw_bytes[offset:]),
+            read_options=pacsv.ReadOptions(
+                autogenerate_column_names=True, encoding="latin-1" if encoding == "latin-1" else "utf8"
+            ),
+            parse_options=pacsv.ParseOptions(delimiter=sep),
+            convert_options=pacsv.ConvertOptions(
+                include_columns=wanted, column_types=types, decimal_point=decimal
+            ),
+        )
+    except (pa.ArrowInvalid, pa.ArrowException, KeyError):
+        return None
+    if table.num_columns != len(wanted) or any(pa.types.is_binary(t) for t in table.schema.types):
+        return None  # (binary: bytes that are not text in the file's encoding)
+    return {int(name[1:]): table.column(name).to_numpy(zero_copy_only=False) for name in wanted}
+
+
+def _lenient_table(path, raw_bytes, column_row, sep, positions, names, encoding, decimal) -> dict[int, np.ndarray]:
+    try:
+        # by position: a mangled name (T1[\ufffdC]) or a trailing separator cannot mislead it
+        table = pd.read_csv(
+            io.BytesIO(raw_bytes),
+            sep=sep,
+            skiprows=column_row + 1,
+            header=None,
+            usecols=positions,
+            encoding=encoding,
+            decimal=decimal,
+            dtype={names.index("Command"): str} if "Command" in names else None,
+            skip_blank_lines=True,
+        )
+    except pd.errors.EmptyDataError:
+        raise SourceFormatError(path, "no data rows after the column row") from None
+    except (ValueError, pd.errors.ParserError) as exc:
+        raise SourceFormatError(path, f"cannot parse as Basytec text export ({exc})") from exc
+    return {position: table[position].to_numpy() for position in table.columns}
+
+
+def _defaults_from_header(fields: dict[str, str]) -> CellDefaults:
+    described = [f"{k}: {fields[k]}" for k in _DESCRIBED_FIELDS if fields.get(k)]
+    defaults = CellDefaults(description="; ".join(["Basytec result file", *described]))
+    for key in ("Nominal capacity", "Nominal Capacity", "Capacity"):
+        match = _NOMINAL.match(fields.get(key, ""))
+        if match and float(match.group(1).replace(",", ".")) > 0:
+            defaults.nominal_capacity_ah = float(match.group(1).replace(",", ".")) * _CHARGE_UNITS[match.group(2)]
+            defaults.origin["nominal_capacity_ah"] = from_file(f"Basytec header '~{key}: {fields[key]}'")
+            break
+    return defaults
 
 
 class BasytecTxtReader(CyclerReader):
@@ -270,30 +356,18 @@ class BasytecTxtReader(CyclerReader):
     def describe(cls, paths: list[Path]) -> CellDefaults:
         path = Path(paths[0])
         header, _ = _header_and_column_row(path, _split_lines(path, 64 * 1024))
-        fields = parse_header(header)
-        described = [f"{k}: {fields[k]}" for k in _DESCRIBED_FIELDS if fields.get(k)]
-        defaults = CellDefaults(description="; ".join(["Basytec result file", *described]))
-        for key in ("Nominal capacity", "Nominal Capacity", "Capacity"):
-            match = _NOMINAL.match(fields.get(key, ""))
-            if match and float(match.group(1).replace(",", ".")) > 0:
-                defaults.nominal_capacity_ah = float(match.group(1).replace(",", ".")) * _CHARGE_UNITS[match.group(2)]
-                defaults.origin["nominal_capacity_ah"] = from_file(f"Basytec header '~{key}: {fields[key]}'")
-                break
-        return defaults
+        return _defaults_from_header(parse_header(header))
 
     @classmethod
-    def read_file(cls, path: Path) -> tuple[pd.DataFrame, float | None]:
-        """One file's samples in SI plus Basytec's bookkeeping columns, and its start (epoch s)."""
+    def read_file(cls, path: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+        """One file's samples in SI plus Basytec's bookkeeping columns (name -> array), and its
+        header fields. Arrays, not a frame: on a small file a frame costs more than parsing."""
         path = Path(path)
         try:
             raw_bytes = path.read_bytes()
         except OSError as exc:
             raise SourceFormatError(path, f"cannot open file ({exc.strerror})") from exc
-        try:
-            raw_bytes.decode("utf-8")
-            encoding = "utf-8-sig"
-        except UnicodeDecodeError:
-            encoding = "latin-1"  # Basytec on Windows writes ° as 0xB0
+        encoding = _encoding(raw_bytes[: 64 * 1024])
         lines = raw_bytes[: 64 * 1024].decode(encoding, errors="replace").splitlines()
         header, column_row = _header_and_column_row(path, lines)
         names = _names(lines[column_row])
@@ -318,37 +392,24 @@ class BasytecTxtReader(CyclerReader):
         wanted = [time_col, current_col, voltage_col, temperature_col, *(counters or ()), step_counter, *bookkeeping]
         wanted = list(dict.fromkeys(c for c in wanted if c))
         positions = sorted(names.index(c) for c in wanted)
-        raw_bytes = tame_overflowing_exponents(raw_bytes)
-        try:
-            # by position: a mangled name (T1[\ufffdC]) or a trailing separator cannot mislead it
-            raw = pd.read_csv(
-                io.BytesIO(raw_bytes),
-                sep=sep,
-                skiprows=column_row + 1,
-                header=None,
-                usecols=positions,
-                encoding=encoding,
-                decimal=decimal,
-                dtype={names.index("Command"): str} if "Command" in names else None,
-                skip_blank_lines=True,
-            )
-        except pd.errors.EmptyDataError:
-            raise SourceFormatError(path, "no data rows after the column row") from None
-        except (ValueError, pd.errors.ParserError) as exc:
-            raise SourceFormatError(path, f"cannot parse as Basytec text export ({exc})") from exc
-        if raw.empty:
+        raw = _fast_table(raw_bytes, column_row, sep, positions, names, encoding, decimal)
+        if raw is None:
+            # pandas' parser needs the exponent guard (module base); pyarrow's reads any exponent
+            raw = _lenient_table(path, tame_overflowing_exponents(raw_bytes), column_row, sep, positions, names,
+                                 _encoding(raw_bytes), decimal)
+        raw = {names[position]: values for position, values in raw.items()}
+        if not len(raw[time_col]):
             raise SourceFormatError(path, "no data rows after the column row")
-        raw.columns = [names[i] for i in raw.columns]
 
         def number(column: str) -> np.ndarray:
             values = raw[column]
-            if values.dtype.kind in "fi":
-                return values.to_numpy(dtype="float64")
+            if values.dtype.kind in "fiu":
+                return values.astype("float64")
             # a damaged cell made the column text: coerce, unparsable -> NaN, row kept
-            values = values.astype(str).str.strip()
+            values = pd.Series(values, dtype=object).astype(str).str.strip()
             if decimal == ",":
                 values = values.str.replace(",", ".", regex=False)
-            return pd.to_numeric(values, errors="coerce").to_numpy(dtype="float64")
+            return text_to_float(values).to_numpy(dtype="float64", na_value=np.nan)
 
         # columns gathered first, one frame built at the end: inserts cost more than a small file's parsing
         columns = {
@@ -367,23 +428,28 @@ class BasytecTxtReader(CyclerReader):
             if column in bookkeeping:
                 columns[column] = number(column)
         if "Command" in bookkeeping:
-            columns["Command"] = raw["Command"].to_numpy(dtype=object)
-        columns["source_file"] = path.name
-        columns["source_row"] = np.arange(len(raw), dtype="int64")
-        return pd.DataFrame(columns), _start_of_test(parse_header(header))
+            columns["Command"] = raw["Command"].astype(object)
+        rows = len(raw[time_col])
+        columns["source_file"] = np.full(rows, path.name, dtype=object)
+        columns["source_row"] = np.arange(rows, dtype="int64")
+        return columns, parse_header(header)
 
     @classmethod
     def read(cls, paths: list[Path], cell_id: str) -> ReadResult:
         paths = [Path(p) for p in paths]
-        pieces, starts = zip(*(cls.read_file(p) for p in paths)) if paths else ((), ())
-        defaults = cls.describe(paths) if paths else CellDefaults()
+        pieces, headers = zip(*(cls.read_file(p) for p in paths)) if paths else ((), ())
+        defaults = _defaults_from_header(headers[0]) if paths else CellDefaults()
+        starts = [_start_of_test(fields) for fields in headers]
         if not pieces:
             return ReadResult(samples=empty_samples(), cell=defaults)
+        if len(pieces) == 1:  # nothing to place or renumber
+            return ReadResult(samples=_to_canonical(pieces[0], cell_id), cell=defaults)
+        pieces = [pd.DataFrame(columns) for columns in pieces]
         durations = [float(np.nanmax(p["time_s"])) if np.isfinite(p["time_s"]).any() else 0.0 for p in pieces]
         order, offsets, placement = place_files(list(starts), durations)
         placed, last_cycle = [], None
         for index in order:
-            piece = pieces[index]  # read_file's own frame: changed in place
+            piece = pieces[index]  # a frame of this read's own: changed in place
             piece["time_s"] = piece["time_s"] + offsets[index]
             piece["_file"] = index
             if "Cyc-Count" in piece and piece["Cyc-Count"].notna().any():
@@ -397,33 +463,31 @@ class BasytecTxtReader(CyclerReader):
         return ReadResult(samples=_to_canonical(joined, cell_id), cell=defaults)
 
 
-def _to_canonical(raw: pd.DataFrame, cell_id: str) -> pd.DataFrame:
-    current = raw["current_a"].to_numpy()
-    kinds = step_kinds(raw["Command"].to_numpy() if "Command" in raw else None, current)
-    if "Cyc-Count" in raw and raw["Cyc-Count"].notna().all():
-        cycle = raw["Cyc-Count"].to_numpy().astype("int64")
-    elif "Cyc-Count" in raw:
+def _to_canonical(raw, cell_id: str) -> pd.DataFrame:
+    """`raw`: read_file's columns (or a frame of several files' rows) -> canonical samples."""
+    current = np.asarray(raw["current_a"])
+    kinds = step_kinds(np.asarray(raw["Command"]) if "Command" in raw else None, current)
+    if "Cyc-Count" in raw:
         # An unreadable cycle count becomes -1: kept, and rejected visibly by the schema (ge=0).
-        cycle = np.where(np.isfinite(raw["Cyc-Count"]), raw["Cyc-Count"], -1).astype("int64")
+        counted = np.asarray(raw["Cyc-Count"], dtype="float64")
+        cycle = np.where(np.isfinite(counted), counted, -1).astype("int64")
     else:
         cycle = cycles_from_charge_starts(kinds)
-    changes = np.zeros(len(raw), dtype=bool)
-    for key in [raw[c].to_numpy() for c in ("_file", "Line", "Command") if c in raw] + [kinds]:
+    changes = np.zeros(len(current), dtype=bool)
+    for key in [np.asarray(raw[c]) for c in ("_file", "Line", "Command") if c in raw] + [kinds]:
         changes[1:] |= key[1:] != key[:-1]
     step = np.cumsum(changes).astype("int64")
-    frame = pd.DataFrame(
-        {
-            "time_s": raw["time_s"].to_numpy(),
-            "voltage_v": raw["voltage_v"].to_numpy(),
-            "current_a": current,
-            "cycle_number": cycle,
-            "step_index": step,
-            "step_type": kinds,
-            "capacity_ah": _capacity(raw, kinds, cycle, step),
-            "source_file": raw["source_file"].to_numpy(),
-            "source_row": raw["source_row"].to_numpy(),
-        }
-    )
+    columns = {
+        "time_s": np.asarray(raw["time_s"]),
+        "voltage_v": np.asarray(raw["voltage_v"]),
+        "current_a": current,
+        "cycle_number": cycle,
+        "step_index": step,
+        "step_type": kinds,
+        "capacity_ah": _capacity(raw, kinds, cycle, step),
+        "source_file": np.asarray(raw["source_file"]),
+        "source_row": np.asarray(raw["source_row"]),
+    }
     if "temperature_c" in raw:
-        frame["temperature_c"] = raw["temperature_c"].to_numpy()
-    return finalize_samples(frame, cell_id)
+        columns["temperature_c"] = np.asarray(raw["temperature_c"])
+    return finalize_samples(columns, cell_id)

@@ -68,6 +68,7 @@ from battery_pipeline.science.readers.base import (
     capacity_from_current,
     finalize_samples,
     from_file,
+    running_total,
     step_type_from_current,
     tame_overflowing_exponents,
 )
@@ -327,11 +328,13 @@ def _capacity(frame: pd.DataFrame, step_type: np.ndarray, cycle: np.ndarray) -> 
         return capacity_from_current(frame["time_s"].to_numpy(), frame["current_a"].to_numpy(), cycle)
     n = len(frame)
     new_block = np.ones(n, dtype=bool)
-    new_block[1:] = (cycle[1:] != cycle[:-1]) | (frame["_file"].to_numpy()[1:] != frame["_file"].to_numpy()[:-1])
-    block = np.cumsum(new_block)
+    new_block[1:] = cycle[1:] != cycle[:-1]
+    if "_file" in frame:  # (several files)
+        files = frame["_file"].to_numpy()
+        new_block[1:] |= files[1:] != files[:-1]
     out = np.full(n, np.nan)
     for direction, booked in (("charge", np.maximum(increments, 0.0)), ("discharge", np.maximum(-increments, 0.0))):
-        running = pd.Series(booked).groupby(block).cumsum().to_numpy()
+        running = running_total(booked, new_block)
         rows = step_type == direction
         out[rows] = running[rows]
     return out
@@ -339,6 +342,8 @@ def _capacity(frame: pd.DataFrame, step_type: np.ndarray, cycle: np.ndarray) -> 
 
 def _chain(frames: list[pd.DataFrame]) -> pd.DataFrame:
     """Concatenate one cell's files; shift a file whose time or cycle count restarts."""
+    if len(frames) == 1:
+        return frames[0]
     out, last_time, last_cycle = [], None, None
     for index, frame in enumerate(frames):
         frame = frame.copy()
@@ -372,20 +377,18 @@ def _to_canonical(raw: pd.DataFrame, cell_id: str) -> pd.DataFrame:
     changes = np.zeros(len(raw), dtype=bool)
     for key in step_key:
         changes[1:] |= key[1:] != key[:-1]
-    frame = pd.DataFrame(
-        {
-            "time_s": raw["time_s"].to_numpy(),
-            "voltage_v": raw["voltage_v"].to_numpy(),
-            "current_a": raw["current_a"].to_numpy(),
-            "cycle_number": cycle,
-            "step_index": np.cumsum(changes).astype("int64"),
-            "step_type": step_type,
-            "capacity_ah": _capacity(raw, step_type, cycle),
-            "source_file": raw["source_file"].to_numpy(),
-            "source_row": raw["source_row"].to_numpy(),
-        }
-    )
+    columns = {
+        "time_s": raw["time_s"].to_numpy(),
+        "voltage_v": raw["voltage_v"].to_numpy(),
+        "current_a": raw["current_a"].to_numpy(),
+        "cycle_number": cycle,
+        "step_index": np.cumsum(changes).astype("int64"),
+        "step_type": step_type,
+        "capacity_ah": _capacity(raw, step_type, cycle),
+        "source_file": raw["source_file"].to_numpy(),
+        "source_row": raw["source_row"].to_numpy(),
+    }
     for optional in ("temperature_c", "internal_resistance_ohm"):
         if optional in raw:
-            frame[optional] = raw[optional].to_numpy()
-    return finalize_samples(frame, cell_id)
+            columns[optional] = raw[optional].to_numpy()
+    return finalize_samples(columns, cell_id)

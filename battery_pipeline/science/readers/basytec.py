@@ -73,6 +73,7 @@ from battery_pipeline.science.readers.base import (
     finalize_samples,
     from_file,
     place_files,
+    rest_threshold_a,
     running_total,
     tame_overflowing_exponents,
     text_to_float,
@@ -234,7 +235,8 @@ def _capacity(raw, kinds: np.ndarray, cycle: np.ndarray, step: np.ndarray) -> np
         signed = _increments_from_step_counter(np.asarray(raw["step_counter"]), step)
         booked = {"charge": np.maximum(signed, 0.0), "discharge": np.maximum(-signed, 0.0)}
     else:
-        return capacity_from_current(np.asarray(raw["time_s"]), np.asarray(raw["current_a"]), cycle)
+        current = np.asarray(raw["current_a"])
+        return capacity_from_current(np.asarray(raw["time_s"]), current, cycle, rest_threshold_a(current))
     new_block = np.ones(n, dtype=bool)
     new_block[1:] = cycle[1:] != cycle[:-1]
     if "_file" in raw:  # (several files: each one's counters restart)

@@ -86,7 +86,6 @@ import pyarrow.parquet as pq
 
 from battery_pipeline.science.readers.arbin_csv import cycles_from_charge_starts
 from battery_pipeline.science.readers.base import (
-    REST_CURRENT_THRESHOLD_A,
     CellDefaults,
     CyclerReader,
     ReadResult,
@@ -443,13 +442,9 @@ def _integration_time(time_s: np.ndarray) -> np.ndarray:
 
 
 def capacity_from_current_scaled(time_s, current, cycle, threshold_a: float) -> np.ndarray:
-    """base.capacity_from_current with another rest threshold.
-
-    That helper is linear in the current except for its fixed 1 mA rest mask, so scaling the
-    current up by 1 mA / threshold and the result back down applies `threshold_a` instead.
-    """
-    scale = REST_CURRENT_THRESHOLD_A / threshold_a
-    return capacity_from_current(_integration_time(time_s), current * scale, cycle) / scale
+    """base.capacity_from_current on the bridged test time (`_integration_time`), with the
+    file's rest threshold."""
+    return capacity_from_current(_integration_time(time_s), current, cycle, threshold_a)
 
 
 def step_types_from_current(current, step, cycle, threshold_a: float) -> np.ndarray:

@@ -68,6 +68,7 @@ from battery_pipeline.science.readers.base import (
     capacity_from_current,
     finalize_samples,
     from_file,
+    rest_threshold_a,
     running_total,
     step_type_from_current,
     tame_overflowing_exponents,
@@ -289,7 +290,7 @@ class BiologicMptReader(CyclerReader):
 def _step_types(frame: pd.DataFrame) -> np.ndarray:
     current = frame["current_a"].to_numpy()
     if "mode" not in frame:
-        return step_type_from_current(current)
+        return step_type_from_current(current, rest_threshold_a(current))
     mode = frame["mode"].to_numpy()
     out = np.where(current > 0, "charge", np.where(current < 0, "discharge", "rest")).astype(object)
     if "ox/red" in frame:
@@ -325,7 +326,8 @@ def _charge_increments(frame: pd.DataFrame) -> np.ndarray | None:
 def _capacity(frame: pd.DataFrame, step_type: np.ndarray, cycle: np.ndarray) -> np.ndarray:
     increments = _charge_increments(frame)
     if increments is None:
-        return capacity_from_current(frame["time_s"].to_numpy(), frame["current_a"].to_numpy(), cycle)
+        current = frame["current_a"].to_numpy()
+        return capacity_from_current(frame["time_s"].to_numpy(), current, cycle, rest_threshold_a(current))
     n = len(frame)
     new_block = np.ones(n, dtype=bool)
     new_block[1:] = cycle[1:] != cycle[:-1]

@@ -60,7 +60,6 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from battery_pipeline.science.readers.base import (
-    REST_CURRENT_THRESHOLD_A,
     CellDefaults,
     CyclerReader,
     ReadResult,
@@ -68,6 +67,7 @@ from battery_pipeline.science.readers.base import (
     finalize_samples,
     from_dataset_rule,
     from_file,
+    rest_threshold_a,
     step_type_from_current,
     tame_overflowing_exponents,
 )
@@ -368,7 +368,7 @@ def to_canonical(raw: dict[str, np.ndarray], cell_id: str) -> pd.DataFrame:
 
     status = raw["status"]
     current = raw["current"]
-    step_type = step_type_from_current(current, REST_CURRENT_THRESHOLD_A)
+    step_type = step_type_from_current(current, rest_threshold_a(current))
     step_type[status == "CHA"] = "charge"
     step_type[status == "DCH"] = "discharge"
     step_type[(status == "PAU") | (status == "STO")] = "rest"

@@ -56,6 +56,7 @@ from battery_pipeline.science.readers.base import (
     SourceFormatError,
     finalize_samples,
     from_dataset_rule,
+    rest_threshold_a,
     step_type_from_current,
     tame_overflowing_exponents,
 )
@@ -230,7 +231,7 @@ def _to_canonical(raw: pd.DataFrame, cell_id: str) -> pd.DataFrame:
     is_rest = state == "R"
     current = np.where(is_charge, np.abs(amps), np.where(is_discharge, -np.abs(amps), amps))
 
-    step_type = step_type_from_current(current)
+    step_type = step_type_from_current(current, rest_threshold_a(current))  # states other than C/D/R
     step_type[is_charge] = "charge"
     step_type[is_discharge] = "discharge"
     step_type[is_rest] = "rest"

@@ -61,6 +61,7 @@ from battery_pipeline.science.readers.base import (
     chain_pieces,
     finalize_samples,
     from_file,
+    rest_threshold_a,
     step_type_from_current,
 )
 from battery_pipeline.science.schema import empty_samples
@@ -101,7 +102,8 @@ def step_kinds_from_neware_types(step_type_names, current_a: np.ndarray) -> np.n
     kinds = _per_name(step_type_names, _kind_of_neware_type)
     undirected = pd.isna(kinds)
     if undirected.any():
-        kinds[undirected] = step_type_from_current(np.asarray(current_a)[undirected])
+        current_a = np.asarray(current_a, dtype="float64")
+        kinds[undirected] = step_type_from_current(current_a[undirected], rest_threshold_a(current_a))
     return kinds
 
 

@@ -22,7 +22,7 @@ Conventions:
     9 CC-CV discharge, 10 CV hold of a discharge. The code, not the 1 mA threshold, decides: the
     CV hold (code 8) of the zoo file runs at 21-50 uA and is still charge (BEEP's structurer maps
     8 to discharge, contradicting its own yaml and the data: I > 0 and Capacity rising). An
-    unknown code falls back to the current's sign beyond `base.REST_CURRENT_THRESHOLD_A`.
+    unknown code falls back to the current's sign beyond `base.rest_threshold_a` of the file.
   - current_a: `Current (A)`; charge positive (codes 1/7/8 in the zoo file: I >= 0). The zoo file
     holds no discharge; an export whose discharge-coded rows carry positive current (unsigned) has
     them negated, so the canonical sign holds either way; a signed one is kept as is.
@@ -55,7 +55,6 @@ import numpy as np
 import pandas as pd
 
 from battery_pipeline.science.readers.base import (
-    REST_CURRENT_THRESHOLD_A,
     CellDefaults,
     CyclerReader,
     ReadResult,
@@ -63,6 +62,7 @@ from battery_pipeline.science.readers.base import (
     chain_pieces,
     finalize_samples,
     from_file,
+    rest_threshold_a,
     step_type_from_current,
     tame_overflowing_exponents,
 )
@@ -234,7 +234,7 @@ class NovonixCsvReader(CyclerReader):
 
         current = number(_COLUMNS["current"])
         code = number(_COLUMNS["code"])
-        by_current = step_type_from_current(current, REST_CURRENT_THRESHOLD_A)
+        by_current = step_type_from_current(current, rest_threshold_a(current))  # codes without a direction
         kind = np.array([_CODE_KIND.get(int(c), None) if np.isfinite(c) else None for c in code], dtype=object)
         kind = np.where(pd.isna(kind), by_current, kind).astype(object)
         discharge = kind == "discharge"

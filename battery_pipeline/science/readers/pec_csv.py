@@ -33,7 +33,7 @@ Conventions (checked on the zoo files):
     exported (`Idle`/`Rest`/`Pause`/`OCV` -> rest, names with `Dis`/`Charge` -> their
     direction); else the capacity counters: only `Charge Capacity` grows -> charge, only
     `Discharge Capacity` -> discharge, neither -> rest; both (or an unknown instruction) -> the
-    sign of the run's mean current beyond `base.REST_CURRENT_THRESHOLD_A`, else rest.
+    sign of the run's mean current beyond `base.rest_threshold_a` of the file, else rest.
   - capacity_ah: PEC's `Charge Capacity` / `Discharge Capacity` count per cycle and direction
     already (the Arbin convention), so a charge row gets the charge counter and a discharge row
     the discharge counter; they are re-accumulated from their increments per cycle so that an
@@ -59,7 +59,7 @@ import numpy as np
 import pandas as pd
 
 from battery_pipeline.science.readers.base import (
-    REST_CURRENT_THRESHOLD_A,
+    rest_threshold_a,
     CellDefaults,
     CyclerReader,
     ReadResult,
@@ -193,8 +193,8 @@ def step_types(instruction, cycle, step, current, charge_q, discharge_q) -> np.n
     grew_c = (grouped["qc"].max() - grouped["qc"].min()).fillna(0).to_numpy() > 0
     grew_d = (grouped["qd"].max() - grouped["qd"].min()).fillna(0).to_numpy() > 0
     mean_i = grouped["i"].mean().fillna(0).to_numpy()
-    by_current = np.where(mean_i > REST_CURRENT_THRESHOLD_A, "charge",
-                          np.where(mean_i < -REST_CURRENT_THRESHOLD_A, "discharge", "rest"))
+    threshold_a = rest_threshold_a(np.asarray(current, dtype="float64"))
+    by_current = np.where(mean_i > threshold_a, "charge", np.where(mean_i < -threshold_a, "discharge", "rest"))
     kind = np.where(grew_c & ~grew_d, "charge", np.where(grew_d & ~grew_c, "discharge", "rest")).astype(object)
     kind[grew_c & grew_d] = by_current[grew_c & grew_d]
     if instruction is not None:

@@ -227,3 +227,13 @@ def test_a_damaged_testinfo_member_costs_the_description_only(datasets, tmp_path
     damaged.write_bytes(bytes(data))
     described = NewareNdaReader.describe([damaged])
     assert described.description == "Neware ndax file 21_10_7_85.ndax"
+
+
+def test_a_step_without_a_direction_is_typed_at_the_cells_own_current_scale():
+    # A pulse or simulation step of a coin cell cycled at 0.3 mA: under the fixed 1 mA rest
+    # threshold both pulses would be rest; the file's own currents set the threshold.
+    from battery_pipeline.science.readers.neware_nda import step_kinds_from_neware_types
+
+    names = np.array(["CC_Chg", "SIM", "SIM", "Rest", "CC_DChg"], dtype=object)
+    current = np.array([3e-4, 3e-4, -3e-4, 0.0, -3e-4])
+    assert list(step_kinds_from_neware_types(names, current)) == ["charge", "charge", "discharge", "rest", "discharge"]

@@ -327,11 +327,12 @@ def step_types(
 
 def cycles_from_charge_starts(step_type: np.ndarray) -> np.ndarray:
     """Cycle k starts at the k-th charge that is the first one or follows a discharge."""
-    step_type = np.asarray(step_type, dtype=object)
     if len(step_type) == 0:
         return np.zeros(0, dtype="int64")
-    charge = step_type == "charge"
-    directed = charge | (step_type == "discharge")
+    if not isinstance(step_type, pd.Categorical):  # (a Categorical compares by codes: fast)
+        step_type = np.asarray(step_type, dtype=object)
+    charge = np.asarray(step_type == "charge")
+    directed = charge | np.asarray(step_type == "discharge")
     # index of the last charge/discharge sample before each sample (-1: none yet); rests skipped
     last_directed = np.maximum.accumulate(np.where(directed, np.arange(len(step_type)), -1))
     before = np.concatenate([[-1], last_directed[:-1]])

@@ -154,13 +154,35 @@ class CyclerReader:
 # ------------------------------------------------------------------------------------------
 
 
-def step_type_from_current(current_a: np.ndarray, threshold_a: float = REST_CURRENT_THRESHOLD_A):
-    """charge / discharge / rest from the sign of the (already signed) current."""
+_STEP_TYPE_OBJECTS = np.array(["charge", "discharge", "rest"], dtype=object)
+CHARGE, DISCHARGE, REST = 0, 1, 2  # step type codes, in the order of _STEP_TYPE_OBJECTS
+
+
+def step_codes_from_current(current_a: np.ndarray, threshold_a: float = REST_CURRENT_THRESHOLD_A) -> np.ndarray:
+    """CHARGE / DISCHARGE / REST (int8) from the sign of the (already signed) current."""
     current_a = np.asarray(current_a, dtype="float64")
-    out = np.full(current_a.shape, "rest", dtype=object)
-    out[current_a > threshold_a] = "charge"
-    out[current_a < -threshold_a] = "discharge"
-    return out
+    codes = np.full(current_a.shape, REST, dtype="int8")
+    codes[current_a > threshold_a] = CHARGE
+    codes[current_a < -threshold_a] = DISCHARGE
+    return codes
+
+
+def step_type_from_current(current_a: np.ndarray, threshold_a: float = REST_CURRENT_THRESHOLD_A):
+    """charge / discharge / rest from the sign of the (already signed) current (object array;
+    built from codes: filling an object array costs 3x more)."""
+    return _STEP_TYPE_OBJECTS[step_codes_from_current(current_a, threshold_a)]
+
+
+def step_type_category(codes: np.ndarray) -> pd.Categorical:
+    """Step type codes as the Categorical finalize_samples keeps: the types present, in order of
+    first appearance (as pandas' factorize orders them)."""
+    codes = np.asarray(codes, dtype="int8")
+    counts = np.bincount(codes, minlength=3) if len(codes) else np.zeros(3, dtype=int)
+    present = [code for code in range(3) if counts[code]]
+    present.sort(key=lambda code: int(np.argmax(codes == code)))
+    remap = np.zeros(3, dtype="int8")
+    remap[present] = np.arange(len(present), dtype="int8")
+    return pd.Categorical.from_codes(remap[codes], categories=[str(_STEP_TYPE_OBJECTS[c]) for c in present])
 
 
 def rest_threshold_a(current: np.ndarray) -> float:
@@ -180,7 +202,8 @@ def rest_threshold_a(current: np.ndarray) -> float:
 
 def step_index_from_changes(step_type: np.ndarray) -> np.ndarray:
     """A new step wherever step_type changes: the best step index a step-less source allows."""
-    step_type = np.asarray(step_type, dtype=object)
+    # a Categorical compares by its codes, far faster than text
+    step_type = step_type.codes if isinstance(step_type, pd.Categorical) else np.asarray(step_type, dtype=object)
     if len(step_type) == 0:
         return np.zeros(0, dtype="int64")
     changed = np.empty(len(step_type), dtype=bool)
@@ -216,11 +239,10 @@ def capacity_from_current(
     dt[new_cycle] = 0.0  # nothing is counted across a cycle boundary
     dq_ah = np.nan_to_num(i_mid * dt / 3600.0)
     cycle_start_idx = np.maximum.accumulate(np.where(new_cycle, np.arange(n), 0))
-    for sample_mask, interval_sign in (
-        (current_a > threshold_a, 1.0),
-        (current_a < -threshold_a, -1.0),
+    for sample_mask, contribution in (
+        (current_a > threshold_a, np.maximum(dq_ah, 0.0)),  # the intervals of each direction
+        (current_a < -threshold_a, np.maximum(-dq_ah, 0.0)),
     ):
-        contribution = np.where(np.sign(dq_ah) == interval_sign, np.abs(dq_ah), 0.0)
         running = np.cumsum(contribution)
         before_cycle = running[cycle_start_idx] - contribution[cycle_start_idx]
         out[sample_mask] = (running - before_cycle)[sample_mask]
@@ -310,22 +332,15 @@ def _as_int64(values) -> np.ndarray:
     return pd.Series(values).astype("int64").to_numpy()
 
 
-_STEP_TYPES = ("charge", "discharge", "rest")
-
-
 def _as_step_type_category(values: np.ndarray) -> pd.Categorical | None:
     """The step_type column by three comparisons instead of hashing every row (3x faster); its
     categories in order of first appearance, as factorize gives them. None for other values."""
     codes = np.full(len(values), -1, dtype="int8")
-    for code, name in enumerate(_STEP_TYPES):
+    for code, name in enumerate(_STEP_TYPE_OBJECTS):
         codes[values == name] = code
     if len(values) == 0 or (codes < 0).any():
         return None
-    present = [code for code in range(len(_STEP_TYPES)) if (codes == code).any()]
-    present.sort(key=lambda code: int(np.argmax(codes == code)))
-    remap = np.zeros(len(_STEP_TYPES), dtype="int8")
-    remap[present] = np.arange(len(present), dtype="int8")
-    return pd.Categorical.from_codes(remap[codes], categories=[_STEP_TYPES[c] for c in present])
+    return step_type_category(codes)
 
 
 def _as_category(values) -> pd.Categorical:

@@ -94,7 +94,8 @@ from battery_pipeline.science.readers.base import (
     finalize_samples,
     rest_threshold_a,
     step_index_from_changes,
-    step_type_from_current,
+    step_codes_from_current,
+    step_type_category,
     tame_overflowing_exponents,
     text_to_float,
 )
@@ -258,13 +259,13 @@ def _split_header(line: str) -> list[str]:
     return next(csv.reader([line], delimiter=delimiter))
 
 
-def _as_frame(table: pa.Table) -> pd.DataFrame:
-    """Column by column: to_pandas' metadata handling costs more than a small file's conversion."""
+def _as_frame(table: pa.Table) -> pd.DataFrame | dict[str, pd.Series]:
+    """Label -> Series, column by column: to_pandas' metadata handling and a frame's block
+    consolidation cost more than the conversion of a small file (a 20 k-row one)."""
     names = table.column_names
-    if len(set(names)) < len(names):  # a label twice: to_pandas keeps both, as the checks expect
+    if len(set(names)) < len(names):  # a label twice: to_pandas keeps both for convert_table to refuse
         return table.to_pandas()
-    return pd.DataFrame({name: table.column(i).to_numpy(zero_copy_only=False) for i, name in enumerate(names)},
-                        copy=False)
+    return {name: pd.Series(table.column(i).to_numpy(zero_copy_only=False), copy=False) for i, name in enumerate(names)}
 
 
 def _read_csv_table(path: Path) -> pd.DataFrame:
@@ -447,11 +448,16 @@ def capacity_from_current_scaled(time_s, current, cycle, threshold_a: float) -> 
     return capacity_from_current(_integration_time(time_s), current, cycle, threshold_a)
 
 
-def step_types_from_current(current, step, cycle, threshold_a: float) -> np.ndarray:
+def step_types_from_current(current, step, cycle, threshold_a: float) -> pd.Categorical:
     """charge / discharge / rest: per step segment by its median current where the file has
     steps (a CV tail or a ramp stays one kind), per sample otherwise; a segment holding samples
-    of the other kind beyond 10x the threshold (a real mixed step) is typed per sample."""
-    per_sample = step_type_from_current(current, threshold_a)
+    of the other kind beyond 10x the threshold (a real mixed step) is typed per sample.
+    Worked out on codes, returned as a Categorical: text per row costs more than the reading."""
+    return step_type_category(_step_codes(current, step, cycle, threshold_a))
+
+
+def _step_codes(current, step, cycle, threshold_a: float) -> np.ndarray:
+    per_sample = step_codes_from_current(current, threshold_a)
     if step is None or len(current) == 0:
         return per_sample
     boundary = np.concatenate([[True], step[1:] != step[:-1]])
@@ -459,7 +465,7 @@ def step_types_from_current(current, step, cycle, threshold_a: float) -> np.ndar
         boundary[1:] |= cycle[1:] != cycle[:-1]
     segment = np.cumsum(boundary) - 1
     median = np.nan_to_num(pd.Series(current).groupby(segment).median().to_numpy())
-    segment_type = step_type_from_current(median, threshold_a)[segment]
+    segment_type = step_codes_from_current(median, threshold_a)[segment]
     disagree = (np.abs(np.nan_to_num(current)) > 10 * threshold_a) & (per_sample != segment_type)
     mixed = np.bincount(segment, weights=disagree.astype("float64")) > 0
     return np.where(mixed[segment], per_sample, segment_type)
@@ -503,12 +509,16 @@ class BdfFile:
     notes: list[str]
 
 
-def convert_table(path: Path, table: pd.DataFrame) -> BdfFile:
-    """One file's table (BDF columns) -> canonical columns; see the module docstring."""
-    names = [str(c) for c in table.columns]
+def convert_table(path: Path, table: pd.DataFrame | dict[str, pd.Series]) -> BdfFile:
+    """One file's table (BDF columns: a frame, or label -> Series) -> canonical columns; see the
+    module docstring."""
+    names = [str(c) for c in table.columns] if isinstance(table, pd.DataFrame) else list(table)
     repeated = sorted({name for name in names if names.count(name) > 1})
     if repeated:  # which copy holds the quantity cannot be known from the file
         raise SourceFormatError(path, f"column label(s) {repeated} appear more than once")
+    if isinstance(table, pd.DataFrame):
+        table = {name: table[column] for name, column in zip(names, table.columns)}
+    rows = len(next(iter(table.values()))) if table else 0
     columns, problems = map_columns(names)
     missing = [label for quantity, label in REQUIRED_LABELS.items() if quantity not in columns]
     if missing:
@@ -517,7 +527,7 @@ def convert_table(path: Path, table: pd.DataFrame) -> BdfFile:
         raise SourceFormatError(
             path, f"missing required BDF column(s) {missing} (found: {shown or 'no columns'}){unit_note}"
         )
-    if len(table) == 0:
+    if rows == 0:
         raise SourceFormatError(path, "no data rows after the header")
     notes: list[str] = []
     time_s = _numeric(path, table, columns["test_time"], required=True)
@@ -569,7 +579,7 @@ def convert_table(path: Path, table: pd.DataFrame) -> BdfFile:
 
     kinds = step_types_from_current(current, raw_step, raw_cycle, threshold_a)
     if kinds_text is not None:
-        kinds = np.where(pd.isna(kinds_text), kinds, kinds_text).astype(object)
+        kinds = np.where(pd.isna(kinds_text), np.asarray(kinds, dtype=object), kinds_text).astype(object)
     if raw_cycle is None:
         cycle = cycles_from_charge_starts(kinds)
         notes.append(f"{path.name}: no Cycle Count column, cycles derived from charge starts")
@@ -578,41 +588,41 @@ def convert_table(path: Path, table: pd.DataFrame) -> BdfFile:
     step = raw_step if raw_step is not None else step_index_from_changes(kinds)
 
     if counters:
-        capacity = np.full(len(table), np.nan)
+        capacity = np.full(rows, np.nan)
         for direction, counter in counters.items():
             since_start = counter if counter_kind[direction].startswith("cycle_") else counter_since_cycle_start(counter, cycle)
-            capacity = np.where(kinds == direction, since_start, capacity)
+            capacity = np.where(np.asarray(kinds == direction), since_start, capacity)
         if len(counters) == 1:
             # One direction's counter only: the other direction comes from the current.
             other = "discharge" if "charge" in counters else "charge"
             derived = capacity_from_current_scaled(time_s, current, cycle, threshold_a)
-            capacity = np.where(kinds == other, derived, capacity)
+            capacity = np.where(np.asarray(kinds == other), derived, capacity)
     else:
         capacity = capacity_from_current_scaled(time_s, current, cycle, threshold_a)
-        capacity = np.where(kinds == "rest", np.nan, capacity)
+        capacity = np.where(np.asarray(kinds == "rest"), np.nan, capacity)
 
     temperature = next(
         (_numeric(path, table, columns[q], required=False)
          for q in ("surface_temperature", "temperature_t1", "ambient_temperature") if q in columns),
-        np.full(len(table), np.nan),
+        np.full(rows, np.nan),
     )
     resistance = next(
         (_numeric(path, table, columns[q], required=False)
          for q in ("internal_resistance", "dc_internal_resistance") if q in columns),
-        np.full(len(table), np.nan),
+        np.full(rows, np.nan),
     )
     frame = {
         "cycle_number": np.asarray(cycle),
         "step_index": np.asarray(step),
-        "step_type": np.asarray(kinds, dtype=object),
+        "step_type": kinds if isinstance(kinds, pd.Categorical) else np.asarray(kinds, dtype=object),
         "time_s": time_s,
         "voltage_v": voltage,
         "current_a": current,
         "temperature_c": temperature,
         "capacity_ah": capacity,
         "internal_resistance_ohm": resistance,
-        "source_file": pd.Categorical.from_codes(np.zeros(len(table), dtype="int8"), categories=[path.name]),
-        "source_row": np.arange(len(table), dtype="int64"),
+        "source_file": pd.Categorical.from_codes(np.zeros(rows, dtype="int8"), categories=[path.name]),
+        "source_row": np.arange(rows, dtype="int64"),
     }
     return BdfFile(path=path, frame=frame, notes=notes)
 

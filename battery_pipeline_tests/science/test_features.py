@@ -213,6 +213,26 @@ def test_constant_current_integrates_exactly():
     assert np.isnan(row.re_ohm) and np.isnan(row.resistance_cycler_ohm)
 
 
+def test_a_cv_tail_below_the_rest_threshold_counts_where_the_reader_typed_it_charge():
+    # 1 A for an hour, then a CV hold at 0.5 mA (below the 1 mA threshold) for two hours, which
+    # the cycler labelled charge: 1.001 Ah charged. Unlabelled, the same tail would be rest noise.
+    t_cc = np.arange(0.0, 3601.0, 10.0)
+    t_cv = 3600.0 + np.arange(10.0, 7201.0, 10.0)
+    t_dis = 10800.0 + np.arange(10.0, 3611.0, 10.0)
+    parts = [
+        step(1, 0, t_cc, 4.0, 1.0, step_type="charge"),
+        step(1, 0, t_cv, 4.2, 5e-4, step_type="charge"),
+        step(1, 1, t_dis, 3.6, -1.0, step_type="discharge"),
+    ]
+    cc_ah = 1.0 + 10 * (1.0 + 5e-4) / 2 / 3600  # the hour, and the 10 s into the hold (trapezoid)
+    tail_ah = 5e-4 * (t_cv[-1] - t_cv[0]) / 3600
+    labelled = one_row(compute_cycle_features(canonical(parts)), 1)
+    assert labelled.charge_capacity_ah == pytest.approx(cc_ah + tail_ah, rel=1e-9)
+    parts[1] = step(1, 0, t_cv, 4.2, 5e-4, step_type="rest")
+    unlabelled = one_row(compute_cycle_features(canonical(parts)), 1)
+    assert unlabelled.charge_capacity_ah == pytest.approx(cc_ah, rel=1e-9)
+
+
 def test_step_change_interval_follows_the_sources_logging_convention():
     """Rest at t=0,10 s, then 2 A discharge logged at t=20..3620 s: the 10 s interval into the
     discharge is all discharge when the cycler logs step ends, half of it (trapezoid) when the

@@ -64,8 +64,30 @@ from battery_pipeline.science.readers.base import (
 # The column line is found among the first lines of the file (normally line 2).
 _MAX_PREAMBLE_LINES = 20
 _COLUMN_LINE_MARKERS = ("Cyc#", "Amps", "Volts", "State")
-_REQUIRED = ("Cyc#", "Step", "Test (Sec)", "Amps", "Volts", "State")
+_REQUIRED = ("Cyc#", "Step", "Amps", "Volts", "State")
 _OPTIONAL = ("Amp-hr", "ACImp/Ohms", "DCIR/Ohms")
+# The export names the unit of the test time: TRI's fixtures write seconds, battery-data-toolkit's
+# maccor_example.001 minutes (its `DPt Time` advances 10 s per 0.1667 `Test (Min)`).
+TEST_TIME_SECONDS = {"Test (Sec)": 1.0, "Test (Min)": 60.0, "Test (Hr)": 3600.0}
+
+
+def _capacity_key(name: str) -> str:
+    """`Amp-hr`, `Amp-Hr`, `AmpHr`, `Amp hr`: one column, spelled as the export version likes."""
+    return name.strip().lower().replace("-", "").replace(" ", "")
+
+
+def standard_column_names(names: list[str]) -> dict[str, str]:
+    """{name in the file: name this reader uses} for the columns spelled in more than one way."""
+    out: dict[str, str] = {}
+    for name in names:
+        stripped = name.strip()
+        if stripped.lower() in {k.lower() for k in TEST_TIME_SECONDS}:
+            out[name] = next(k for k in TEST_TIME_SECONDS if k.lower() == stripped.lower())
+        elif _capacity_key(name) == "amphr":
+            out[name] = "Amp-hr"
+        elif stripped in (*_REQUIRED, *_OPTIONAL):
+            out[name] = stripped
+    return out
 
 # TRI / BEEP fixtures: recognised by the test-file path or procedure in the header line.
 _TRI_HEADER = re.compile(r"STANFORD LOANER|PreDiag_\d+|PredictionDiagnostics_\d+|FastCharge_\d+")
@@ -76,21 +98,32 @@ def _decode(raw: bytes) -> str:
     return raw.decode("utf-8", errors="replace") if raw.isascii() else raw.decode("latin-1")
 
 
-def _column_line_index(lines: list[str]) -> int | None:
-    for index, line in enumerate(lines[:_MAX_PREAMBLE_LINES]):
-        if line.startswith("Rec#\t"):
-            names = line.rstrip("\r\n").split("\t")
-            if all(marker in names for marker in _COLUMN_LINE_MARKERS):
+def column_line_index(lines: list[str], leader: str = "Rec#\t", markers=None, max_lines: int | None = None) -> int | None:
+    """Index of the column line: it starts with `leader` and names every marker (the raw
+    export's by default; maccor_mactest passes its own)."""
+    markers = _COLUMN_LINE_MARKERS if markers is None else markers
+    for index, line in enumerate(lines[: max_lines or _MAX_PREAMBLE_LINES]):
+        if line.startswith(leader):
+            names = [n.strip() for n in line.rstrip("\r\n").split("\t")]
+            if all(marker in names for marker in markers):
                 return index
     return None
 
 
-def _head_lines(path: Path, size: int = 64 * 1024) -> list[str]:
+def _column_line_index(lines: list[str]) -> int | None:
+    return column_line_index(lines)
+
+
+def head_lines(path: Path, size: int = 64 * 1024, decode=None) -> list[str]:
+    """The first `size` bytes of the file as lines; SourceFormatError if it cannot be opened."""
     try:
         with path.open("rb") as handle:
-            return _decode(handle.read(size)).splitlines()
+            return (decode or _decode)(handle.read(size)).splitlines()
     except OSError as exc:
         raise SourceFormatError(path, f"cannot open file ({exc.strerror})") from exc
+
+
+_head_lines = head_lines
 
 
 def parse_header(line: str) -> dict[str, str]:
@@ -168,11 +201,22 @@ class MaccorTextReader(CyclerReader):
         if column_line is None:
             raise SourceFormatError(path, "no Maccor column line (Rec#, Cyc#, ..., Amps, Volts, State)")
         names = lines[column_line].rstrip("\r\n").split("\t")
-        missing = [c for c in _REQUIRED if c not in names]
+        standard = standard_column_names(names)
+        known = set(standard.values())
+        missing = [c for c in _REQUIRED if c not in known]
+        time_columns = [n for n, s in standard.items() if s in TEST_TIME_SECONDS]
+        if not time_columns:
+            missing.append(" or ".join(TEST_TIME_SECONDS))
         if missing:
             raise SourceFormatError(path, f"missing Maccor columns {missing}")
         temperature = next((n for n in names if n.lower().startswith("temp")), None)
-        wanted = [c for c in (*_REQUIRED, *_OPTIONAL, temperature) if c and c in names]
+        # first spelling of each column wins (a duplicated name would make pandas append ".1")
+        chosen: dict[str, str] = {}
+        for name, std in standard.items():
+            if std in TEST_TIME_SECONDS:
+                std = "time"
+            chosen.setdefault(std, name)
+        wanted = list(dict.fromkeys([*chosen.values(), *([temperature] if temperature else [])]))
         try:
             frame = pd.read_csv(
                 io.BytesIO(tame_overflowing_exponents(path.read_bytes())),
@@ -180,7 +224,7 @@ class MaccorTextReader(CyclerReader):
                 skiprows=column_line,
                 header=0,
                 usecols=wanted,
-                dtype={"State": str},
+                dtype={chosen["State"]: str},
                 encoding="latin-1",
                 low_memory=False,
             )
@@ -188,10 +232,16 @@ class MaccorTextReader(CyclerReader):
             raise SourceFormatError(path, f"cannot parse as Maccor text ({exc})") from exc
         if frame.empty:
             raise SourceFormatError(path, "no data rows")
+        state_column = chosen["State"]
         for col in wanted:
-            if col != "State":
+            if col != state_column:
                 frame[col] = pd.to_numeric(frame[col], errors="coerce")
+        time_column = chosen["time"]
+        seconds_per_unit = TEST_TIME_SECONDS[standard[time_column]]
+        frame = frame.rename(columns={name: std for std, name in chosen.items() if std != "time"})
         frame["State"] = frame["State"].fillna("").str.strip().str.upper()
+        time_values = frame.pop(time_column)
+        frame["Test (Sec)"] = time_values if seconds_per_unit == 1.0 else time_values * seconds_per_unit
         frame["source_file"] = path.name
         frame["source_row"] = np.arange(len(frame), dtype="int64")
         if temperature:

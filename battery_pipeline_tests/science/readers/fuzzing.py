@@ -111,6 +111,7 @@ SEED_SOURCES = {
     "basytec_txt": "cycler_zoo/basytec_txt/sample_data_basytec.txt",
     "arbin_res": "cycler_zoo/arbin_res/20160805_test001_45_cc_01.res",
     "biologic_mpr": "cycler_zoo/biologic_mpr/gcpl.pr_182.1.mpr",
+    "maccor_mactest": "cycler_zoo/maccor_txt/maccor_002.txt",
 }
 FORMATS = tuple(SEED_SOURCES)
 
@@ -145,6 +146,16 @@ def build_seeds(datasets: Path, out: Path) -> dict[str, list[Seed]]:
     seeds["maccor_text"] = [
         Seed(_head_lines(samples / "PreDiag_000229_000229_truncated.034", folder / "PreDiag_000229_000229_truncated.034", 150), "text", "\t"),
         Seed(_head_lines(samples / "PredictionDiagnostics_000109_tztest.010", folder / "PredictionDiagnostics_000109_tztest.010", 150), "text", "\t"),
+        # battery-data-toolkit's export: time in minutes, CRLF, 8 rows
+        Seed(Path(shutil.copy(datasets / "cycler_zoo" / "maccor_raw" / "maccor_example.001", folder)), "text", "\t"),
+    ]
+    folder = out / "maccor_mactest"
+    folder.mkdir()
+    mactest = datasets / "cycler_zoo" / "maccor_txt"
+    seeds["maccor_mactest"] = [
+        Seed(Path(shutil.copy(mactest / "maccor_two.txt", folder)), "text", "\t"),  # decimal comma, cut last line
+        # header with 0xFF padding + ~400 data lines across the first charge
+        Seed(_head_lines(mactest / "maccor_002.txt", folder / "maccor_002.txt", 415), "text", "\t"),
     ]
 
     folder = out / "digatron_csv" / "25degC"  # the temperature folder is part of the cell key

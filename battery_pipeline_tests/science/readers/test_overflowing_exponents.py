@@ -79,7 +79,7 @@ def test_every_text_reader_survives_huge_exponents(datasets, tmp_path):
     poisoned = _poisoned_copies(seeds, tmp_path / "poisoned")
     assert sorted(poisoned) == [
         "arbin_csv", "basytec_txt", "bdf_csv", "biologic_mpt", "canonical_csv", "digatron_csv",
-        "maccor_text", "neware_csv", "novonix_csv", "pec_csv", "xjtu_cycle_summary",
+        "maccor_mactest", "maccor_text", "neware_csv", "novonix_csv", "pec_csv", "xjtu_cycle_summary",
     ]
     script = textwrap.dedent(
         """

@@ -47,6 +47,9 @@ Conventions (what the canonical columns mean for Arbin data, checked on the real
   cycle 50); per cycle the reader subtracts the counter's value at the end of the previous cycle
   when the counter did not drop at the boundary, else nothing, and the first cycle of each file
   starts at 0. Where cycles are derived (no `Cycle_Index`), the counters are used as logged.
+  A file that starts inside a cycle keeps what the counter already holds on its first row
+  (battdat's arbin_example.csv: 0.88 Ah of cycle 1's charge precede the export): that charge
+  belongs to the cycle by Arbin's count, though no logged row carries its current.
 - internal_resistance_ohm: Arbin's column is sample-and-hold: 0 until the first measurement,
   then the last measured value repeated on every row (CALCE: measured twice per cycle, in the
   5 s steps after charge and after discharge). 0 means "not measured" -> null, and a value is
@@ -62,12 +65,18 @@ from __future__ import annotations
 import io
 import re
 from dataclasses import dataclass, field
+from datetime import datetime
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from pandas.tseries.api import guess_datetime_format
 
 from battery_pipeline.science.readers.base import (
+    CHARGE,
+    DISCHARGE,
+    REST,
     REST_CURRENT_THRESHOLD_A,
     CellDefaults,
     CyclerReader,
@@ -76,8 +85,9 @@ from battery_pipeline.science.readers.base import (
     finalize_samples,
     from_dataset_rule,
     rest_threshold_a,
+    step_codes_from_current,
     step_index_from_changes,
-    step_type_from_current,
+    step_type_category,
     tame_overflowing_exponents,
     text_to_float,
 )
@@ -123,6 +133,7 @@ ARBIN_REQUIRED_SPELLINGS = {"Test_Time", "Current", "Voltage", "Charge_Capacity"
 ARBIN_INDEX_SPELLINGS = {"Data_Point", "Cycle_Index", "Step_Index"}
 
 
+@lru_cache(maxsize=4096)  # a few dozen names per file, asked for by usecols and map_columns
 def split_header(name: object) -> tuple[str, str | None]:
     """`"Charge Capacity (Ah)"` -> (`"Charge_Capacity"`, `"ah"`): base keeps Arbin's case."""
     text = str(name).strip()
@@ -132,6 +143,7 @@ def split_header(name: object) -> tuple[str, str | None]:
     return base, unit or None
 
 
+@lru_cache(maxsize=4096)
 def role_of(name: object) -> str | None:
     key = split_header(name)[0].lower()
     if key in _ROLES:
@@ -201,6 +213,9 @@ def datetime_seconds(values) -> np.ndarray:
         ns = values.astype("datetime64[ns]").astype("int64").astype("float64")
         ns[np.isnat(values)] = np.nan
         return ns / 1e9
+    dates = _dates_in_one_arbin_format(np.asarray(values))
+    if dates is not None:  # (then no row is a number: the number test below costs more than this)
+        return datetime_seconds(dates)
     series = pd.Series(values)
     numbers = text_to_float(series).to_numpy(dtype="float64", na_value=np.nan)
     finite = numbers[np.isfinite(numbers)]
@@ -208,8 +223,76 @@ def datetime_seconds(values) -> np.ndarray:
         if np.nanmedian(finite) < 1e6:  # Excel serial day number (days since 1899-12-30)
             return (numbers - 25569.0) * 86400.0
         return numbers  # Unix epoch seconds (Arbin/BEEP CSV `DateTime`)
-    parsed = pd.to_datetime(series, errors="coerce", format="mixed")
-    return datetime_seconds(parsed.to_numpy(dtype="datetime64[ns]"))
+    return datetime_seconds(_parse_dates(series))
+
+
+# Arbin's date spellings (MITS Pro CSV: `09/20/2024 08:32:34.558`), month first as dateutil reads them
+_ARBIN_DATE_FORMATS = (
+    "%m/%d/%Y %H:%M:%S.%f", "%m/%d/%Y %H:%M:%S", "%Y-%m-%d %H:%M:%S.%f", "%Y-%m-%d %H:%M:%S",
+)
+
+
+def _first_text(values) -> str | None:
+    values = np.asarray(values)
+    if values.dtype != object:
+        return None
+    return next((v for v in values if isinstance(v, str)), None)
+
+
+def _arbin_date_format(text: str) -> str | None:
+    """Which of Arbin's formats `text` is written in (a strptime check, ~20 us; pandas' guess
+    costs ~300 us, as much as reading a small file); a blank in a format matches any blanks."""
+    stripped = text.strip()
+    for fmt in _ARBIN_DATE_FORMATS:
+        try:
+            datetime.strptime(stripped, fmt)
+        except ValueError:
+            continue
+        before = " " if text[:1].isspace() else ""
+        after = " " if text[-1:].isspace() else ""
+        return before + fmt + after
+    return None
+
+
+# Below this many rows Python's strptime per row beats pandas' fixed cost (65 vs 200 us for 13).
+_FEW_DATES = 64
+
+
+def _in_format(values, fmt: str | None) -> np.ndarray | None:
+    """Every row parsed with `fmt` (datetime64[ns]), or None if a row is written otherwise."""
+    if fmt is None:
+        return None
+    values = np.asarray(values)
+    if len(values) <= _FEW_DATES and all(isinstance(v, str) for v in values):
+        try:  # (blanks around the text are what a blank at either end of fmt stands for)
+            stamps = [datetime.strptime(v.strip(), fmt.strip()) for v in values]
+        except ValueError:
+            return None
+        return np.array([np.datetime64(t, "ns") for t in stamps], dtype="datetime64[ns]")
+    try:
+        return pd.to_datetime(values, errors="raise", format=fmt).to_numpy(dtype="datetime64[ns]")
+    except (ValueError, TypeError):
+        return None
+
+
+def _dates_in_one_arbin_format(values: np.ndarray) -> np.ndarray | None:
+    first = _first_text(values)
+    return _in_format(values, _arbin_date_format(first)) if first is not None else None
+
+
+def _parse_dates(series: pd.Series) -> np.ndarray:
+    """Date text as datetimes; NaT where unparseable.
+
+    One format, found from the first text and applied to all rows, costs a fraction of per-row
+    parsing (`format="mixed"`: dateutil on every row, 1 ms for 13 rows); per-row parsing
+    remains the fallback for a column that does not keep to one format.
+    """
+    first = _first_text(series)
+    if first is not None:
+        dates = _in_format(series, _arbin_date_format(first) or guess_datetime_format(first))
+        if dates is not None:
+            return dates
+    return pd.to_datetime(series, errors="coerce", format="mixed").to_numpy(dtype="datetime64[ns]")
 
 
 def _index_column(values: np.ndarray | None) -> np.ndarray | None:
@@ -221,9 +304,12 @@ def _index_column(values: np.ndarray | None) -> np.ndarray | None:
     if values is None:
         return None
     numbers = as_float(values)
+    known = ~np.isnan(numbers)
     if not np.isfinite(numbers).any():
         return None
-    filled = pd.Series(numbers).ffill().bfill().to_numpy()
+    # last known value at or before each row; rows before the first known one take that one
+    last_known = np.maximum.accumulate(np.where(known, np.arange(len(numbers)), -1))
+    filled = numbers[np.where(last_known >= 0, last_known, np.argmax(known))]
     return np.rint(filled).astype("int64")
 
 
@@ -281,6 +367,8 @@ SAME_TEST_TOLERANCE_S = 2.0
 # A step segment is typed by its median current unless it holds samples beyond this of the
 # other kind (10x the rest threshold: far above Arbin's few-mA IR pulses).
 MIXED_STEP_CURRENT_A = 10 * REST_CURRENT_THRESHOLD_A
+# step type text by base's codes (CHARGE, DISCHARGE, REST)
+STEP_TYPE_NAMES = np.array(["charge", "discharge", "rest"], dtype=object)
 
 
 def _new_resistance_value(ir: np.ndarray) -> np.ndarray:
@@ -292,17 +380,33 @@ def _new_resistance_value(ir: np.ndarray) -> np.ndarray:
     return changed & np.isfinite(ir) & (ir != 0.0)
 
 
-def step_types(
+def _run_medians(values: np.ndarray, run: np.ndarray) -> np.ndarray:
+    """Median of `values` per run (`run`: 0, 0, 1, 1, 1, 2, ... consecutive labels), NaN
+    skipped, NaN for a run without numbers: pandas' groupby-median without its fixed cost."""
+    n_runs = int(run[-1]) + 1
+    order = np.lexsort((values, run))  # by run, then value; NaN sorts last within its run
+    ordered = values[order]
+    counted = np.bincount(run, weights=~np.isnan(values), minlength=n_runs).astype("int64")
+    start = np.concatenate([[0], np.cumsum(np.bincount(run, minlength=n_runs))[:-1]])
+    low = start + np.maximum(counted - 1, 0) // 2
+    high = start + counted // 2
+    with np.errstate(invalid="ignore"):
+        medians = 0.5 * (ordered[low] + ordered[high])
+    return np.where(counted > 0, medians, np.nan)
+
+
+def step_type_codes(
     current: np.ndarray,
     step: np.ndarray | None,
     cycle: np.ndarray | None,
     resistance: np.ndarray | None = None,
     threshold_a: float | None = None,
 ) -> np.ndarray:
+    """base.CHARGE / DISCHARGE / REST (int8) per sample, by the step rules of the module docstring."""
     # scaled to the file's currents (a half cell at 0.3 mA is not all rest); 1 mA for >= 0.1 A
     threshold_a = rest_threshold_a(current) if threshold_a is None else threshold_a
     mixed_step_a = MIXED_STEP_CURRENT_A * threshold_a / REST_CURRENT_THRESHOLD_A
-    per_sample = step_type_from_current(current, threshold_a)
+    per_sample = step_codes_from_current(current, threshold_a)
     if step is None or len(current) == 0:
         return per_sample
     boundary = np.empty(len(step), dtype=bool)
@@ -311,14 +415,14 @@ def step_types(
     if cycle is not None:
         boundary[1:] |= cycle[1:] != cycle[:-1]
     segment = np.cumsum(boundary) - 1
-    median = np.nan_to_num(pd.Series(current).groupby(segment).median().to_numpy())
-    segment_kind = step_type_from_current(median, threshold_a)
+    median = np.nan_to_num(_run_medians(np.asarray(current, dtype="float64"), segment))
+    segment_kind = step_codes_from_current(median, threshold_a)
     if resistance is not None:
         # Arbin's IR-measurement steps log the few-mA measurement pulse (CALCE: up to 3.5 mA,
         # two samples): a step in which a new IR value appears and whose median current is
         # below 10 mA is a rest with a measurement, not a tiny charge or discharge.
         measures = np.bincount(segment, weights=_new_resistance_value(resistance)) > 0
-        segment_kind = np.where(measures & (np.abs(median) < mixed_step_a), "rest", segment_kind)
+        segment_kind = np.where(measures & (np.abs(median) < mixed_step_a), REST, segment_kind).astype("int8")
     segment_type = segment_kind[segment]
     disagree = (np.abs(np.nan_to_num(current)) > mixed_step_a) & (per_sample != segment_type)
     mixed = np.bincount(segment, weights=disagree.astype("float64")) > 0
@@ -345,7 +449,9 @@ def capacity_since_cycle_start(counter: np.ndarray, cycle: np.ndarray) -> np.nda
     n = len(counter)
     if n == 0:
         return counter
-    filled = pd.Series(counter).ffill().fillna(0.0).to_numpy()
+    known = ~np.isnan(counter)
+    last_known = np.maximum.accumulate(np.where(known, np.arange(n), -1))
+    filled = np.where(last_known >= 0, counter[np.maximum(last_known, 0)], 0.0)  # ffill, then 0
     starts = np.flatnonzero(np.concatenate([[True], cycle[1:] != cycle[:-1]]))
     previous_end = np.concatenate([[np.nan], filled[starts[1:] - 1]])
     first = filled[starts]
@@ -377,7 +483,8 @@ def assemble_cell(files: list[ArbinFile], cell_id: str) -> Assembled:
     else:
         notes.append("no DateTime in every file: files chained in name order by Test_Time")
 
-    pieces: list[pd.DataFrame] = []
+    pieces: list[dict[str, np.ndarray]] = []
+    file_names: dict[str, int] = {}  # source_file category code per file name
     tests: list[tuple[float, int, ArbinFile]] = []  # (anchor, cycle offset, first file)
     max_cycle: int | None = None
     chained_end = 0.0
@@ -396,9 +503,9 @@ def assemble_cell(files: list[ArbinFile], cell_id: str) -> Assembled:
         raw_step = _index_column(f.column("step_index"))
         raw_cycle = _index_column(f.column("cycle_index"))
         ir = f.column("internal_resistance")
-        kinds = step_types(current, raw_step, raw_cycle, ir)
+        kinds = step_type_codes(current, raw_step, raw_cycle, ir)
         if raw_cycle is None:
-            raw_cycle = cycles_from_charge_starts(kinds)
+            raw_cycle = cycles_from_charge_starts(STEP_TYPE_NAMES[kinds])
             notes.append(f"{f.path.name}: Cycle_Index empty, cycles derived from charge starts")
         if raw_step is None:
             step = step_index_from_changes(kinds)
@@ -435,29 +542,35 @@ def assemble_cell(files: list[ArbinFile], cell_id: str) -> Assembled:
 
         charge = capacity_since_cycle_start(f.columns["charge_capacity"], raw_cycle)
         discharge = capacity_since_cycle_start(f.columns["discharge_capacity"], raw_cycle)
-        capacity = np.where(kinds == "charge", charge, np.where(kinds == "discharge", discharge, np.nan))
+        capacity = np.where(kinds == CHARGE, charge, np.where(kinds == DISCHARGE, discharge, np.nan))
 
         temperature = f.column("temperature")
+        missing = np.full(f.n_rows, np.nan)
         pieces.append(
-            pd.DataFrame(
-                {
-                    "cycle_number": cycle,
-                    "step_index": step,
-                    "step_type": kinds,
-                    "time_s": time_s,
-                    "voltage_v": f.columns["voltage"],
-                    "current_a": current,
-                    "temperature_c": temperature if temperature is not None else np.nan,
-                    "capacity_ah": capacity,
-                    "internal_resistance_ohm": measured_resistance(ir) if ir is not None else np.nan,
-                    "source_file": f.path.name,
-                    "source_row": np.arange(f.n_rows, dtype="int64"),
-                }
-            )
+            {
+                "cycle_number": cycle,
+                "step_index": step,
+                "step_type": kinds,
+                "time_s": time_s,
+                "voltage_v": f.columns["voltage"],
+                "current_a": current,
+                "temperature_c": temperature if temperature is not None else missing,
+                "capacity_ah": capacity,
+                "internal_resistance_ohm": measured_resistance(ir) if ir is not None else missing,
+                "source_file": np.full(f.n_rows, file_names.setdefault(f.path.name, len(file_names)),
+                                       dtype="int32"),
+                "source_row": np.arange(f.n_rows, dtype="int64"),
+            }
         )
     if not pieces:
         return Assembled(empty_samples(), notes)
-    return Assembled(finalize_samples(pd.concat(pieces, ignore_index=True), cell_id), notes)
+    # arrays joined once and handed to finalize_samples as a dict: on a small file the frame
+    # building and concatenating of pandas costs more than the reading
+    columns = (pieces[0] if len(pieces) == 1
+               else {key: np.concatenate([p[key] for p in pieces]) for key in pieces[0]})
+    columns["step_type"] = step_type_category(columns["step_type"])
+    columns["source_file"] = pd.Categorical.from_codes(columns["source_file"], categories=list(file_names))
+    return Assembled(finalize_samples(columns, cell_id), notes)
 
 
 def with_notes(defaults: CellDefaults, notes: list[str]) -> CellDefaults:
@@ -573,10 +686,16 @@ class ArbinCsvReader(CyclerReader):
         path = Path(path)
         try:
             raw = tame_overflowing_exponents(path.read_bytes())
-            header = pd.read_csv(io.BytesIO(raw), nrows=0, encoding="utf-8-sig")
-            mapping = map_columns(path, list(header.columns))
-            usecols = [name for name, _ in mapping.values()]
-            table = pd.read_csv(io.BytesIO(raw), usecols=usecols, encoding="utf-8-sig", low_memory=False)
+            # one pass over the file, only the columns with a role (a header-only read first
+            # cost as much as reading a small file); every column is named only in an error
+            table = pd.read_csv(io.BytesIO(raw), usecols=lambda name: role_of(name) is not None,
+                                encoding="utf-8-sig", low_memory=False)
+            try:
+                mapping = map_columns(path, list(table.columns))
+            except SourceFormatError:
+                header = pd.read_csv(io.BytesIO(raw), nrows=0, encoding="utf-8-sig")
+                map_columns(path, list(header.columns))
+                raise
         except SourceFormatError:
             raise
         except FileNotFoundError as exc:

@@ -144,6 +144,31 @@ def test_csv_per_cycle_capacity_matches_the_files_counters(csv_file):
         np.testing.assert_allclose(ours[long_enough], per_cycle_integrated(samples, wanted)[ours.index][long_enough], rtol=5e-3)
 
 
+def test_csv_rows_cycles_and_capacity_from_the_files_own_columns_alone(csv_file):
+    """Cycles and per-cycle capacity rebuilt from the file's columns only (not the reader's
+    kinds or cycles): `Step Type` names, charge-first cycles, `Step Index` runs, per-step
+    counters. cellpy's neware_txt loader agrees to the last digit per half cycle
+    (benchmarks/csv_exports_peer_check.py); it numbers by the loop counter `Cycle Index`."""
+    _, samples, raw = csv_file
+    assert len(samples) == len(raw) == 9065
+    kind = raw["Step Type"].map({"CC Chg": "charge", "CC DChg": "discharge", "Rest": "rest"})
+    assert kind.notna().all()  # the file's only step types
+    # a cycle starts at each charge row whose last directed row before it was a discharge
+    last_direction = kind.where(kind != "rest").ffill()
+    starts = (kind == "charge") & (last_direction.shift() == "discharge")
+    cycle = starts.cumsum() + 1
+    assert cycle.nunique() == 6 and raw["Cycle Index"].nunique() == 4
+    np.testing.assert_array_equal(samples.cycle_number, cycle)
+    step_run = (raw["Step Index"] != raw["Step Index"].shift()).cumsum()
+    for wanted, column in (("charge", "Chg. Cap.(Ah)"), ("discharge", "DChg. Cap.(Ah)")):
+        moving = kind == wanted
+        step_ends = raw[moving].groupby(step_run[moving])[column].last()  # Neware resets per step
+        files = step_ends.groupby(cycle[moving].groupby(step_run[moving]).first()).sum()
+        ours = per_cycle_max(samples, wanted)
+        assert list(ours.index) == list(files.index)
+        np.testing.assert_allclose(ours, files, rtol=5e-3)
+
+
 @pytest.mark.parametrize("relative", ["cycler_zoo/neware_nda/TestFile.nda", "cycler_zoo/neware_ndax/test_2.ndax"])
 def test_truncated_binary_raises_naming_file_and_reason(datasets, tmp_path, relative):
     source = dataset_file(datasets, relative)

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from battery_pipeline.science.readers import SourceFormatError, detect_format
-from battery_pipeline.science.readers.arbin_csv import ArbinCsvReader
+from battery_pipeline.science.readers.arbin_csv import ArbinCsvReader, _clean_table
 from battery_pipeline.science.readers.arbin_xlsx import ArbinXlsxReader
 from battery_pipeline.science.schema import SAMPLE_COLUMNS, CellCycleSample
 from battery_pipeline_tests.conftest import dataset_file
@@ -205,6 +205,28 @@ def test_csv_header_with_units_signs_and_capacity(tmp_path):
     # Held IR: kept where it first appears, repeats are null.
     assert frame["internal_resistance_ohm"].notna().tolist() == [False, False, False, True, False, False, False]
     np.testing.assert_allclose(frame["temperature_c"], [25.0, 25.1, 25.2, 25.3, 25.4, 25.5, 25.6])
+
+
+def test_csv_line_endings_and_a_ragged_row_read_the_same(tmp_path):
+    # The clean table goes through pyarrow, anything else through pandas: both give one frame.
+    # (Found by the reader fuzzing: a header ending in a bare CR broke the header split.)
+    clean = _write_csv(tmp_path / "clean.csv", ARBIN_UNITS_HEADER, _synthetic_rows())
+    expected = ArbinCsvReader.read([clean], "c").samples.drop(columns=["source_file"])
+    text = clean.read_text()
+    carriage = tmp_path / "carriage.csv"
+    carriage.write_bytes(text.replace("\n", "\r").encode())
+    ragged = tmp_path / "ragged.csv"
+    lines = text.splitlines()
+    lines[3] += ",7"  # one field too many in a data row: pyarrow refuses the table, pandas reads it
+    ragged.write_text("\n".join(lines) + "\n")
+    assert _clean_table(ragged.read_bytes()) is None and _clean_table(carriage.read_bytes()) is not None
+    for path in (carriage, ragged):
+        try:
+            frame = ArbinCsvReader.read([path], "c").samples.drop(columns=["source_file"])
+        except SourceFormatError as exc:
+            assert path.name in str(exc)
+            continue
+        pd.testing.assert_frame_equal(frame, expected)
 
 
 def test_csv_missing_required_column_names_file_and_column(tmp_path):

@@ -245,14 +245,11 @@ def capacity_from_current(
     new_cycle = np.concatenate([[True], cycle_number[1:] != cycle_number[:-1]])
     dt[new_cycle] = 0.0  # nothing is counted across a cycle boundary
     dq_ah = np.nan_to_num(i_mid * dt / 3600.0)
-    cycle_start_idx = np.maximum.accumulate(np.where(new_cycle, np.arange(n), 0))
     for sample_mask, contribution in (
         (current_a > threshold_a, np.maximum(dq_ah, 0.0)),  # the intervals of each direction
         (current_a < -threshold_a, np.maximum(-dq_ah, 0.0)),
     ):
-        running = np.cumsum(contribution)
-        before_cycle = running[cycle_start_idx] - contribution[cycle_start_idx]
-        out[sample_mask] = (running - before_cycle)[sample_mask]
+        out[sample_mask] = running_total(contribution, new_cycle)[sample_mask]
     return out
 
 
@@ -393,7 +390,7 @@ def finalize_samples(
         else frame["step_type"]
     )
     if derive_step_index or "step_index" not in frame:
-        out["step_index"] = step_index_from_changes(np.asarray(step_type, dtype=object))
+        out["step_index"] = step_index_from_changes(step_type)  # a Categorical stays codes there
     else:
         out["step_index"] = _as_int64(frame["step_index"])
     if derive_capacity:

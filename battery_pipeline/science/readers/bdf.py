@@ -442,7 +442,7 @@ def _integration_time(time_s: np.ndarray) -> np.ndarray:
     return np.cumsum(np.clip(t - reference, 0.0, None))
 
 
-def capacity_from_current_scaled(time_s, current, cycle, threshold_a: float) -> np.ndarray:
+def capacity_on_bridged_time(time_s, current, cycle, threshold_a: float) -> np.ndarray:
     """base.capacity_from_current on the bridged test time (`_integration_time`), with the
     file's rest threshold."""
     return capacity_from_current(_integration_time(time_s), current, cycle, threshold_a)
@@ -595,10 +595,10 @@ def convert_table(path: Path, table: pd.DataFrame | dict[str, pd.Series]) -> Bdf
         if len(counters) == 1:
             # One direction's counter only: the other direction comes from the current.
             other = "discharge" if "charge" in counters else "charge"
-            derived = capacity_from_current_scaled(time_s, current, cycle, threshold_a)
+            derived = capacity_on_bridged_time(time_s, current, cycle, threshold_a)
             capacity = np.where(np.asarray(kinds == other), derived, capacity)
     else:
-        capacity = capacity_from_current_scaled(time_s, current, cycle, threshold_a)
+        capacity = capacity_on_bridged_time(time_s, current, cycle, threshold_a)
         capacity = np.where(np.asarray(kinds == "rest"), np.nan, capacity)
 
     temperature = next(

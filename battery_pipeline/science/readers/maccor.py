@@ -123,8 +123,6 @@ def head_lines(path: Path, size: int = 64 * 1024, decode=None) -> list[str]:
         raise SourceFormatError(path, f"cannot open file ({exc.strerror})") from exc
 
 
-_head_lines = head_lines
-
 
 def parse_header(line: str) -> dict[str, str]:
     """Fields of the Maccor header line (`Date of Test`, `Filename`, `Procedure`, ...)."""
@@ -154,7 +152,7 @@ class MaccorTextReader(CyclerReader):
 
     @classmethod
     def describe(cls, paths: list[Path]) -> CellDefaults:
-        lines = _head_lines(paths[0], 4096)
+        lines = head_lines(paths[0], 4096)
         header = lines[0] if lines and not lines[0].startswith("Rec#") else ""
         fields = parse_header(header)
         description = "Maccor test " + ", ".join(
@@ -194,7 +192,7 @@ class MaccorTextReader(CyclerReader):
 
     @classmethod
     def _read_file(cls, path: Path) -> pd.DataFrame:
-        lines = _head_lines(path)
+        lines = head_lines(path)
         if not lines:
             raise SourceFormatError(path, "file is empty")
         column_line = _column_line_index(lines)

@@ -120,7 +120,7 @@ def run_all(
     new = [k for k in sources.keys() if k not in known]
     if new:
         instance.add_dynamic_partitions(cell_partitions.name, new)
-    print(f"{len(sources)} cell source(s), {len(new)} new partition(s); warehouse {Warehouse().database}")
+    print(f"{len(sources)} cell source(s), {len(new)} new partition(s); warehouse {Warehouse().location}")
 
     selected = list(sources.keys()) if not only else [k for k in sources.keys() if k in only]
     unknown = sorted(set(only or []) - set(sources.keys()))
@@ -156,18 +156,14 @@ LOCATION_NAME = "battery_pipeline"  # workspace.yaml's location_name
 REPOSITORY_NAME = "__repository__"  # the repository Dagster makes of a Definitions object
 
 
-def run_job(
-    instance, name: str, tags: dict | None = None, assets: list[str] | None = None, progress=None, resources: dict | None = None
-) -> tuple[bool, str, str]:
-    """Run a job of the code location in this process, as a run of that code location: it
-    carries the origin `dagster dev` gives its own runs (workspace.yaml's module and location
-    name), so it is listed under its job, on the timeline and in asset lineage, and can be
-    re-executed from the UI. Its resources use the folders of the environment now
-    (`environment_run_config`, with `resources` overrides per resource); `progress` sees every
-    event. Returns (success, failure text, run id)."""
+def create_job_run(instance, name: str, tags: dict | None = None, assets: list[str] | None = None, resources: dict | None = None):
+    """A run of a job of the code location, created (not started): it carries the origin
+    `dagster dev` gives its own runs (workspace.yaml's module and location name), so it is listed
+    under its job, on the timeline and in asset lineage, and can be re-executed from the UI. Its
+    resources use the folders of the environment now (`environment_run_config`, with `resources`
+    overrides per resource). Returns (reconstructable job, run)."""
     from dagster import AssetKey
     from dagster._core.definitions.reconstruct import ReconstructableRepository
-    from dagster._core.execution.api import execute_run_iterator
     from dagster._core.remote_origin import ManagedGrpcPythonEnvCodeLocationOrigin, RemoteRepositoryOrigin
     from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 
@@ -192,6 +188,17 @@ def run_job(
         remote_job_origin=RemoteRepositoryOrigin(location, REPOSITORY_NAME).get_job_origin(name),
         job_code_origin=recon_job.get_python_origin(),
     )
+    return recon_job, run
+
+
+def run_job(
+    instance, name: str, tags: dict | None = None, assets: list[str] | None = None, progress=None, resources: dict | None = None
+) -> tuple[bool, str, str]:
+    """Run a job of the code location in this process (`create_job_run`); `progress` sees every
+    event. Returns (success, failure text, run id)."""
+    from dagster._core.execution.api import execute_run_iterator
+
+    recon_job, run = create_job_run(instance, name, tags, assets, resources)
     failure = ""
     for event in execute_run_iterator(recon_job, run, instance):
         if progress is not None:
@@ -203,24 +210,91 @@ def run_job(
 
 def run_cells(instance, keys: list[str]) -> dict:
     """`cell_pipeline_job` for the cells: one run per contiguous range of the `cells` partitions
-    (one run for all of them unless `--partition` picks scattered ones). Per cell: (ok, run id,
-    failure reason)."""
+    (one run for all of them unless `--partition` picks scattered ones), or, on a Dask cluster,
+    runs of `executors.cells_per_run()` cells each, all launched at once so that their steps run
+    on the cluster's workers side by side. Per cell: (ok, run id, failure reason)."""
+    from battery_pipeline.executors import cells_per_run, dask_scheduler
     from battery_pipeline.partitions import batch_ranges, cell_partitions
 
+    per_run = cells_per_run()
+    batches = []
+    for _, _, members in batch_ranges(instance.get_dynamic_partitions(cell_partitions.name), keys):
+        size = per_run or len(members)
+        batches += [members[i:i + size] for i in range(0, len(members), size)]
+    if dask_scheduler() and len(batches) > 1:
+        return _run_cell_batches_at_once(instance, batches)
+    results = [_run_cell_batch(instance, members) for members in batches]
+    return {key: outcome for batch in results for key, outcome in batch.items()}
+
+
+# Runs of one `battery-pipeline run` in flight at once on a cluster (the rest wait their turn).
+MAX_CONCURRENT_RUNS = 16
+
+
+def _run_cell_batches_at_once(instance, batches: list[list[str]]) -> dict:
+    """Each batch's run in a run worker process of its own (`dagster api execute_run`, what
+    Dagster's run launcher starts), up to MAX_CONCURRENT_RUNS at a time: the runs only hand their
+    steps to the cluster and wait, but Dagster's execution is not thread-safe (runs in threads of
+    one process deadlocked on its logging), so each gets a process."""
+    from dagster._grpc.types import ExecuteRunArgs
+    from dagster._serdes import serialize_value
+
+    started = time.perf_counter()
+    pending = [(members, *create_job_run(instance, "cell_pipeline_job", range_tags(members[0], members[-1]))) for members in batches]
+    print(f"  {len(pending)} runs of up to {max(len(b) for b in batches)} cells each, on the Dask cluster")
+    running: dict[str, tuple[list[str], subprocess.Popen]] = {}
+    outcomes: dict[str, tuple] = {}
+    while pending or running:
+        while pending and len(running) < MAX_CONCURRENT_RUNS:
+            members, _, run = pending.pop(0)
+            args = ExecuteRunArgs(job_origin=run.job_code_origin, run_id=run.run_id, instance_ref=instance.get_ref())
+            command = [sys.executable, "-m", "dagster", "api", "execute_run", serialize_value(args)]
+            running[run.run_id] = (members, subprocess.Popen(command, stdout=subprocess.DEVNULL))
+        for run_id, (members, process) in list(running.items()):
+            if process.poll() is None:
+                continue
+            del running[run_id]
+            ok, text, failed = run_outcome(instance, run_id)
+            for key in members:
+                bad = key in failed or (not ok and not failed)
+                outcomes[key] = (False, run_id, failed.get(key, text)) if bad else (True, run_id, "")
+            print(f"  run {run_id[:8]}: {sum(outcomes[k][0] for k in members)} of {len(members)} cell(s) ok, "
+                  f"{time.perf_counter() - started:.1f} s from the first launch")
+        time.sleep(0.2)
+    return outcomes
+
+
+def run_outcome(instance, run_id: str) -> tuple[bool, str, dict]:
+    """A finished run, from the instance: (success, failure text, {cell: reason} of the cells its
+    batch step names as failed)."""
+    from dagster import DagsterEventType
+
+    run = instance.get_run_by_id(run_id)
+    text, failed = "", {}
+    for entry in instance.all_logs(run_id, of_type={DagsterEventType.STEP_FAILURE, DagsterEventType.RUN_FAILURE}):
+        event = entry.dagster_event
+        text = text or _failure_text(event)
+        if event.is_step_failure and event.step_failure_data.user_failure_data:
+            cells = event.step_failure_data.user_failure_data.metadata.get("failed_cells")
+            if cells is not None:
+                failed.update(cells.value)
+    return run is not None and run.is_success, text or (f"run ended {run.status.value}" if run else "run not found"), failed
+
+
+def _run_cell_batch(instance, members: list[str]) -> dict:
+    first, last = members[0], members[-1]
+    label = f"cells {first}..{last}" if first != last else f"cell {first}"
+    progress = Progress(label, len(members), lambda event: _materialized(event) == "cycle_labels")
+    ok, text, run_id = run_job(instance, "cell_pipeline_job", range_tags(first, last), progress=progress)
+    progress.close()
+    failed = progress.failed_cells
     outcomes = {}
-    for first, last, members in batch_ranges(instance.get_dynamic_partitions(cell_partitions.name), keys):
-        tags = range_tags(first, last)
-        label = f"cells {first}..{last}" if first != last else f"cell {first}"
-        progress = Progress(label, len(members), lambda event: _materialized(event) == "cycle_labels")
-        ok, text, run_id = run_job(instance, "cell_pipeline_job", tags, progress=progress)
-        progress.close()
-        failed = progress.failed_cells
-        for key in members:
-            if key in failed or (not ok and not failed):
-                outcomes[key] = (False, run_id, failed.get(key, text))
-            else:
-                outcomes[key] = (True, run_id, "")
-        print(f"  run {run_id[:8]}: {sum(outcomes[k][0] for k in members)} of {len(members)} cell(s) ok in {progress.elapsed():.1f} s")
+    for key in members:
+        if key in failed or (not ok and not failed):
+            outcomes[key] = (False, run_id, failed.get(key, text))
+        else:
+            outcomes[key] = (True, run_id, "")
+    print(f"  run {run_id[:8]}: {sum(outcomes[k][0] for k in members)} of {len(members)} cell(s) ok in {progress.elapsed():.1f} s")
     return outcomes
 
 
@@ -473,10 +547,10 @@ def export_bdf(directory: Path, cells: list[str] | None, csv: bool, warehouse=No
     wanted = cells or validated
     missing = [c for c in wanted if c not in validated]
     if missing:
-        print(f"no validated samples in {warehouse.database} for: {', '.join(missing)} (materialize validated_samples first)")
+        print(f"no validated samples in {warehouse.location} for: {', '.join(missing)} (materialize validated_samples first)")
         return 1
     if not wanted:
-        print(f"no validated cells in {warehouse.database}: nothing to export")
+        print(f"no validated cells in {warehouse.location}: nothing to export")
         return 1
     for cell in wanted:
         samples = warehouse.read_partition("validated_samples", "cell_id", cell)

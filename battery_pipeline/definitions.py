@@ -7,6 +7,7 @@ from battery_pipeline import instance_tuning
 from battery_pipeline.assets import cell_pipeline, exports, governance, models, reports, twin
 from battery_pipeline.automation import predictions_automation_sensor, with_automation_conditions
 from battery_pipeline.jobs import (
+    STEP_EXECUTOR,
     cell_pipeline_job,
     governance_job,
     pack_pipeline_job,
@@ -32,5 +33,5 @@ defs = dg.Definitions(
     sensors=[incoming_files_sensor, cell_packs_sensor, predictions_automation_sensor],
     resources=environment_resources(),
     # Also for the runs Dagster makes itself (automation, UI materializations): see jobs.py
-    executor=dg.in_process_executor,
+    executor=STEP_EXECUTOR,
 )

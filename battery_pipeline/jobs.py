@@ -3,14 +3,18 @@
 
 import dagster as dg
 
+from battery_pipeline.executors import step_executor
 from battery_pipeline.pack_resources import PackSourceCatalog
 from battery_pipeline.partitions import cell_partitions, pack_partitions
 from battery_pipeline.resources import SourceCatalog
 
-# Executors. Every step that touches the warehouse queues on the one-slot duckdb pool, so steps
-# in separate processes never ran side by side; each only paid a process start-up and the import
-# of the whole stack (about 10 s a step). Jobs therefore run in the run's own process, and the
-# per-cell work that can run in parallel does so inside `cell_pipeline`, in worker processes.
+# Executors (`executors.step_executor`, one place for every job). With the embedded DuckDB
+# warehouse, every step that touches it queues on the one-slot duckdb pool, so steps in separate
+# processes never ran side by side; each only paid a process start-up and the import of the whole
+# stack (about 10 s a step). Jobs therefore run in the run's own process, and the per-cell work
+# that can run in parallel does so inside `cell_pipeline`, in worker processes. With DuckLake and
+# a Dask cluster configured, every step is a task on the cluster's workers instead.
+STEP_EXECUTOR = step_executor()
 
 # The main job: every per-cell asset, for one cell or a batch (a partition range) per run.
 cell_pipeline_job = dg.define_asset_job(
@@ -20,7 +24,7 @@ cell_pipeline_job = dg.define_asset_job(
         "Everything per cell: cells registry, raw, validated and quarantined samples, "
         "per-cycle features and curves, labels; one cell or a batch of cells per run."
     ),
-    executor_def=dg.in_process_executor,
+    executor_def=STEP_EXECUTOR,
 )
 
 # Across cells: training sets, every model, registry, promotion, metrics report and model cards.
@@ -28,7 +32,7 @@ train_models_job = dg.define_asset_job(
     "train_models_job",
     selection=dg.AssetSelection.groups("models", "reports"),
     description="Train every model on all cells' features, register, promote through the gate, report.",
-    executor_def=dg.in_process_executor,
+    executor_def=STEP_EXECUTOR,
 )
 
 # Across runs: the data cards from what the warehouse holds, and the audit trail of finished runs.
@@ -36,7 +40,7 @@ governance_job = dg.define_asset_job(
     "governance_job",
     selection=dg.AssetSelection.groups("governance"),
     description="Write a data card per dataset and append every finished run to the audit_log table.",
-    executor_def=dg.in_process_executor,
+    executor_def=STEP_EXECUTOR,
 )
 
 # Per cell or batch of cells: the promoted models' SOH and RUL predictions (also for cells that arrive later).
@@ -44,7 +48,7 @@ score_cells_job = dg.define_asset_job(
     "score_cells_job",
     selection=dg.AssetSelection.groups("predictions"),
     description="Score a cell, or a batch of cells in one run, with the promoted SOH and RUL models.",
-    executor_def=dg.in_process_executor,
+    executor_def=STEP_EXECUTOR,
 )
 
 
@@ -76,7 +80,7 @@ pack_pipeline_job = dg.define_asset_job(
     "pack_pipeline_job",
     selection=dg.AssetSelection.groups("telemetry", "twin"),
     description="Everything per pack: packs registry, telemetry, and the outputs of every enabled twin model.",
-    executor_def=dg.in_process_executor,
+    executor_def=STEP_EXECUTOR,
 )
 
 

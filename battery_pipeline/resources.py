@@ -1,7 +1,11 @@
 """Resources: the single place that switches by environment (paths, storage, data folders).
 
 Environment variables (all optional):
+  BATTERY_PIPELINE_WAREHOUSE  `duckdb` (default: one embedded file) or `ducklake` (PostgreSQL
+                              catalog + Parquet data: several writers at once, see `lakehouse`)
   BATTERY_PIPELINE_DUCKDB     warehouse file           (default: data/warehouse.duckdb)
+  BATTERY_PIPELINE_DUCKLAKE_CATALOG    DuckLake's PostgreSQL catalog (libpq string or URL)
+  BATTERY_PIPELINE_DUCKLAKE_DATA_PATH  DuckLake's data folder or URL (default: data/lake)
   BATTERY_PIPELINE_DATA_DIRS  data folders, os.pathsep-separated (default: data/incoming)
   BATTERY_PIPELINE_DEMO_DIR   demo fleet folder        (default: data/demo)
   BATTERY_PIPELINE_MODEL_DIR  trained-model artifacts  (default: data/models, beside the warehouse)
@@ -28,6 +32,7 @@ from dagster import ConfigurableResource
 from dagster_duckdb import DuckDBResource
 from pydantic import Field, PrivateAttr
 
+from battery_pipeline import lakehouse
 from battery_pipeline.science import sources as source_discovery
 from battery_pipeline.science.sample_quality import INTERPOLATED_CHANNELS, empty_flags
 from battery_pipeline.science.schema import CellCycleSample, CellImpedance, CellRecord, QuarantinedSample
@@ -35,13 +40,44 @@ from battery_pipeline.science.schema import CellCycleSample, CellImpedance, Cell
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = PROJECT_ROOT / "data"
 
-# Every asset or check that opens the warehouse runs in this Dagster pool. DuckDB admits one
-# read-write process per file, so the instance limits the pool to 1 slot (see dagster.yaml).
+# Every asset or check that opens the embedded warehouse runs in this Dagster pool. DuckDB admits
+# one read-write process per file, so the instance limits the pool to 1 slot (see dagster.yaml).
 DUCKDB_POOL = "duckdb"
+
+WAREHOUSE_ENV = "BATTERY_PIPELINE_WAREHOUSE"
+DUCKLAKE_CATALOG_ENV = "BATTERY_PIPELINE_DUCKLAKE_CATALOG"
+DUCKLAKE_DATA_ENV = "BATTERY_PIPELINE_DUCKLAKE_DATA_PATH"
+BACKENDS = ("duckdb", "ducklake")
+
+
+def default_backend() -> str:
+    backend = os.environ.get(WAREHOUSE_ENV, "duckdb").strip().lower() or "duckdb"
+    if backend not in BACKENDS:
+        raise ValueError(f"{WAREHOUSE_ENV}={backend!r}: expected one of {', '.join(BACKENDS)}")
+    return backend
+
+
+def warehouse_pool() -> str | None:
+    """The pool of the steps that write the warehouse: the one-slot `duckdb` pool for the embedded
+    file; none for DuckLake, whose writers commit side by side. Read at import, so every process
+    of a deployment (code server, run and step workers) must see the same environment."""
+    return DUCKDB_POOL if default_backend() == "duckdb" else None
+
+
+# The pool the warehouse-writing assets are defined with (read once, at import).
+WAREHOUSE_POOL = warehouse_pool()
 
 
 def default_warehouse_path() -> str:
     return os.environ.get("BATTERY_PIPELINE_DUCKDB", str(DATA_DIR / "warehouse.duckdb"))
+
+
+def default_ducklake_catalog() -> str:
+    return os.environ.get(DUCKLAKE_CATALOG_ENV, "")
+
+
+def default_ducklake_data_path() -> str:
+    return os.environ.get(DUCKLAKE_DATA_ENV, str(DATA_DIR / "lake"))
 
 
 def default_data_dirs() -> list[str]:
@@ -142,7 +178,10 @@ def _transaction(conn: duckdb.DuckDBPyConnection):
         yield conn
         conn.execute("COMMIT")
     except BaseException:
-        conn.execute("ROLLBACK")
+        try:
+            conn.execute("ROLLBACK")
+        except duckdb.TransactionException:
+            pass  # a failed COMMIT (a DuckLake conflict) has already rolled back
         raise
 
 
@@ -229,17 +268,52 @@ def split_by_key(frame: pd.DataFrame, key_column: str, keys: Sequence[str]) -> d
 
 
 class Warehouse(DuckDBResource):
-    """The DuckDB warehouse, on top of Dagster's DuckDB integration (connection retry on lock).
+    """The warehouse: an embedded DuckDB file (default; Dagster's DuckDB integration, which retries
+    the connection on lock) or DuckLake (`backend="ducklake"`: catalog in PostgreSQL, data as
+    Parquet, writers in many processes at once; see `lakehouse`). The same SQL runs on both.
 
     All SQL of the pipeline goes through these methods; partition keys and other values are
     always bound as parameters, never formatted into SQL text.
     """
 
-    database: str = Field(default_factory=default_warehouse_path, description="DuckDB file path")
+    backend: str = Field(default_factory=default_backend, description="duckdb (one file) or ducklake")
+    database: str = Field(default_factory=default_warehouse_path, description="DuckDB file path (backend duckdb)")
+    ducklake_catalog: str = Field(
+        default_factory=default_ducklake_catalog, description="DuckLake's PostgreSQL catalog: libpq string or URL (backend ducklake)"
+    )
+    ducklake_data_path: str = Field(
+        default_factory=default_ducklake_data_path, description="DuckLake's data folder or object-store URL (backend ducklake)"
+    )
     _session: duckdb.DuckDBPyConnection | None = PrivateAttr(default=None)
     # layouts ensured during the session (`ensure_table`): its batch ensures the same few tables
     # before every store, at about 10 ms of catalog queries each time (32 ms a cell, timed by hand on the ingest benchmark's warehouse)
     _ensured: set | None = PrivateAttr(default=None)
+
+    @property
+    def location(self) -> str:
+        """Where the warehouse is, for messages and metadata (no password)."""
+        if self.backend == "ducklake":
+            return f"DuckLake (catalog {lakehouse.redacted(lakehouse.postgres_conninfo(self.ducklake_catalog))}, data {self.ducklake_data_path})"
+        return self.database
+
+    @property
+    def takes_concurrent_writers(self) -> bool:
+        return self.backend == "ducklake"
+
+    @contextmanager
+    def _open(self):
+        if self.backend not in BACKENDS:
+            raise ValueError(f"warehouse backend {self.backend!r}: expected one of {', '.join(BACKENDS)}")
+        if self.backend == "ducklake":
+            conn = lakehouse.cursor(self.ducklake_catalog, self.ducklake_data_path)
+            try:
+                yield conn
+            finally:
+                conn.close()
+            return
+        Path(self.database).parent.mkdir(parents=True, exist_ok=True)
+        with self.get_connection() as conn:
+            yield conn
 
     @contextmanager
     def connection(self):
@@ -247,26 +321,27 @@ class Warehouse(DuckDBResource):
             # a cursor: a connection of its own on the session's open database (no file open),
             # so a call's unfinished result never blocks the next call
             cursor = self._session.cursor()
+            if self.backend == "ducklake":
+                lakehouse.use_lake(cursor)
             try:
                 yield cursor
             finally:
                 cursor.close()
             return
-        Path(self.database).parent.mkdir(parents=True, exist_ok=True)
-        with self.get_connection() as conn:
+        with self._open() as conn:
             yield conn
 
     @contextmanager
     def session(self):
         """One connection for every call inside the block. Opening the DuckDB file costs 20-40 ms
-        (and closing it after a write, a checkpoint); a batch of cells makes dozens of calls per
-        cell. Only for a step that owns the writer (the one-slot `duckdb` pool): other processes
-        cannot open the file while the session lasts."""
+        (and closing it after a write, a checkpoint), attaching the lake about as much; a batch of
+        cells makes dozens of calls per cell. With the embedded file, only for a step that owns
+        the writer (the one-slot `duckdb` pool): other processes cannot open the file while the
+        session lasts. With DuckLake, other processes read and write meanwhile."""
         if self._session is not None:
             yield self
             return
-        Path(self.database).parent.mkdir(parents=True, exist_ok=True)
-        with self.get_connection() as conn:
+        with self._open() as conn:
             self._session, self._ensured = conn, set()
             try:
                 yield self
@@ -281,10 +356,11 @@ class Warehouse(DuckDBResource):
         layout = (table, None if table in TABLE_MODELS or frame is None else tuple(frame.columns))
         if self._ensured is not None and layout in self._ensured:
             return
+        # another writer creating the same table or column at once is a conflict: look again
         if table == VALIDATED_SAMPLES:
-            self._ensure_validated_view(conn)
+            lakehouse.retry_conflicts(lambda: self._ensure_validated_view(conn))
         else:
-            self._ensure_base_table(conn, table, name, frame)
+            lakehouse.retry_conflicts(lambda: self._ensure_base_table(conn, table, name, frame))
         if self._ensured is not None:
             self._ensured.add(layout)
 
@@ -300,7 +376,7 @@ class Warehouse(DuckDBResource):
         else:
             raise ValueError(f"no layout known for table {table!r}")
         present = {row[0] for row in conn.execute(
-            "SELECT column_name FROM information_schema.columns WHERE table_name = ?", [table]
+            "SELECT column_name FROM information_schema.columns WHERE table_name = ? AND table_catalog = current_database()", [table]
         ).fetchall()}
         for column, sql_type in wanted.items():
             if column not in present:
@@ -315,14 +391,16 @@ class Warehouse(DuckDBResource):
         self.ensure_table(conn, "sample_flags", empty_flags())
         conn.execute(VALIDATED_CELLS_DDL)
         ((kind,),) = conn.execute(
-            "SELECT coalesce(max(table_type), '') FROM information_schema.tables WHERE table_name = ?", [VALIDATED_SAMPLES]
+            "SELECT coalesce(max(table_type), '') FROM information_schema.tables WHERE table_name = ? AND table_catalog = current_database()",
+            [VALIDATED_SAMPLES],
         ).fetchall()
         # the view's comment names its query's version, so a newer definition replaces it
         definition = validated_samples_sql()
         version = hashlib.sha256(definition.encode()).hexdigest()[:16]
         if kind == "VIEW":
             comment = conn.execute(
-                "SELECT comment FROM duckdb_views() WHERE view_name = ? AND NOT internal", [VALIDATED_SAMPLES]
+                "SELECT comment FROM duckdb_views() WHERE view_name = ? AND NOT internal AND database_name = current_database()",
+                [VALIDATED_SAMPLES],
             ).fetchall()
             if comment and comment[0][0] == version:
                 return
@@ -387,20 +465,26 @@ class Warehouse(DuckDBResource):
         with self.connection() as conn:
             for table, frame in frames.items():
                 self.ensure_table(conn, table, frame if isinstance(frame, pd.DataFrame) else frame[0])
-            with _keys_relation(conn, keys), _transaction(conn):
-                for table, frame in frames.items():
-                    if table == VALIDATED_SAMPLES:
-                        continue
-                    conn.execute(f"DELETE FROM {_quote_identifier(table)} WHERE {column} IN (SELECT key FROM _keys)")
-                    if any(len(f) for f in ([frame] if isinstance(frame, pd.DataFrame) else frame)):
-                        _insert(conn, table, frame)
-                if VALIDATED_SAMPLES in frames:  # last: on the raw rows as stored now
-                    self._mark_validated(conn, keys, frames[VALIDATED_SAMPLES])
-                elif "raw_samples" in frames and self._any_validated(conn):
-                    conn.execute(
-                        f"DELETE FROM validated_cells v WHERE cell_id IN (SELECT key FROM _keys) AND raw_digest IS DISTINCT FROM "
-                        f"(SELECT d.raw_digest FROM ({_RAW_DIGESTS}) d WHERE d.cell_id = v.cell_id)"
-                    )
+            with _keys_relation(conn, keys):
+                # a DuckLake writer that lost a conflict (another run replacing rows in the same
+                # data files) replaces again on the new snapshot: one copy of each row remains
+                lakehouse.retry_conflicts(lambda: self._replace_in_transaction(conn, frames, column, keys))
+
+    def _replace_in_transaction(self, conn, frames: dict, column: str, keys: list[str]) -> None:
+        with _transaction(conn):
+            for table, frame in frames.items():
+                if table == VALIDATED_SAMPLES:
+                    continue
+                conn.execute(f"DELETE FROM {_quote_identifier(table)} WHERE {column} IN (SELECT key FROM _keys)")
+                if any(len(f) for f in ([frame] if isinstance(frame, pd.DataFrame) else frame)):
+                    _insert(conn, table, frame)
+            if VALIDATED_SAMPLES in frames:  # last: on the raw rows as stored now
+                self._mark_validated(conn, keys, frames[VALIDATED_SAMPLES])
+            elif "raw_samples" in frames and self._any_validated(conn):
+                conn.execute(
+                    f"DELETE FROM validated_cells v WHERE cell_id IN (SELECT key FROM _keys) AND raw_digest IS DISTINCT FROM "
+                    f"(SELECT d.raw_digest FROM ({_RAW_DIGESTS}) d WHERE d.cell_id = v.cell_id)"
+                )
 
     def replace_table(self, table: str, frame: pd.DataFrame) -> int:
         """Replace a whole (unpartitioned) table, layout included, in one transaction: for tables
@@ -408,22 +492,31 @@ class Warehouse(DuckDBResource):
         name = _quote_identifier(table)
         if self._ensured is not None:  # its layout is the frame's now
             self._ensured = {layout for layout in self._ensured if layout[0] != table}
-        with self.connection() as conn, _transaction(conn):
-            conn.register("_incoming", pa.Table.from_pandas(frame, preserve_index=False))
-            conn.execute(f"CREATE OR REPLACE TABLE {name} AS SELECT * FROM _incoming")
-            conn.unregister("_incoming")
+        incoming = pa.Table.from_pandas(frame, preserve_index=False)
+
+        def replace(conn) -> None:
+            with _transaction(conn):
+                conn.register("_incoming", incoming)
+                conn.execute(f"CREATE OR REPLACE TABLE {name} AS SELECT * FROM _incoming")
+                conn.unregister("_incoming")
+
+        with self.connection() as conn:
+            lakehouse.retry_conflicts(lambda: replace(conn))
         return len(frame)
 
     def append_rows(self, table: str, frame: pd.DataFrame, then: tuple[str, list] | None = None) -> None:
         """Append rows (creating the table from the frame's layout), and optionally run one more
         statement `then` = (sql, params), all in one transaction: e.g. a decision log and the
         state it decided, which must never disagree."""
-        with self.connection() as conn:
-            self.ensure_table(conn, table, frame)
+        def append(conn) -> None:
             with _transaction(conn):
                 _insert(conn, table, frame)
                 if then is not None:
                     conn.execute(*then)
+
+        with self.connection() as conn:
+            self.ensure_table(conn, table, frame)
+            lakehouse.retry_conflicts(lambda: append(conn))
 
     def read_partition(self, table: str, key_column: str, key: str, columns: list[str] | None = None) -> pd.DataFrame:
         selected = ", ".join(_quote_identifier(c) for c in columns) if columns else "*"
@@ -464,7 +557,9 @@ class Warehouse(DuckDBResource):
     @staticmethod
     def _exists(conn, table: str) -> bool:
         # fetchall: a result left unfinished blocks the next register() on the connection
-        ((count,),) = conn.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [table]).fetchall()
+        ((count,),) = conn.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = ? AND table_catalog = current_database()", [table]
+        ).fetchall()
         return bool(count)
 
 

@@ -33,7 +33,6 @@ import contextlib
 import functools
 import math
 import multiprocessing
-import os
 import queue
 import threading
 import time
@@ -45,13 +44,13 @@ from concurrent.futures.process import BrokenProcessPool
 import dagster as dg
 from dagster._core.definitions.asset_checks.asset_check_evaluation import AssetCheckEvaluationTargetMaterializationData
 
-from battery_pipeline import batch_workers
+from battery_pipeline import batch_workers, executors
 from battery_pipeline.assets import features as feature_assets
 from battery_pipeline.assets import ingest, validation
 from battery_pipeline.assets.metadata import StageReport
 from battery_pipeline.lineage import lineage_metadata, partition_hashes
 from battery_pipeline.partitions import cell_partitions
-from battery_pipeline.resources import DUCKDB_POOL, SourceCatalog, Warehouse
+from battery_pipeline.resources import WAREHOUSE_POOL, SourceCatalog, Warehouse
 from battery_pipeline.science.cell_chain import (
     STAGE_READS,
     STAGE_TABLES,
@@ -87,7 +86,7 @@ PLOT_CELLS = 20
 class CellPipelineConfig(validation.ValidationConfig):
     """The validation rules (Launchpad), and how many worker processes compute a batch."""
 
-    workers: int = 0  # 0: one per core; 1: every cell in the run's own process
+    workers: int = 0  # 0: one per core (one on a Dask worker: the cluster runs one per core); 1: in the step's process
 
 
 def selected_stages(asset_names: set[str]) -> tuple[str, ...]:
@@ -105,8 +104,8 @@ with warnings.catch_warnings():
         check_specs=CELL_CHECKS,
         partitions_def=cell_partitions,
         can_subset=True,
-        pool=DUCKDB_POOL,
-        backfill_policy=dg.BackfillPolicy.single_run(),
+        pool=WAREHOUSE_POOL,
+        backfill_policy=executors.cell_backfill_policy(),
         description="Every per-cell asset of a cell or a batch of cells in one step: files -> registry, raw, validated, features, labels.",
         )
 
@@ -123,8 +122,10 @@ def cell_pipeline(context: dg.AssetExecutionContext, config: CellPipelineConfig,
             tasks.append(CellTask(sources[key], stages, config.rules(), feature_assets.LABEL_SETTINGS_FILE))
         except KeyError as exc:
             batch.fail(key, stages[0], f"cell partition {key!r} has no source files any more: {exc}")
-    workers = min(config.workers or os.cpu_count() or 1, len(tasks))
-    context.log.info(f"{len(keys)} cell(s), stages {', '.join(stages)}, {max(workers, 1)} worker process(es)")
+    workers = min(config.workers or executors.default_step_processes(), len(tasks))
+    context.log.info(
+        f"{len(keys)} cell(s), stages {', '.join(stages)}, {max(workers, 1)} worker process(es), on {batch.worker}"
+    )
     with warehouse.session():
         group: list[CellOutcome] = []
         compute = functools.partial(compute_and_describe, plots=batch.plots)
@@ -277,6 +278,7 @@ class CellBatch:
 
     def __init__(self, context, config: CellPipelineConfig, warehouse: Warehouse, stages: tuple[str, ...], sources, plots: bool):
         self.context, self.config, self.warehouse, self.stages, self.plots = context, config, warehouse, stages, plots
+        self.worker = executors.worker_label()  # the host process (or Dask worker) that stores the batch
         self.sources = sources
         self.total = len(context.partition_keys)
         self.failures: dict[str, str] = {}
@@ -325,6 +327,7 @@ class CellBatch:
             for outcome in ready:  # what the stage cost this cell (in its worker), on each of its assets
                 for metadata in reports[outcome.key].metadata.values():
                     metadata["compute_seconds"] = round(outcome.seconds[stage], 4)
+                    metadata["stored_by"] = self.worker
             with batched_event_writes(self.context.instance):
                 for key, report in reports.items():
                     for asset, metadata in report.metadata.items():

@@ -11,7 +11,7 @@ import dagster as dg
 from pydantic import Field
 
 from battery_pipeline.partitions import cell_partitions
-from battery_pipeline.resources import DATA_DIR, DUCKDB_POOL, Warehouse
+from battery_pipeline.resources import DATA_DIR, WAREHOUSE_POOL, Warehouse
 from battery_pipeline.science.bdf_export import write_bdf
 
 EXPORTS_GROUP = "exports"
@@ -30,7 +30,7 @@ class BdfExportConfig(dg.Config):
     deps=["validated_samples"],
     partitions_def=cell_partitions,
     group_name=EXPORTS_GROUP,
-    pool=DUCKDB_POOL,
+    pool=WAREHOUSE_POOL,
     kinds={"parquet", "csv"},
     description="The cell's validated samples as a Battery Data Format file (spec labels and file naming), for other labs' tools.",
 )

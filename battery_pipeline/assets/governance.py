@@ -28,7 +28,7 @@ import pandas as pd
 
 from battery_pipeline.checks import documentation
 from battery_pipeline.checks.governance import check_spec, rules_markdown
-from battery_pipeline.resources import DUCKDB_POOL, ModelStore, SourceCatalog, Warehouse
+from battery_pipeline.resources import WAREHOUSE_POOL, ModelStore, SourceCatalog, Warehouse
 from battery_pipeline.science import data_cards as cards
 from battery_pipeline.science.cycle_classes import CYCLE_CLASSES
 
@@ -103,7 +103,7 @@ def _source_folders(catalog: SourceCatalog) -> dict[str, set]:
 @dg.asset(
     deps=["cells", "raw_samples", "validated_samples", "quarantined_samples", "sample_flags"],
     group_name=GOVERNANCE_GROUP,
-    pool=DUCKDB_POOL,
+    pool=WAREHOUSE_POOL,
     kinds={"markdown"},
     description=(
         "A data card per dataset (reports/data_cards/<dataset>.md): cells and sources, collection "
@@ -261,7 +261,7 @@ def audit_frame(rows: list[dict]) -> pd.DataFrame:
 
 @dg.asset(
     group_name=GOVERNANCE_GROUP,
-    pool=DUCKDB_POOL,
+    pool=WAREHOUSE_POOL,
     kinds={"duckdb"},
     description=(
         "Audit trail: one row per (run, asset, partition) of every finished run, with run id, job, "

@@ -49,7 +49,7 @@ from battery_pipeline.checks.governance import check_spec
 from battery_pipeline.checks.outcomes import not_evaluated
 from battery_pipeline.partitions import cell_partitions
 from battery_pipeline.provenance import code_version
-from battery_pipeline.resources import DUCKDB_POOL, ModelStore, Warehouse
+from battery_pipeline.resources import WAREHOUSE_POOL, ModelStore, Warehouse
 from battery_pipeline.science.ml.bounds import describe_range, physical_range
 from battery_pipeline.science.ml.cross_validation import out_of_fold_predictions
 from battery_pipeline.science.ml.datasets import TrainingTable, rul_dataset, soh_dataset
@@ -208,7 +208,7 @@ def _training_set_asset(task: str):
         name=name,
         deps=["cycle_features", "cycle_labels"],
         group_name=MODELS_GROUP,
-        pool=DUCKDB_POOL,
+        pool=WAREHOUSE_POOL,
         kinds={"duckdb", "pandas"},
         description=(
             f"Every {TARGETS[task]}-labelled cycle of every cell with its features and the cell's split "
@@ -398,7 +398,7 @@ def _model_asset(task: str, estimator_name: str):
         name=name,
         deps=[f"{task}_training_set"],
         group_name=MODELS_GROUP,
-        pool=DUCKDB_POOL,
+        pool=WAREHOUSE_POOL,
         kinds={"pytorch" if estimator_name == "lstm" else "scikitlearn"},
         description=f"{ESTIMATORS[estimator_name].description}, trained for {task.upper()} on the train cells.",
         check_specs=checks,
@@ -500,7 +500,7 @@ def registry_row(record: dict, artifact_path: str) -> dict:
 @dg.asset(
     deps=[name for task in TASKS for name in MODEL_ASSETS[task]],
     group_name=MODELS_GROUP,
-    pool=DUCKDB_POOL,
+    pool=WAREHOUSE_POOL,
     kinds={"duckdb"},
     description=(
         "One row per trained model (history kept): task, estimator, hyperparameters, features, "
@@ -626,7 +626,7 @@ def _promotion_asset(task: str):
         name=name,
         deps=["model_registry", f"{task}_training_set"],
         group_name=MODELS_GROUP,
-        pool=DUCKDB_POOL,
+        pool=WAREHOUSE_POOL,
         kinds={"duckdb"},
         description=(
             f"The {task.upper()} model that scores cells: the current model with the lowest error over "
@@ -724,7 +724,7 @@ def _predictions_asset(task: str):
             deps=["cycle_features", "cycle_labels", f"promoted_{task}_model"],
             partitions_def=cell_partitions,
             group_name=PREDICTIONS_GROUP,
-            pool=DUCKDB_POOL,
+            pool=WAREHOUSE_POOL,
             kinds={"duckdb"},
             # a rescoring of every cell after a promotion, or a burst of new cells: one run
             backfill_policy=dg.BackfillPolicy.single_run(),

@@ -23,7 +23,7 @@ from battery_pipeline.assets.models import ERROR_METRIC, TASKS
 from battery_pipeline.assets.plots import error_by_cycle_plot, predicted_vs_true_plot, rul_trajectories_plot
 from battery_pipeline.checks import model_quality
 from battery_pipeline.checks.governance import check_spec
-from battery_pipeline.resources import DUCKDB_POOL, ModelStore, Warehouse
+from battery_pipeline.resources import WAREHOUSE_POOL, ModelStore, Warehouse
 from battery_pipeline.science.ml.bounds import describe_range
 
 REPORTS_GROUP = "reports"
@@ -117,7 +117,7 @@ def _json_safe(value):
 @dg.asset(
     deps=["model_registry", "promoted_soh_model", "promoted_rul_model"],
     group_name=REPORTS_GROUP,
-    pool=DUCKDB_POOL,
+    pool=WAREHOUSE_POOL,
     kinds={"duckdb", "json"},
     description=(
         "Every current model against the dummy per task: cross-validated (ranks for promotion), "
@@ -325,7 +325,7 @@ def render_card(record: dict, sections: dict[str, str]) -> str:
 @dg.asset(
     deps=["model_registry", "promoted_soh_model", "promoted_rul_model"],
     group_name=REPORTS_GROUP,
-    pool=DUCKDB_POOL,
+    pool=WAREHOUSE_POOL,
     kinds={"markdown"},
     description="A model card per current model (reports/model_cards/), generated from what the run recorded.",
     check_specs=[check_spec("model_card_complete", "model_cards")],

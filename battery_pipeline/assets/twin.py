@@ -25,7 +25,7 @@ from battery_pipeline.checks import twin_quality
 from battery_pipeline.checks.governance import check_spec
 from battery_pipeline.pack_resources import PackSourceCatalog
 from battery_pipeline.partitions import pack_partitions
-from battery_pipeline.resources import DUCKDB_POOL, Warehouse
+from battery_pipeline.resources import WAREHOUSE_POOL, Warehouse
 from battery_pipeline.science.twin.base import input_columns
 from battery_pipeline.science.twin.manifest import ParameterError
 from battery_pipeline.science.twin.packs import (
@@ -113,7 +113,7 @@ def _cell_as_pack(warehouse: Warehouse, source: PackSource) -> tuple[pd.DataFram
         ),
     ],
     partitions_def=pack_partitions,
-    pool=DUCKDB_POOL,
+    pool=WAREHOUSE_POOL,
     check_specs=[check_spec("telemetry_row_accounting", "telemetry")],
 )
 def telemetry(context: dg.AssetExecutionContext, pack_catalog: PackSourceCatalog, warehouse: Warehouse):
@@ -240,7 +240,7 @@ def _model_asset(name: str, settings: TwinSettings) -> dg.AssetsDefinition:
         name=name,
         deps=["telemetry", "packs", *manifest.depends_on],
         partitions_def=pack_partitions,
-        pool=DUCKDB_POOL,
+        pool=WAREHOUSE_POOL,
         group_name=TWIN_GROUP,
         kinds={"duckdb", "pandas"},
         description=f"{manifest.description} Tables: {table_list}.",

@@ -1,7 +1,7 @@
 """Beyond one machine: the same code with Dagster's instance storage in Postgres.
 
-A throwaway PostgreSQL server (Debian's `postgresql` package: `initdb`, `pg_ctl`; `.ci/run`
-installs it when missing) runs in a temporary folder on a free port. With
+A throwaway PostgreSQL server (`local_cluster.postgres_server`: Debian's `postgresql` package,
+which `.ci/run` installs when missing) runs in a temporary folder on a free port. With
 $BATTERY_PIPELINE_DAGSTER_PG_URL set, `cli.ensure_dagster_home` writes a dagster.yaml whose runs,
 event logs and schedule/sensor state live in that database; the cell job then runs as the CLI runs
 it (a run of the code location, executed in this process, its events written to Postgres), the
@@ -12,67 +12,28 @@ runs as the `postgres` user (PostgreSQL refuses root).
 
 from __future__ import annotations
 
-import glob
 import os
 import shutil
-import socket
-import subprocess
-import tempfile
-from pathlib import Path
 
 import duckdb
 import pytest
 
 from battery_pipeline import cli
+from battery_pipeline.local_cluster import create_database, postgres_bin_dir, postgres_server
 from battery_pipeline_tests.conftest import dataset_file
 
 CELL_FILE = "cycler_samples/PredictionDiagnostics_000109_tztest.010"  # Maccor, 2165 rows, 4 cycles
 CELL = "PredictionDiagnostics_000109_tztest.010"
 
 
-def postgres_bin_dir() -> Path | None:
-    found = shutil.which("initdb") or next(iter(sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), reverse=True)), None)
-    return Path(found).resolve().parent if found else None
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def postgres_url():
-    bin_dir = postgres_bin_dir()
-    if bin_dir is None:
+    if postgres_bin_dir() is None:
         if os.environ.get("CI"):
             pytest.fail("PostgreSQL (initdb, pg_ctl) is not installed; .ci/run installs Debian's postgresql")
         pytest.skip("PostgreSQL is not installed (Debian: apt-get install postgresql)")
-    as_root = os.geteuid() == 0
-    run_as = ["runuser", "-u", "postgres", "--"] if as_root else []
-    # Not under pytest's tmp_path: that is private to root, and the server runs as `postgres`.
-    root = Path(tempfile.mkdtemp(prefix="battery_pg_"))
-    root.chmod(0o755)
-    if as_root:
-        shutil.chown(root, "postgres", "postgres")
-    data, port = root / "data", free_port()
-    subprocess.run([*run_as, str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust",
-                    "-E", "UTF8", "--no-sync"], check=True, capture_output=True)
-    options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off"
-    subprocess.run([*run_as, str(bin_dir / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(root / "server.log"),
-                    "-w", "start"], check=True, capture_output=True)
-    try:
-        import psycopg2
-
-        conn = psycopg2.connect(host="127.0.0.1", port=port, user="postgres", dbname="postgres")
-        conn.autocommit = True  # CREATE DATABASE cannot run in a transaction
-        conn.cursor().execute("CREATE DATABASE dagster")
-        conn.close()
-        yield f"postgresql://postgres@127.0.0.1:{port}/dagster"  # libpq form, as psycopg2 takes it
-    finally:
-        subprocess.run([*run_as, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"],
-                       capture_output=True)
-        shutil.rmtree(root, ignore_errors=True)
+    with postgres_server() as server:
+        yield create_database(server, "dagster")  # libpq form, as psycopg2 takes it
 
 
 def pg_query(url: str, sql: str) -> list[tuple]:

@@ -60,6 +60,17 @@ def extension_files() -> list[str]:
     return files
 
 
+def dask_worker_threads() -> int | None:
+    """On a Dask worker, its threads: the host's cores its operator gave it. DuckDB otherwise
+    takes every core of the host for each query, and the host's other workers with it."""
+    try:
+        from distributed import get_worker
+
+        return get_worker().state.nthreads
+    except (ImportError, ValueError):
+        return None
+
+
 def postgres_conninfo(catalog: str) -> str:
     """A libpq connection string (keyword form or postgresql:// URI) for the catalog. A
     SQLAlchemy URL such as Dagster's `postgresql+psycopg2://...` is taken too (libpq reads the
@@ -97,7 +108,11 @@ def connect(catalog: str, data_path: str) -> duckdb.DuckDBPyConnection:
     if "://" not in data_path or data_path.startswith("file://"):
         Path(data_path.removeprefix("file://")).mkdir(parents=True, exist_ok=True)
     # nothing is ever downloaded: the extensions load from the wheels' files, by path
-    conn = duckdb.connect(config={"autoinstall_known_extensions": False, "autoload_known_extensions": False})
+    config = {"autoinstall_known_extensions": False, "autoload_known_extensions": False}
+    threads = dask_worker_threads()
+    if threads:
+        config["threads"] = threads
+    conn = duckdb.connect(config=config)
     try:
         for path in extension_files():
             conn.execute(f"LOAD {_literal(path)}")

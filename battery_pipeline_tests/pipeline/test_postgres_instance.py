@@ -71,7 +71,7 @@ def test_the_cell_job_and_governance_run_on_a_postgres_instance(postgres_url, da
 
     with DagsterInstance.get() as instance:
         assert type(instance.run_storage).__name__ == "PostgresRunStorage"
-        assert type(instance.event_log_storage).__name__ == "PostgresEventLogStorage"
+        assert type(instance.event_log_storage).__name__ == "PooledPostgresEventLogStorage"
         instance.add_dynamic_partitions("cells", [CELL])
         ok, failure, _ = cli.run_job(instance, "cell_pipeline_job", tags={"dagster/partition": CELL})
         assert ok, failure

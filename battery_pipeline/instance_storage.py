@@ -79,7 +79,36 @@ class _Batch:
         self.events = 0
 
 
-class PooledSqliteEventLogStorage(SqliteEventLogStorage):
+class _BatchedWrites:
+    """`batched_writes()` for an event log whose `_connect` joins this thread's `_Batch`; the
+    storage commits a batch in `_commit(batch)`."""
+
+    @contextmanager
+    def batched_writes(self) -> Iterator[None]:
+        """Every event this thread stores inside is written in one transaction per database
+        (committed every `COMMIT_EVERY` events and on exit, also when the body raises: those
+        events happened). Nested use joins the outer batch."""
+        if getattr(self._local, "batch", None) is not None:
+            yield
+            return
+        self._local.batch = _Batch()
+        try:
+            yield
+        finally:
+            batch, self._local.batch = self._local.batch, None
+            self._commit(batch)
+
+    def store_event(self, event) -> None:
+        super().store_event(event)
+        batch: _Batch | None = getattr(self._local, "batch", None)
+        if batch is not None:
+            batch.events += 1
+            if batch.events >= COMMIT_EVERY:
+                self._commit(batch)
+                batch.connections, batch.events = {}, 0
+
+
+class PooledSqliteEventLogStorage(_BatchedWrites, SqliteEventLogStorage):
     def __init__(self, base_dir: str | None = None, inst_data=None):
         self._engines: OrderedDict[str, object] = OrderedDict()
         self._engines_pid = os.getpid()
@@ -147,31 +176,7 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
             self._tables.add(table_name)
         return table_name in self._tables
 
-    # --- batches -------------------------------------------------------------------------------
-
-    @contextmanager
-    def batched_writes(self) -> Iterator[None]:
-        """Every event this thread stores inside is written in one transaction per database file
-        (committed every `COMMIT_EVERY` events and on exit, also when the body raises: those
-        events happened). Nested use joins the outer batch."""
-        if getattr(self._local, "batch", None) is not None:
-            yield
-            return
-        self._local.batch = _Batch()
-        try:
-            yield
-        finally:
-            batch, self._local.batch = self._local.batch, None
-            self._commit(batch)
-
-    def store_event(self, event) -> None:
-        super().store_event(event)
-        batch: _Batch | None = getattr(self._local, "batch", None)
-        if batch is not None:
-            batch.events += 1
-            if batch.events >= COMMIT_EVERY:
-                self._commit(batch)
-                batch.connections, batch.events = {}, 0
+    # --- batches (`_BatchedWrites`) ------------------------------------------------------------
 
     def store_event_batch(self, events: Sequence) -> None:
         with self.batched_writes():
@@ -201,7 +206,7 @@ from dagster_postgres.event_log.event_log import PostgresEventLogStorage  # noqa
 from dagster_postgres.utils import create_pg_engine, pg_config, pg_url_from_config  # noqa: E402
 
 
-class PooledPostgresEventLogStorage(PostgresEventLogStorage):
+class PooledPostgresEventLogStorage(_BatchedWrites, PostgresEventLogStorage):
     """Dagster's Postgres event log, with kept connections and batched commits.
 
     Why. `PostgresEventLogStorage` opens a new connection for every statement (NullPool, so that
@@ -253,41 +258,17 @@ class PooledPostgresEventLogStorage(PostgresEventLogStorage):
         with self._engine.connect() as connection:
             yield connection
 
-    @contextmanager
-    def batched_writes(self) -> Iterator[None]:
-        """Every event this thread stores inside goes into one transaction (committed every
-        `COMMIT_EVERY` events and on exit, also when the body raises). Nested use joins."""
-        if getattr(self._local, "batch", None) is not None:
-            yield
-            return
-        self._local.batch = _Batch()
-        try:
-            yield
-        finally:
-            batch, self._local.batch = self._local.batch, None
-            _commit_and_close(batch)
-
-    def store_event(self, event) -> None:
-        super().store_event(event)
-        batch: _Batch | None = getattr(self._local, "batch", None)
-        if batch is not None:
-            batch.events += 1
-            if batch.events >= COMMIT_EVERY:
-                _commit_and_close(batch)
-                batch.connections, batch.events = {}, 0
-
     def store_event_batch(self, events) -> None:
         with self.batched_writes():
             super().store_event_batch(events)
 
+    def _commit(self, batch: _Batch) -> None:
+        for connection in batch.connections.values():
+            try:
+                connection.commit()
+            finally:
+                connection.close()
+
     def dispose(self) -> None:
         super().dispose()
         self._engine.dispose()
-
-
-def _commit_and_close(batch: _Batch) -> None:
-    for connection in batch.connections.values():
-        try:
-            connection.commit()
-        finally:
-            connection.close()

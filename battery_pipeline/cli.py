@@ -232,11 +232,7 @@ def run_cells(instance, keys: list[str]) -> dict:
     from battery_pipeline.executors import cells_per_run, dask_scheduler
     from battery_pipeline.partitions import batch_ranges, cell_partitions
 
-    per_run = cells_per_run()
-    batches = []
-    for _, _, members in batch_ranges(instance.get_dynamic_partitions(cell_partitions.name), keys):
-        size = per_run or len(members)
-        batches += [members[i:i + size] for i in range(0, len(members), size)]
+    batches = [members for _, _, members in batch_ranges(instance.get_dynamic_partitions(cell_partitions.name), keys, cells_per_run())]
     if dask_scheduler() and len(batches) > 1:
         return _run_cell_batches_at_once(instance, batches)
     results = [_run_cell_batch(instance, members) for members in batches]

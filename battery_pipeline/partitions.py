@@ -10,13 +10,17 @@ cell_partitions = DynamicPartitionsDefinition(name="cells")
 pack_partitions = DynamicPartitionsDefinition(name="packs")
 
 
-def batch_ranges(ordered: list[str], keys: list[str]) -> list[tuple[str, str, list[str]]]:
+def batch_ranges(ordered: list[str], keys: list[str], max_size: int | None = None) -> list[tuple[str, str, list[str]]]:
     """`keys` as contiguous runs of the partition order `ordered`: [(first, last, members)]. A
-    run over a partition range (a single-run backfill) covers exactly one such run of keys."""
+    run over a partition range (a single-run backfill) covers exactly one such run of keys.
+    `max_size`: no range longer than that (a cluster's runs, `executors.cells_per_run`)."""
     wanted, ranges, current = set(keys), [], []
     for key in ordered:
         if key in wanted:
             current.append(key)
+            if max_size is not None and len(current) == max_size:
+                ranges.append(current)
+                current = []
         elif current:
             ranges.append(current)
             current = []

@@ -54,6 +54,7 @@ from pathlib import Path
 import dagster as dg
 
 from battery_pipeline.jobs import cell_pipeline_job, pack_pipeline_job
+from battery_pipeline.executors import cells_per_run
 from battery_pipeline.partitions import batch_ranges
 from battery_pipeline.pack_resources import PackSourceCatalog
 from battery_pipeline.partitions import cell_partitions, pack_partitions
@@ -271,8 +272,9 @@ def build_incoming_files_sensor(
                 definition = cell_partitions if kind == cell_partitions.name else pack_partitions
                 add_requests.append(definition.build_add_request(unknown))
         # Cells: one run per contiguous range of the partition order (a burst of new files is
-        # one range: one batched run, see assets/cell_pipeline.py).
-        for first, last, members in batch_ranges(ordered.get(cell_partitions.name, []), list(changed_cells)):
+        # one range: one batched run, see assets/cell_pipeline.py); on a cluster, ranges of at
+        # most `cells_per_run` cells, whose runs' steps the workers take side by side.
+        for first, last, members in batch_ranges(ordered.get(cell_partitions.name, []), list(changed_cells), cells_per_run()):
             if first == last:
                 digest, trigger = changed_cells[first]
                 run_requests.append(dg.RunRequest(

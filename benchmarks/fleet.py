@@ -71,6 +71,8 @@ def main() -> None:
     parser.add_argument("--warehouse", choices=("duckdb", "ducklake"), default="duckdb")
     parser.add_argument("--workers", type=int, default=2, help="Dask workers (with --warehouse ducklake)")
     parser.add_argument("--cells-per-run", type=int, help="cells per run on the cluster (default: N / (2 x workers))")
+    parser.add_argument("--pin-cores", action="store_true",
+                        help="worker i on core i only, as on one-core hosts (PostgreSQL, the scheduler and the runs float)")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="fleet-bench-"))
@@ -108,7 +110,7 @@ def cluster_environment(work: Path, args):
             BATTERY_PIPELINE_CELLS_PER_RUN=str(args.cells_per_run or max(1, math.ceil(args.cells / (2 * args.workers)))),
         )
         (work / "dagster_home").mkdir(parents=True, exist_ok=True)
-        with dask_cluster(args.workers, dict(os.environ), work / "dask") as cluster:
+        with dask_cluster(args.workers, dict(os.environ), work / "dask", args.pin_cores) as cluster:
             os.environ["BATTERY_PIPELINE_DASK_SCHEDULER"] = cluster.address
             with cluster.client() as client:  # warm workers, as a running cluster's are
                 client.run(importlib.import_module, "battery_pipeline.definitions")
@@ -119,7 +121,8 @@ def measure(args, work: Path, cells_dir: Path, cluster) -> None:
     from battery_pipeline.provenance import short_code_version
 
     instance_kind = "Postgres" if os.environ.get("BATTERY_PIPELINE_DAGSTER_PG_URL") else "SQLite"
-    where = f"DuckLake, {args.workers} Dask worker(s), {os.environ['BATTERY_PIPELINE_CELLS_PER_RUN']} cells per run" \
+    where = f"DuckLake, {args.workers} Dask worker(s){' pinned to a core each' if args.pin_cores else ''}, " \
+        f"{os.environ['BATTERY_PIPELINE_CELLS_PER_RUN']} cells per run" \
         if cluster else "DuckDB file, steps in the run's process"
     print(f"measured commit: {short_code_version()}; {os.cpu_count()} cores; instance: {instance_kind}; warehouse: {where}")
     files = generate(cells_dir, args.cells, args.samples_per_cell)

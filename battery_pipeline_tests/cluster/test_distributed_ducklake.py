@@ -1,7 +1,8 @@
 """Beyond one machine, proven on one: PostgreSQL (Dagster's instance and DuckLake's catalog), a
 Dask scheduler and two worker processes, the demo fleet's 8 cells backfilled through the cluster
 into DuckLake as `battery-pipeline run` does it (runs of 2 cells, launched at once), then checked
-against the embedded DuckDB run of the same files; and a worker killed in the middle of a step.
+against the embedded DuckDB run of the same files; a worker killed in the middle of a step; and
+the same cells as an asset backfill that Dagster's daemon splits and launches, as the UI's does.
 
 Every process here is a real server or the project's own command: the CLI runs as a subprocess
 with the cluster's environment (executor, warehouse and instance are chosen at import, from the
@@ -243,6 +244,61 @@ def test_a_worker_killed_in_the_middle_of_a_step_is_retried_and_a_rerun_leaves_o
     assert_every_row_once(lake_tables(env), keys)
 
     finished(run_cli(env, keys))  # and once more: still one copy of every row, equal to the embedded run
+    tables = lake_tables(env)
+    assert_every_row_once(tables, keys)
+    for table, key_columns in CELL_TABLES.items():
+        pd.testing.assert_frame_equal(
+            comparable(tables[table], key_columns), comparable(embedded_tables[table], key_columns), check_dtype=False, obj=table
+        )
+
+
+def test_a_ui_backfill_through_the_daemon_becomes_runs_of_cells_per_run_on_the_workers(deployment, fleet, embedded_tables):
+    """The path a user clicks: an asset backfill of the cells, which Dagster's daemon splits by
+    the cell asset's multi-run policy and launches through the run launcher (a run worker per
+    run, from the code location the daemon loads), each run's step on the cluster."""
+    from dagster import AssetKey, RunsFilter
+    from dagster._core.execution.backfill import BulkActionStatus, PartitionBackfill
+    from dagster._core.storage.tags import BACKFILL_ID_TAG
+
+    from battery_pipeline.assets.cell_pipeline import CELL_SPECS
+    from battery_pipeline.definitions import defs
+
+    env, cluster = deployment
+    _, keys = fleet
+    repo = Path(__file__).resolve().parents[2]
+    log = open(cluster.folder / "daemon.log", "wb")
+    daemon = subprocess.Popen([sys.executable, "-m", "dagster._daemon", "run", "-w", str(repo / "workspace.yaml")], cwd=repo,
+                              env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        with instance(env) as dagster_instance:
+            backfill = PartitionBackfill.from_asset_partitions(
+                backfill_id="clusterbackfill", asset_graph=defs.resolve_asset_graph(), partition_names=keys,
+                asset_selection=[AssetKey(spec.key.path) for spec in CELL_SPECS], backfill_timestamp=time.time(), tags={},
+                dynamic_partitions_store=dagster_instance, all_partitions=False, title="cluster test", description=None,
+                run_config=None,
+            )
+            dagster_instance.add_backfill(backfill)
+            deadline = time.monotonic() + 480
+            while True:
+                status = dagster_instance.get_backfill(backfill.backfill_id).status
+                # (an asset backfill's runs are of the implicit asset job, with the definitions' executor)
+                runs = dagster_instance.get_runs(RunsFilter(tags={BACKFILL_ID_TAG: backfill.backfill_id}))
+                if status != BulkActionStatus.REQUESTED and all(r.is_finished for r in runs):
+                    break
+                assert daemon.poll() is None and time.monotonic() < deadline, (
+                    status, [r.status for r in runs], (cluster.folder / "daemon.log").read_text()[-3000:])
+                time.sleep(1.0)
+            assert status == BulkActionStatus.COMPLETED_SUCCESS, status
+            assert len(runs) == len(keys) // CELLS_PER_RUN and all(r.is_success for r in runs), [r.status for r in runs]
+            placements = [step_placements(dagster_instance, r.run_id) for r in runs]
+    finally:
+        if daemon.poll() is None:
+            os.killpg(daemon.pid, signal.SIGTERM)
+            daemon.wait(timeout=60)
+        log.close()
+    with cluster.client() as client:
+        workers = set(client.scheduler_info()["workers"])
+    assert all(len(stored) == 1 and stored <= workers for _, _, stored in placements), (placements, workers)
     tables = lake_tables(env)
     assert_every_row_once(tables, keys)
     for table, key_columns in CELL_TABLES.items():

@@ -305,10 +305,6 @@ class Warehouse(DuckDBResource):
             return f"DuckLake (catalog {lakehouse.redacted(lakehouse.postgres_conninfo(self.ducklake_catalog))}, data {self.ducklake_data_path})"
         return self.database
 
-    @property
-    def takes_concurrent_writers(self) -> bool:
-        return self.backend == "ducklake"
-
     @contextmanager
     def _open(self):
         if self.backend not in BACKENDS:
@@ -681,9 +677,18 @@ def environment_run_config(**overrides: dict) -> dict:
     default_factory: folders, the database) to the environment as it is now, plus `overrides`
     per resource. A run executed in the process that imported the definitions earlier (the CLI,
     a test) needs it, as the definitions' resources read the environment at import; it also
-    records in the run which folders it used."""
+    records in the run which folders it used. A field that may hold a password (the DuckLake
+    catalog's connection string) is given as a reference to its variable (`SECRET_FIELDS`)."""
     resources = {}
     for key, resource in environment_resources().items():
         fields = {name: getattr(resource, name) for name, field in type(resource).model_fields.items() if field.default_factory is not None}
+        for name, variable in SECRET_FIELDS.get(type(resource).__name__, {}).items():
+            if name in fields and os.environ.get(variable):
+                fields[name] = {"env": variable}  # the run names the variable, never its value
         resources[key] = {"config": {**fields, **overrides.get(key, {})}}
     return {"resources": resources}
+
+
+# Fields whose value may hold a password: the run config (shown in the UI, stored with the run)
+# names their environment variable instead, which every host of the deployment sets.
+SECRET_FIELDS = {"Warehouse": {"ducklake_catalog": DUCKLAKE_CATALOG_ENV}}

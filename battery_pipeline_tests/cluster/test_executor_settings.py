@@ -44,3 +44,13 @@ def test_a_cluster_with_the_embedded_file_or_a_bad_batch_size_is_refused_by_name
     monkeypatch.setenv(executors.CELLS_PER_RUN_ENV, "0")
     with pytest.raises(ValueError, match="BATTERY_PIPELINE_CELLS_PER_RUN='0'"):
         executors.cells_per_run()
+
+
+def test_a_run_names_the_catalog_variable_never_its_password(monkeypatch):
+    from battery_pipeline.resources import environment_run_config
+
+    monkeypatch.setenv("BATTERY_PIPELINE_WAREHOUSE", "ducklake")
+    monkeypatch.setenv("BATTERY_PIPELINE_DUCKLAKE_CATALOG", "postgresql://lab:secret@db:5432/lake")
+    config = environment_run_config()["resources"]["warehouse"]["config"]
+    assert config["ducklake_catalog"] == {"env": "BATTERY_PIPELINE_DUCKLAKE_CATALOG"} and config["backend"] == "ducklake"
+    assert "secret" not in repr(environment_run_config())

@@ -263,10 +263,7 @@ def _run_cell_batches_at_once(instance, batches: list[list[str]]) -> dict:
             if process.poll() is None:
                 continue
             del running[run_id]
-            ok, text, failed = run_outcome(instance, run_id)
-            for key in members:
-                bad = key in failed or (not ok and not failed)
-                outcomes[key] = (False, run_id, failed.get(key, text)) if bad else (True, run_id, "")
+            outcomes.update(cell_outcomes(members, run_id, *run_outcome(instance, run_id)))
             print(f"  run {run_id[:8]}: {sum(outcomes[k][0] for k in members)} of {len(members)} cell(s) ok, "
                   f"{time.perf_counter() - started:.1f} s from the first launch")
         time.sleep(0.2)
@@ -316,10 +313,7 @@ def run_outcome(instance, run_id: str) -> tuple[bool, str, dict]:
     for entry in instance.all_logs(run_id, of_type={DagsterEventType.STEP_FAILURE, DagsterEventType.RUN_FAILURE}):
         event = entry.dagster_event
         text = text or _failure_text(event)
-        if event.is_step_failure and event.step_failure_data.user_failure_data:
-            cells = event.step_failure_data.user_failure_data.metadata.get("failed_cells")
-            if cells is not None:
-                failed.update(cells.value)
+        failed.update(failed_cells(event) or {})
     return run is not None and run.is_success, text or (f"run ended {run.status.value}" if run else "run not found"), failed
 
 
@@ -329,13 +323,7 @@ def _run_cell_batch(instance, members: list[str]) -> dict:
     progress = Progress(label, len(members), lambda event: _materialized(event) == "cycle_labels")
     ok, text, run_id = run_job(instance, "cell_pipeline_job", range_tags(first, last), progress=progress)
     progress.close()
-    failed = progress.failed_cells
-    outcomes = {}
-    for key in members:
-        if key in failed or (not ok and not failed):
-            outcomes[key] = (False, run_id, failed.get(key, text))
-        else:
-            outcomes[key] = (True, run_id, "")
+    outcomes = cell_outcomes(members, run_id, ok, text, progress.failed_cells)
     print(f"  run {run_id[:8]}: {sum(outcomes[k][0] for k in members)} of {len(members)} cell(s) ok in {progress.elapsed():.1f} s")
     return outcomes
 
@@ -343,6 +331,24 @@ def _run_cell_batch(instance, members: list[str]) -> dict:
 def _materialized(event) -> str | None:
     """The asset an event materializes, else None."""
     return event.asset_key.to_user_string() if event.is_step_materialization else None
+
+
+def failed_cells(event) -> dict | None:
+    """{cell: reason} that a cell batch's step failure names, else None."""
+    if event.is_step_failure and event.step_failure_data.user_failure_data:
+        cells = event.step_failure_data.user_failure_data.metadata.get("failed_cells")
+        if cells is not None:
+            return dict(cells.value)
+    return None
+
+
+def cell_outcomes(members: list[str], run_id: str, ok: bool, text: str, failed: dict) -> dict:
+    """Per cell of a batch run: (ok, run id, failure reason). A failed run that names no cell
+    failed all of them."""
+    return {
+        key: (False, run_id, failed.get(key, text)) if key in failed or (not ok and not failed) else (True, run_id, "")
+        for key in members
+    }
 
 
 class Progress:
@@ -360,10 +366,9 @@ class Progress:
 
     def __call__(self, event) -> None:
         self.done += bool(self.counts(event))
-        if event.is_step_failure and event.step_failure_data.user_failure_data:
-            failed = event.step_failure_data.user_failure_data.metadata.get("failed_cells")
-            if failed is not None:
-                self.failed_cells = dict(failed.value)
+        failed = failed_cells(event)
+        if failed is not None:
+            self.failed_cells = failed
         self.show()
 
     def show(self, final: bool = False) -> None:

@@ -76,30 +76,26 @@ def cell_backfill_policy() -> dg.BackfillPolicy:
     return dg.BackfillPolicy.single_run() if per_run is None else dg.BackfillPolicy.multi_run(per_run)
 
 
-def on_dask_worker() -> bool:
+def dask_worker():
+    """The Dask worker this code runs on, or None (not on a worker, or Dask not installed)."""
     try:
         from distributed import get_worker
 
-        get_worker()
-        return True
+        return get_worker()
     except (ImportError, ValueError):
-        return False
+        return None
 
 
 def default_step_processes() -> int:
     """Processes a step computes its cells in: one per core, but one on a Dask worker, where the
     cluster already runs a worker per core (`dask worker --nworkers <cores> --nthreads 1`)."""
-    return 1 if on_dask_worker() else os.cpu_count() or 1
+    return 1 if dask_worker() is not None else os.cpu_count() or 1
 
 
 def worker_label() -> str:
     """Which worker this code runs on: the Dask worker's address, else host and process."""
-    try:
-        from distributed import get_worker
-
-        return get_worker().address
-    except (ImportError, ValueError):
-        return f"{socket.gethostname()}:{os.getpid()}"
+    worker = dask_worker()
+    return worker.address if worker is not None else f"{socket.gethostname()}:{os.getpid()}"
 
 
 def run_step_on_worker(packed_arguments: bytes) -> list[DagsterEvent]:

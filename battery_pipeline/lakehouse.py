@@ -29,6 +29,8 @@ from pathlib import Path
 
 import duckdb
 
+from battery_pipeline.executors import dask_worker
+
 # The attached lake's name: every table is addressed in it after `USE`.
 LAKE_ALIAS = "warehouse"
 # The catalog's tables go in their own PostgreSQL schema, so one database can hold them beside
@@ -58,17 +60,6 @@ def extension_files() -> list[str]:
             )
         files.append(str(path))
     return files
-
-
-def dask_worker_threads() -> int | None:
-    """On a Dask worker, its threads: the host's cores its operator gave it. DuckDB otherwise
-    takes every core of the host for each query, and the host's other workers with it."""
-    try:
-        from distributed import get_worker
-
-        return get_worker().state.nthreads
-    except (ImportError, ValueError):
-        return None
 
 
 def postgres_conninfo(catalog: str) -> str:
@@ -109,9 +100,11 @@ def connect(catalog: str, data_path: str) -> duckdb.DuckDBPyConnection:
         Path(data_path.removeprefix("file://")).mkdir(parents=True, exist_ok=True)
     # nothing is ever downloaded: the extensions load from the wheels' files, by path
     config = {"autoinstall_known_extensions": False, "autoload_known_extensions": False}
-    threads = dask_worker_threads()
-    if threads:
-        config["threads"] = threads
+    worker = dask_worker()
+    if worker is not None:
+        # the host's cores its operator gave the worker: DuckDB otherwise takes every core of the
+        # host for each query, and the host's other workers with it
+        config["threads"] = worker.state.nthreads
     conn = duckdb.connect(config=config)
     try:
         for path in extension_files():
@@ -120,16 +113,9 @@ def connect(catalog: str, data_path: str) -> duckdb.DuckDBPyConnection:
             f"ATTACH {_literal('ducklake:postgres:' + conninfo)} AS {LAKE_ALIAS} "
             f"(DATA_PATH {_literal(data_path)}, METADATA_SCHEMA {_literal(METADATA_SCHEMA)})"
         )
-        for attempt in range(CONFLICT_ATTEMPTS):
-            try:
-                conn.execute(attach)
-                break
-            except duckdb.Error as exc:
-                # processes attaching a new lake at once each try to create its catalog: one
-                # wins, the others find it there when they try again
-                if "already exists" not in str(exc) or attempt == CONFLICT_ATTEMPTS - 1:
-                    raise
-                time.sleep(CONFLICT_WAIT_SECONDS * 2**attempt * random.uniform(0.5, 1.5))
+        # processes attaching a new lake at once each try to create its catalog: one wins, the
+        # others find it there when they try again
+        _retrying(lambda: conn.execute(attach), lambda exc: "already exists" in str(exc))
         conn.execute(f"USE {LAKE_ALIAS}")
     except duckdb.Error as exc:
         conn.close()
@@ -172,11 +158,17 @@ def is_conflict(exc: BaseException) -> bool:
 def retry_conflicts(work):
     """`work()`, run again (with a growing, jittered wait) when its transaction lost a conflict
     with another writer's commit; any other error, or the last attempt's, is raised."""
+    return _retrying(work, is_conflict)
+
+
+def _retrying(work, retryable):
+    """`work()`, run again after a growing, jittered wait while it raises a DuckDB error that
+    `retryable(error)` accepts, at most CONFLICT_ATTEMPTS times."""
     for attempt in range(CONFLICT_ATTEMPTS):
         try:
             return work()
-        except duckdb.TransactionException as exc:
-            if not is_conflict(exc) or attempt == CONFLICT_ATTEMPTS - 1:
+        except duckdb.Error as exc:
+            if not retryable(exc) or attempt == CONFLICT_ATTEMPTS - 1:
                 raise
             time.sleep(CONFLICT_WAIT_SECONDS * 2**attempt * random.uniform(0.5, 1.5))
     raise AssertionError("unreachable")

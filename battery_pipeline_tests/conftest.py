@@ -29,6 +29,21 @@ def datasets() -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def postgres() -> str:
+    """A throwaway PostgreSQL server for the session (`local_cluster.postgres_server`): the libpq
+    URL of its `postgres` database; each test module makes the databases it needs. Skipped with
+    the reason when PostgreSQL is not installed, failed instead under CI (`.ci/run` installs it)."""
+    from battery_pipeline.local_cluster import postgres_bin_dir, postgres_server
+
+    if postgres_bin_dir() is None:
+        if os.environ.get("CI"):
+            pytest.fail("PostgreSQL (initdb, pg_ctl) is not installed; .ci/run installs Debian's postgresql")
+        pytest.skip("PostgreSQL is not installed (Debian: apt-get install postgresql)")
+    with postgres_server() as server:
+        yield server
+
+
 def dataset_file(datasets: Path, relative: str) -> Path:
     path = datasets / relative
     if not path.exists():

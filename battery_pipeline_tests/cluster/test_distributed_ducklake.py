@@ -24,7 +24,7 @@ import duckdb
 import pandas as pd
 import pytest
 
-from battery_pipeline.local_cluster import create_database, dask_cluster, postgres_bin_dir, postgres_server
+from battery_pipeline.local_cluster import create_database, dask_cluster
 
 CELLS_PER_RUN = 2
 # Tables a cell run writes, and the columns that name a sample, a cycle or a cell in each.
@@ -36,16 +36,6 @@ CELL_TABLES = {
     "cycle_features": ["cell_id", "cycle_number"],
     "cycle_labels": ["cell_id", "cycle_number"],
 }
-
-
-@pytest.fixture(scope="module")
-def postgres():
-    if postgres_bin_dir() is None:
-        if os.environ.get("CI"):
-            pytest.fail("PostgreSQL (initdb, pg_ctl) is not installed; .ci/run installs Debian's postgresql")
-        pytest.skip("PostgreSQL is not installed (Debian: apt-get install postgresql)")
-    with postgres_server() as server:
-        yield server
 
 
 @pytest.fixture(scope="module")
@@ -80,10 +70,10 @@ def common_env(root: Path, data_dir: Path) -> dict[str, str]:
 def deployment(postgres, fleet, tmp_path_factory):
     """The cluster's environment (what every host of the deployment is given) and the cluster."""
     root = tmp_path_factory.mktemp("cluster")
-    lake_catalog = create_database(postgres, "lake")
+    lake_catalog = create_database(postgres, "cluster_lake")
     env = common_env(root, fleet[0])
     env.update(
-        BATTERY_PIPELINE_DAGSTER_PG_URL=create_database(postgres, "dagster").replace("postgresql://", "postgresql+psycopg2://"),
+        BATTERY_PIPELINE_DAGSTER_PG_URL=create_database(postgres, "cluster_dagster").replace("postgresql://", "postgresql+psycopg2://"),
         BATTERY_PIPELINE_WAREHOUSE="ducklake",
         BATTERY_PIPELINE_DUCKLAKE_CATALOG=lake_catalog,
         BATTERY_PIPELINE_DUCKLAKE_DATA_PATH=str(root / "lake"),
@@ -134,6 +124,14 @@ def assert_every_row_once(tables: dict[str, pd.DataFrame], keys: list[str]) -> N
     for key in keys:
         raw, valid, quarantined = (int(counts[t].get(key, 0)) for t in counts)
         assert raw > 0 and raw == valid + quarantined, (key, raw, valid, quarantined)
+
+
+def assert_once_each_and_as_embedded(tables: dict, embedded_tables: dict, keys: list[str]) -> None:
+    assert_every_row_once(tables, keys)
+    for table, key_columns in CELL_TABLES.items():
+        pd.testing.assert_frame_equal(
+            comparable(tables[table], key_columns), comparable(embedded_tables[table], key_columns), check_dtype=False, obj=table
+        )
 
 
 def comparable(frame: pd.DataFrame, key_columns: list[str]) -> pd.DataFrame:
@@ -203,12 +201,7 @@ def test_a_backfill_on_two_workers_into_ducklake_equals_the_embedded_run(deploym
     ]
     assert overlapping, placements
 
-    tables = lake_tables(env)
-    assert_every_row_once(tables, keys)
-    for table, key_columns in CELL_TABLES.items():
-        pd.testing.assert_frame_equal(
-            comparable(tables[table], key_columns), comparable(embedded_tables[table], key_columns), check_dtype=False, obj=table
-        )
+    assert_once_each_and_as_embedded(lake_tables(env), embedded_tables, keys)
 
 
 def test_a_worker_killed_in_the_middle_of_a_step_is_retried_and_a_rerun_leaves_one_copy(deployment, fleet, embedded_tables):
@@ -244,12 +237,7 @@ def test_a_worker_killed_in_the_middle_of_a_step_is_retried_and_a_rerun_leaves_o
     assert_every_row_once(lake_tables(env), keys)
 
     finished(run_cli(env, keys))  # and once more: still one copy of every row, equal to the embedded run
-    tables = lake_tables(env)
-    assert_every_row_once(tables, keys)
-    for table, key_columns in CELL_TABLES.items():
-        pd.testing.assert_frame_equal(
-            comparable(tables[table], key_columns), comparable(embedded_tables[table], key_columns), check_dtype=False, obj=table
-        )
+    assert_once_each_and_as_embedded(lake_tables(env), embedded_tables, keys)
 
 
 def test_a_ui_backfill_through_the_daemon_becomes_runs_of_cells_per_run_on_the_workers(deployment, fleet, embedded_tables):
@@ -299,9 +287,4 @@ def test_a_ui_backfill_through_the_daemon_becomes_runs_of_cells_per_run_on_the_w
     with cluster.client() as client:
         workers = set(client.scheduler_info()["workers"])
     assert all(len(stored) == 1 and stored <= workers for _, _, stored in placements), (placements, workers)
-    tables = lake_tables(env)
-    assert_every_row_once(tables, keys)
-    for table, key_columns in CELL_TABLES.items():
-        pd.testing.assert_frame_equal(
-            comparable(tables[table], key_columns), comparable(embedded_tables[table], key_columns), check_dtype=False, obj=table
-        )
+    assert_once_each_and_as_embedded(lake_tables(env), embedded_tables, keys)

@@ -8,7 +8,6 @@ the module is skipped with the reason, unless CI is set (`.ci/run` installs it).
 from __future__ import annotations
 
 import multiprocessing
-import os
 from pathlib import Path
 
 import duckdb
@@ -16,18 +15,8 @@ import pandas as pd
 import pytest
 
 from battery_pipeline import lakehouse
-from battery_pipeline.local_cluster import create_database, postgres_bin_dir, postgres_server
+from battery_pipeline.local_cluster import create_database
 from battery_pipeline.resources import Warehouse
-
-
-@pytest.fixture(scope="module")
-def postgres():
-    if postgres_bin_dir() is None:
-        if os.environ.get("CI"):
-            pytest.fail("PostgreSQL (initdb, pg_ctl) is not installed; .ci/run installs Debian's postgresql")
-        pytest.skip("PostgreSQL is not installed (Debian: apt-get install postgresql)")
-    with postgres_server() as server:
-        yield server
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ import duckdb
 import pytest
 
 from battery_pipeline import cli
-from battery_pipeline.local_cluster import create_database, postgres_bin_dir, postgres_server
+from battery_pipeline.local_cluster import create_database
 from battery_pipeline_tests.conftest import dataset_file
 
 CELL_FILE = "cycler_samples/PredictionDiagnostics_000109_tztest.010"  # Maccor, 2165 rows, 4 cycles
@@ -27,13 +27,8 @@ CELL = "PredictionDiagnostics_000109_tztest.010"
 
 
 @pytest.fixture(scope="module")
-def postgres_url():
-    if postgres_bin_dir() is None:
-        if os.environ.get("CI"):
-            pytest.fail("PostgreSQL (initdb, pg_ctl) is not installed; .ci/run installs Debian's postgresql")
-        pytest.skip("PostgreSQL is not installed (Debian: apt-get install postgresql)")
-    with postgres_server() as server:
-        yield create_database(server, "dagster")  # libpq form, as psycopg2 takes it
+def postgres_url(postgres):
+    return create_database(postgres, "dagster")  # libpq form, as psycopg2 takes it
 
 
 def pg_query(url: str, sql: str) -> list[tuple]:

@@ -32,7 +32,7 @@ from dagster import ConfigurableResource
 from dagster_duckdb import DuckDBResource
 from pydantic import Field, PrivateAttr
 
-from battery_pipeline import lakehouse
+from battery_pipeline import lakehouse, raw_layout
 from battery_pipeline.science import sources as source_discovery
 from battery_pipeline.science.sample_quality import INTERPOLATED_CHANNELS, empty_flags
 from battery_pipeline.science.schema import CellCycleSample, CellImpedance, CellRecord, QuarantinedSample
@@ -107,7 +107,6 @@ _DUCKDB_TYPES = {"str": "VARCHAR", "int64": "BIGINT", "float64": "DOUBLE"}
 
 # Table layouts come from the pandera models, so column order and types are fixed by the schema.
 TABLE_MODELS = {
-    "raw_samples": CellCycleSample,
     "quarantined_samples": QuarantinedSample,
     "cells": CellRecord,
     "cell_impedance": CellImpedance,
@@ -119,6 +118,8 @@ def _ddl_columns(model) -> str:
     return ", ".join(f'"{name}" {_DUCKDB_TYPES[str(col.dtype)]}' for name, col in columns.items())
 
 
+# `raw_samples` is a view over a compact layout (`raw_layout`: text once per source file, not per row).
+RAW_SAMPLES = raw_layout.RAW_SAMPLES
 # `validated_samples` is not a second copy of the samples but a view: the raw rows of the cells in
 # `validated_cells`, minus the quarantined ones, with sample_flags' interpolated values filling
 # the holes. Storing every sample twice cost DuckDB about 0.5 us of CPU a sample and table, half
@@ -128,13 +129,13 @@ def _ddl_columns(model) -> str:
 # validated again has no validated samples, never unvalidated ones.
 VALIDATED_SAMPLES = "validated_samples"
 VALIDATED_CELLS_DDL = "CREATE TABLE IF NOT EXISTS validated_cells (cell_id VARCHAR, validated_rows BIGINT, raw_digest HUGEINT)"
-# per cell in `_keys`: its raw rows' digest, a sum of row hashes (order-free, so no sort; about
-# 60 ns a row)
-_RAW_DIGESTS = (
+_RAW_DIGESTS = raw_layout.DIGESTS_SQL
+# the digest of earlier versions, over a raw_samples table: to carry validations over to the view
+_TABLE_RAW_DIGESTS = (
     "SELECT cell_id, sum(hash({columns})::HUGEINT) AS raw_digest FROM raw_samples "
     "WHERE cell_id IN (SELECT key FROM _keys) GROUP BY cell_id"
 ).format(columns=", ".join(c for c in CellCycleSample.to_schema().columns if c != "cell_id"))
-_SAME_SAMPLE = "{a}.cell_id = r.cell_id AND {a}.source_file = r.source_file AND {a}.source_row = r.source_row"
+_SAME_SAMPLE = "{a}.cell_id = s.cell_id AND {a}.source_file = s.source_file AND {a}.source_row = v.source_row"
 
 
 def validated_samples_sql(in_keys: bool = False) -> str:
@@ -143,17 +144,17 @@ def validated_samples_sql(in_keys: bool = False) -> str:
     itself is not, for the semi-join of a keys relation)."""
     only = " AND cell_id IN (SELECT key FROM _keys)" if in_keys else ""
     columns = ", ".join(
-        f"coalesce(f.{c}, r.{c}) AS {c}" if c in INTERPOLATED_CHANNELS else f"r.{c}"
-        for c in CellCycleSample.to_schema().columns
+        f"coalesce(f.{c}, {raw}) AS {c}" if c in INTERPOLATED_CHANNELS else f"{raw} AS {c}"
+        for c, raw in raw_layout.sample_columns().items()
     )
     fills = ", ".join(f"max(value) FILTER (WHERE channel = '{c}') AS {c}" for c in INTERPOLATED_CHANNELS)
-    return f"""SELECT {columns} FROM raw_samples r
-        SEMI JOIN validated_cells s ON s.cell_id = r.cell_id
+    return f"""SELECT {columns} FROM {raw_layout.JOINED}
+        SEMI JOIN validated_cells c ON c.cell_id = s.cell_id
         ANTI JOIN (SELECT cell_id, source_file, source_row FROM quarantined_samples WHERE true{only}) q
             ON {_SAME_SAMPLE.format(a="q")}
         LEFT JOIN (SELECT cell_id, source_file, source_row, {fills} FROM sample_flags
                    WHERE flag = 'interpolated'{only} GROUP BY ALL) f ON {_SAME_SAMPLE.format(a="f")}
-        {"WHERE true" + only.replace("cell_id", "r.cell_id") + " ORDER BY r.rowid" if in_keys else ""}"""
+        {"WHERE true" + only.replace("cell_id", "s.cell_id") + " ORDER BY v.rowid" if in_keys else ""}"""
 
 
 def _arrow_shape(frame: pd.DataFrame) -> pa.Table:
@@ -230,12 +231,58 @@ INSERT_BATCH_ROWS = 122_880
 
 
 def _insert(conn: duckdb.DuckDBPyConnection, table: str, frames: pd.DataFrame | Sequence[pd.DataFrame]) -> None:
-    incoming = _incoming(frames)
+    _insert_arrow(conn, table, _incoming(frames))
+
+
+def _insert_arrow(conn: duckdb.DuckDBPyConnection, table: str, incoming: pa.Table) -> None:
     if incoming.num_rows > INSERT_BATCH_ROWS:
         incoming = pa.Table.from_batches(incoming.to_batches(max_chunksize=INSERT_BATCH_ROWS), incoming.schema)
     conn.register("_incoming", incoming)
     conn.execute(f"INSERT INTO {_quote_identifier(table)} BY NAME SELECT * FROM _incoming")
     conn.unregister("_incoming")
+
+
+def _replace_raw(conn: duckdb.DuckDBPyConnection, frames: pd.DataFrame | Sequence[pd.DataFrame]) -> None:
+    """Replace the raw samples of the cells in `_keys` (inside the caller's transaction)."""
+    for statement in raw_layout.DELETE_SQL:
+        conn.execute(statement)
+    values, sources = raw_layout.encode(frames)
+    if not sources.num_rows:
+        return
+    outside = set(sources["cell_id"].to_pylist()) - {row[0] for row in conn.execute("SELECT key FROM _keys").fetchall()}
+    if outside:
+        raise ValueError(f"raw samples of cells outside the partitions replaced: {sorted(outside)}")
+    conn.register("_new_sources", sources)
+    try:
+        conn.execute(f"INSERT INTO {raw_layout.SOURCES} SELECT * FROM _new_sources")
+        collisions = conn.execute(raw_layout.COLLISIONS_SQL).fetchall()
+        if collisions:
+            key, cells, files = collisions[0]
+            raise ValueError(f"source key {key} stands for {list(zip(cells, files))}: rename one of these files")
+    finally:
+        conn.unregister("_new_sources")
+    _insert(conn, raw_layout.VALUES, values)
+
+
+def _relation_kind(conn: duckdb.DuckDBPyConnection, name: str) -> str:
+    """'BASE TABLE', 'VIEW', or '' where the warehouse has no such relation."""
+    ((kind,),) = conn.execute(
+        "SELECT coalesce(max(table_type), '') FROM information_schema.tables WHERE table_name = ? AND table_catalog = current_database()",
+        [name],
+    ).fetchall()
+    return kind
+
+
+# A view's comment names its query's version, so a newer definition replaces it.
+def _view_version(definition: str) -> str:
+    return hashlib.sha256(definition.encode()).hexdigest()[:16]
+
+
+def _view_comment(conn: duckdb.DuckDBPyConnection, name: str) -> str | None:
+    comment = conn.execute(
+        "SELECT comment FROM duckdb_views() WHERE view_name = ? AND NOT internal AND database_name = current_database()", [name]
+    ).fetchall()
+    return comment[0][0] if comment else None
 
 
 @contextmanager
@@ -251,10 +298,10 @@ def _keys_relation(conn: duckdb.DuckDBPyConnection, keys: Sequence[str]):
 
 def _partitions_sql(table: str, key_column: str) -> str:
     """The rows of the partitions in `_keys`, in stored order."""
-    if table == VALIDATED_SAMPLES:
+    if table in (VALIDATED_SAMPLES, RAW_SAMPLES):
         if key_column != "cell_id":
-            raise ValueError(f"{VALIDATED_SAMPLES} is partitioned by cell_id, not {key_column}")
-        return validated_samples_sql(in_keys=True)
+            raise ValueError(f"{table} is partitioned by cell_id, not {key_column}")
+        return validated_samples_sql(in_keys=True) if table == VALIDATED_SAMPLES else raw_layout.raw_samples_sql(in_keys=True)
     return f"SELECT * FROM {_quote_identifier(table)} WHERE {_quote_identifier(key_column)} IN (SELECT key FROM _keys) ORDER BY rowid"
 
 
@@ -358,12 +405,14 @@ class Warehouse(DuckDBResource):
         writes (a warehouse made before a column existed keeps its rows; the new column is NULL
         there until the partition is materialized again)."""
         name = _quote_identifier(table)
-        layout = (table, None if table in TABLE_MODELS or frame is None else tuple(frame.columns))
+        layout = (table, None if table in TABLE_MODELS or table == RAW_SAMPLES or frame is None else tuple(frame.columns))
         if self._ensured is not None and layout in self._ensured:
             return
         # another writer creating the same table or column at once is a conflict: look again
         if table == VALIDATED_SAMPLES:
             lakehouse.retry_conflicts(lambda: self._ensure_validated_view(conn))
+        elif table == RAW_SAMPLES:
+            lakehouse.retry_conflicts(lambda: self._ensure_raw_view(conn))
         else:
             lakehouse.retry_conflicts(lambda: self._ensure_base_table(conn, table, name, frame))
         if self._ensured is not None:
@@ -391,24 +440,14 @@ class Warehouse(DuckDBResource):
         """The view and the tables it reads. A warehouse of earlier versions holds validated
         samples as a table (raw minus quarantined, plus the fills, as the view computes them): its
         cells are recorded as validated before it is replaced by the view."""
-        for table in ("raw_samples", "quarantined_samples"):
+        for table in (RAW_SAMPLES, "quarantined_samples"):
             self.ensure_table(conn, table)
         self.ensure_table(conn, "sample_flags", empty_flags())
         conn.execute(VALIDATED_CELLS_DDL)
-        ((kind,),) = conn.execute(
-            "SELECT coalesce(max(table_type), '') FROM information_schema.tables WHERE table_name = ? AND table_catalog = current_database()",
-            [VALIDATED_SAMPLES],
-        ).fetchall()
-        # the view's comment names its query's version, so a newer definition replaces it
         definition = validated_samples_sql()
-        version = hashlib.sha256(definition.encode()).hexdigest()[:16]
-        if kind == "VIEW":
-            comment = conn.execute(
-                "SELECT comment FROM duckdb_views() WHERE view_name = ? AND NOT internal AND database_name = current_database()",
-                [VALIDATED_SAMPLES],
-            ).fetchall()
-            if comment and comment[0][0] == version:
-                return
+        kind, version = _relation_kind(conn, VALIDATED_SAMPLES), _view_version(definition)
+        if kind == "VIEW" and _view_comment(conn, VALIDATED_SAMPLES) == version:
+            return
         with _transaction(conn):
             if kind == "BASE TABLE":
                 keys = [row[0] for row in conn.execute(f"SELECT DISTINCT cell_id FROM {VALIDATED_SAMPLES}").fetchall()]
@@ -421,6 +460,50 @@ class Warehouse(DuckDBResource):
                 conn.execute(f"DROP TABLE {VALIDATED_SAMPLES}")
             conn.execute(f"CREATE OR REPLACE VIEW {VALIDATED_SAMPLES} AS {definition}")
             conn.execute(f"COMMENT ON VIEW {VALIDATED_SAMPLES} IS '{version}'")
+
+    def _ensure_raw_view(self, conn: duckdb.DuckDBPyConnection) -> None:
+        """The compact tables and the view over them. A warehouse of earlier versions holds a
+        `raw_samples` table: its rows move to the compact tables (every one, or an error), and a
+        cell validated on them stays validated (its digest is carried over)."""
+        definition = raw_layout.raw_samples_sql()
+        kind, version = _relation_kind(conn, RAW_SAMPLES), _view_version(definition)
+        if kind == "VIEW" and _view_comment(conn, RAW_SAMPLES) == version:
+            return
+        with _transaction(conn):
+            conn.execute(raw_layout.VALUES_DDL)
+            conn.execute(raw_layout.SOURCES_DDL)
+            if kind == "BASE TABLE":
+                self._move_raw_table(conn)
+            conn.execute(f"CREATE OR REPLACE VIEW {RAW_SAMPLES} AS {definition}")
+            conn.execute(f"COMMENT ON VIEW {RAW_SAMPLES} IS '{version}'")
+
+    def _move_raw_table(self, conn: duckdb.DuckDBPyConnection) -> None:
+        (rows,), = conn.execute(f"SELECT count(*) FROM {RAW_SAMPLES}").fetchall()
+        pairs = conn.execute(f"SELECT DISTINCT cell_id, source_file FROM {RAW_SAMPLES}").fetchall()
+        if any(cell is None for cell, _ in pairs):
+            raise ValueError(f"{RAW_SAMPLES} holds rows without a cell_id: they belong to no partition (delete or fix them first)")
+        names = raw_layout.step_names([row[0] for row in conn.execute(
+            f"SELECT DISTINCT step_type FROM {RAW_SAMPLES} WHERE step_type IS NOT NULL").fetchall()])
+        sources = raw_layout.sources_table({raw_layout.source_key(*pair): pair for pair in pairs}, names)
+        validated = self._exists(conn, "validated_cells")
+        with _keys_relation(conn, sorted({cell for cell, _ in pairs})):
+            before = conn.execute(_TABLE_RAW_DIGESTS).df() if validated else None
+            conn.register("_new_sources", sources)
+            conn.execute(f"INSERT INTO {raw_layout.SOURCES} SELECT * FROM _new_sources")
+            conn.execute(raw_layout.MOVE_TABLE_SQL)
+            conn.unregister("_new_sources")
+            (moved,), = conn.execute(f"SELECT count(*) FROM {raw_layout.VALUES}").fetchall()
+            if moved != rows:
+                raise RuntimeError(f"moving {RAW_SAMPLES} to {raw_layout.VALUES}: {rows:,} rows, {moved:,} moved")
+            if validated:  # a cell validated on these rows stays validated on them
+                digests = before.merge(conn.execute(_RAW_DIGESTS).df(), on="cell_id", suffixes=("_before", "_after"))
+                conn.register("_digests", digests)
+                conn.execute(
+                    "UPDATE validated_cells SET raw_digest = d.raw_digest_after FROM _digests d "
+                    "WHERE validated_cells.cell_id = d.cell_id AND validated_cells.raw_digest = d.raw_digest_before"
+                )
+                conn.unregister("_digests")
+        conn.execute(f"DROP TABLE {RAW_SAMPLES}")
 
     def _any_validated(self, conn: duckdb.DuckDBPyConnection) -> bool:
         """Whether a cell of `_keys` is marked validated (only then do new raw rows need a digest)."""
@@ -480,12 +563,15 @@ class Warehouse(DuckDBResource):
             for table, frame in frames.items():
                 if table == VALIDATED_SAMPLES:
                     continue
+                if table == RAW_SAMPLES:
+                    _replace_raw(conn, frame)
+                    continue
                 conn.execute(f"DELETE FROM {_quote_identifier(table)} WHERE {column} IN (SELECT key FROM _keys)")
                 if any(len(f) for f in ([frame] if isinstance(frame, pd.DataFrame) else frame)):
                     _insert(conn, table, frame)
             if VALIDATED_SAMPLES in frames:  # last: on the raw rows as stored now
                 self._mark_validated(conn, keys, frames[VALIDATED_SAMPLES])
-            elif "raw_samples" in frames and self._any_validated(conn):
+            elif RAW_SAMPLES in frames and self._any_validated(conn):
                 conn.execute(
                     f"DELETE FROM validated_cells v WHERE cell_id IN (SELECT key FROM _keys) AND raw_digest IS DISTINCT FROM "
                     f"(SELECT d.raw_digest FROM ({_RAW_DIGESTS}) d WHERE d.cell_id = v.cell_id)"
@@ -526,8 +612,7 @@ class Warehouse(DuckDBResource):
     def read_partition(self, table: str, key_column: str, key: str, columns: list[str] | None = None) -> pd.DataFrame:
         selected = ", ".join(_quote_identifier(c) for c in columns) if columns else "*"
         with self.connection() as conn:
-            if not self._exists(conn, table):
-                raise LookupError(f"table {table} does not exist yet: materialize it first")
+            self._ensure_readable(conn, table)
             with _keys_relation(conn, [key]):
                 return conn.execute(f"SELECT {selected} FROM ({_partitions_sql(table, key_column)})").df()
 
@@ -538,12 +623,17 @@ class Warehouse(DuckDBResource):
         table's columns for a key without rows). `text_as_category`: text columns as pandas
         categoricals (Arrow dictionaries, no Python string per row: for large read-backs)."""
         with self.connection() as conn:
-            if not self._exists(conn, table):
-                raise LookupError(f"table {table} does not exist yet: materialize it first")
+            self._ensure_readable(conn, table)
             with _keys_relation(conn, keys):
                 rows = conn.sql(_partitions_sql(table, key_column))
                 frame = rows.to_arrow_table().to_pandas(strings_to_categorical=True) if text_as_category else rows.df()
         return split_by_key(frame, key_column, keys)
+
+    def _ensure_readable(self, conn: duckdb.DuckDBPyConnection, table: str) -> None:
+        if not self._exists(conn, table):
+            raise LookupError(f"table {table} does not exist yet: materialize it first")
+        if table in (RAW_SAMPLES, VALIDATED_SAMPLES):  # the layout these reads query (a warehouse of earlier versions: moved)
+            self.ensure_table(conn, table)
 
     def query_keys(self, sql: str, keys: Sequence[str]) -> pd.DataFrame:
         """`sql` run with the relation `_keys(key)` holding `keys` (one query for a group of

@@ -1,14 +1,16 @@
-"""DuckDB insert benchmark: what storing sample rows costs on the installed DuckDB, by column kind.
+"""DuckDB insert benchmark: what storing sample rows costs on the installed DuckDB, by layout.
 
     python benchmarks/duckdb_insert.py [--rows 2000000] [--repeat 3]
 
-The warehouse's raw_samples layout (3 text columns, 3 integer, 6 floating point) inserted from an
-Arrow table the way `resources._insert` hands it over (text as dictionaries), into a new DuckDB file
-in one transaction with a DELETE before it, as a partition replace does. Variants: one Arrow batch
-for all rows (a cell's frame before `INSERT_BATCH_ROWS`), batches of a row group's size (now), and
-the same without the text columns (what the text columns cost). Prints wall and CPU time
-(process_time: DuckDB's threads included) per variant, the best of `--repeat`, and the DuckDB
-version: run it in environments with different DuckDB releases to compare them.
+One cell's samples (3 text columns, 3 integer, 6 floating point) inserted from Arrow the way
+`resources._insert` hands them over (text as dictionaries), into a new DuckDB file in one
+transaction with a DELETE before it, as a partition replace does. Variants: the row layout of
+earlier versions (every column on every row) as one Arrow batch for all rows (before
+`INSERT_BATCH_ROWS`) and in batches of a row group's size; the same without the text columns
+(what they cost); and the compact layout stored now (`raw_layout`: the text once per source file),
+its encoding from the pandas frame included. Prints wall and CPU time (process_time: DuckDB's
+threads included) per variant, the best of `--repeat`, and the DuckDB version: run it in
+environments with different DuckDB releases to compare them.
 """
 
 from __future__ import annotations
@@ -24,6 +26,9 @@ import numpy as np
 import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from battery_pipeline import raw_layout  # noqa: E402
+from battery_pipeline.resources import _incoming  # noqa: E402
 
 ROW_GROUP = 122_880
 TEXT = ("cell_id", "step_type", "source_file")
@@ -71,6 +76,34 @@ def timed_insert(conn: duckdb.DuckDBPyConnection, table: pa.Table, repeat: int) 
     return best
 
 
+def timed_compact_insert(conn: duckdb.DuckDBPyConnection, table: pa.Table, repeat: int) -> tuple[float, float]:
+    """The compact layout, as `resources._replace_raw` stores it: encode, then the values in
+    row-group batches and one row per source."""
+    frame = table.to_pandas()  # text columns as categoricals, as readers give them
+    conn.execute(f"DROP TABLE IF EXISTS {raw_layout.VALUES}")
+    conn.execute(f"DROP TABLE IF EXISTS {raw_layout.SOURCES}")
+    conn.execute(raw_layout.VALUES_DDL)
+    conn.execute(raw_layout.SOURCES_DDL)
+    best = (float("inf"), float("inf"))
+    for _ in range(repeat):
+        wall, cpu = time.perf_counter(), time.process_time()
+        values, sources = raw_layout.encode(frame)
+        incoming = _incoming(values)
+        incoming = pa.Table.from_batches(incoming.to_batches(max_chunksize=ROW_GROUP), incoming.schema)
+        conn.register("_incoming", incoming)
+        conn.register("_sources", sources)
+        conn.execute("BEGIN TRANSACTION")
+        conn.execute(f"DELETE FROM {raw_layout.VALUES}")
+        conn.execute(f"DELETE FROM {raw_layout.SOURCES}")
+        conn.execute(f"INSERT INTO {raw_layout.VALUES} BY NAME SELECT * FROM _incoming")
+        conn.execute(f"INSERT INTO {raw_layout.SOURCES} SELECT * FROM _sources")
+        conn.execute("COMMIT")
+        best = min(best, (time.perf_counter() - wall, time.process_time() - cpu))
+        conn.unregister("_incoming")
+        conn.unregister("_sources")
+    return best
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=2_000_000)
@@ -80,16 +113,17 @@ def main() -> None:
     one_batch = sample_table(args.rows)
     row_groups = pa.Table.from_batches(one_batch.to_batches(max_chunksize=ROW_GROUP), one_batch.schema)
     variants = {
-        "one Arrow batch": one_batch,
-        "row-group batches": row_groups,
-        "row-group batches, no text columns": row_groups.drop_columns(list(TEXT)),
+        "row layout, one Arrow batch": (timed_insert, one_batch),
+        "row layout, row-group batches": (timed_insert, row_groups),
+        "row layout without the text columns": (timed_insert, row_groups.drop_columns(list(TEXT))),
+        "compact layout (stored now)": (timed_compact_insert, one_batch),
     }
     print(f"DuckDB {duckdb.__version__}; {args.rows:,} rows; best of {args.repeat}")
     with tempfile.TemporaryDirectory() as folder:
         conn = duckdb.connect(str(Path(folder) / "insert.duckdb"))
-        for name, table in variants.items():
-            wall, cpu = timed_insert(conn, table, args.repeat)
-            print(f"  {name:36s} {wall:6.2f} s wall  {cpu:6.2f} s CPU  ({args.rows / cpu / 1e6:.2f} M rows/s per CPU-second)")
+        for name, (timed, table) in variants.items():
+            wall, cpu = timed(conn, table, args.repeat)
+            print(f"  {name:38s} {wall:6.2f} s wall  {cpu:6.2f} s CPU  ({args.rows / cpu / 1e6:.2f} M rows/s per CPU-second)")
         conn.close()
 
 

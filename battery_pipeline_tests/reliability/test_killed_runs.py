@@ -62,7 +62,7 @@ def children(tmp_path_factory):
         # inside raw_samples' transaction (raw, impedance and summaries replaced), before COMMIT
         "raw": Child("killed_partition_write", {
             "database": str(root / "raw.duckdb"), "key": KEY, "first_data": str(small),
-            "second_data": str(large), "pause_before": r"^COMMIT", "pause_after": r'INSERT INTO "raw_samples"',
+            "second_data": str(large), "pause_before": r"^COMMIT", "pause_after": r'INSERT INTO "raw_sample_values"',
         }),
         # inside validated_samples' transaction: quarantined rows deleted and not yet re-inserted,
         # flags not replaced, the cell not yet marked validated again (the view's

@@ -1,0 +1,113 @@
+"""`raw_samples` is a view over a compact layout (`raw_layout`): text once per source file. It must
+give back every raw row as the reader gave it (several files per cell, step types outside the
+canonical three, missing values), refuse what it cannot store, and take over a warehouse whose
+raw_samples is still a table, validations included."""
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pandas.testing as pdt
+import pytest
+
+from battery_pipeline import raw_layout
+from battery_pipeline.resources import _TABLE_RAW_DIGESTS, VALIDATED_CELLS_DDL, Warehouse, _ddl_columns, _keys_relation
+from battery_pipeline.science.schema import SAMPLE_COLUMNS, CellCycleSample
+from battery_pipeline.science.validation import validate_samples
+from battery_pipeline_tests.pipeline.test_validated_view import LIMITS, comparable, raw_cell
+
+
+def two_file_cell(cell_id: str) -> pd.DataFrame:
+    """A cell read from two files, with a step type a lab wrote its own way and one missing."""
+    frame = raw_cell(cell_id)
+    half = len(frame) // 2
+    frame["source_file"] = [f"{cell_id}_part1.csv"] * half + [f"{cell_id}_part2.csv"] * (len(frame) - half)
+    frame["source_row"] = np.r_[np.arange(half), np.arange(len(frame) - half)]
+    frame["step_type"] = frame["step_type"].astype(object)
+    frame.loc[3, "step_type"] = "CCCV_Chg"
+    frame.loc[4, "step_type"] = None
+    return frame
+
+
+def stored_text(database: str) -> list[tuple[str, str]]:
+    with duckdb.connect(database, read_only=True) as conn:
+        return conn.execute(
+            "SELECT table_name, column_name FROM information_schema.columns WHERE table_name = ? AND data_type = 'VARCHAR'",
+            [raw_layout.VALUES],
+        ).fetchall()
+
+
+def test_raw_rows_come_back_as_the_reader_gave_them(tmp_path):
+    warehouse = Warehouse(database=str(tmp_path / "w.duckdb"))
+    frames = {"a": two_file_cell("a"), "b": raw_cell("b")}
+    warehouse.replace_partitions({"raw_samples": list(frames.values())}, "cell_id", list(frames))
+    back = warehouse.read_partitions("raw_samples", "cell_id", ["a", "b", "never"])
+    for key, frame in frames.items():
+        pdt.assert_frame_equal(back[key][SAMPLE_COLUMNS].astype({"step_type": object}), frame.astype({"step_type": object}),
+                               check_dtype=False)
+    assert back["never"].empty
+    assert back["a"].loc[4, "step_type"] is None and back["a"].loc[3, "step_type"] == "CCCV_Chg"
+    assert stored_text(warehouse.database) == []  # no text on a sample row
+    sources = warehouse.query("SELECT cell_id, source_file FROM raw_sample_sources ORDER BY 1, 2")
+    assert sources.values.tolist() == [["a", "a_part1.csv"], ["a", "a_part2.csv"], ["b", "b.csv"]]
+
+
+def test_replacing_a_cell_leaves_the_others_and_no_orphan_sources(tmp_path):
+    warehouse = Warehouse(database=str(tmp_path / "w.duckdb"))
+    warehouse.replace_partitions({"raw_samples": [two_file_cell("a"), raw_cell("b")]}, "cell_id", ["a", "b"])
+    warehouse.replace_partition("raw_samples", raw_cell("a", n_cycles=2), "cell_id", "a")  # now one file
+    counts = warehouse.query("SELECT cell_id, count(*) AS n FROM raw_samples GROUP BY 1 ORDER BY 1")
+    assert counts.values.tolist() == [["a", len(raw_cell("a", 2))], ["b", len(raw_cell("b"))]]
+    (orphans,), = warehouse.query(
+        "SELECT count(*) FROM raw_sample_values v ANTI JOIN raw_sample_sources s USING (source_key)").values.tolist()
+    assert orphans == 0
+    assert warehouse.query("SELECT count(*) AS n FROM raw_sample_sources")["n"].iloc[0] == 2
+
+
+def test_rows_that_cannot_be_stored_are_refused_by_name(tmp_path):
+    warehouse = Warehouse(database=str(tmp_path / "w.duckdb"))
+    nameless = raw_cell("a")
+    nameless.loc[0, "cell_id"] = None
+    with pytest.raises(ValueError, match="without a cell_id"):
+        warehouse.replace_partition("raw_samples", nameless, "cell_id", "a")
+    with pytest.raises(ValueError, match=r"outside the partitions replaced: \['b'\]"):
+        warehouse.replace_partitions({"raw_samples": [raw_cell("a"), raw_cell("b")]}, "cell_id", ["a"])
+    with pytest.raises(ValueError, match="unknown columns"):
+        warehouse.replace_partition("raw_samples", raw_cell("a").assign(extra=1), "cell_id", "a")
+
+
+def test_two_sources_on_one_key_are_refused_not_merged(tmp_path):
+    warehouse = Warehouse(database=str(tmp_path / "w.duckdb"))
+    warehouse.replace_partition("raw_samples", raw_cell("a"), "cell_id", "a")
+    key = raw_layout.source_key("b", "b.csv")
+    with duckdb.connect(warehouse.database) as conn:  # another source already holds b.csv's key
+        conn.execute("INSERT INTO raw_sample_sources VALUES (?, 'z', 'z.csv', ['charge'])", [key])
+    with pytest.raises(ValueError, match=rf"source key {key} stands for .*'b', 'b.csv'.*'z', 'z.csv'"):
+        warehouse.replace_partition("raw_samples", raw_cell("b"), "cell_id", "b")
+    assert set(warehouse.query("SELECT DISTINCT cell_id FROM raw_samples")["cell_id"]) == {"a"}  # rolled back
+
+
+def test_a_warehouse_with_the_raw_table_of_earlier_versions_is_taken_over(tmp_path):
+    database = str(tmp_path / "w.duckdb")
+    raw, other = two_file_cell("a"), raw_cell("b")
+    result = validate_samples(other.copy(), LIMITS)
+    with duckdb.connect(database) as conn:  # as earlier versions stored it: text on every row ...
+        conn.execute(f"CREATE TABLE raw_samples ({_ddl_columns(CellCycleSample)})")
+        conn.register("raw", pd.concat([raw, other]))
+        conn.execute("INSERT INTO raw_samples BY NAME SELECT * FROM raw")
+        conn.register("quarantined", result.quarantined)
+        conn.execute("CREATE TABLE quarantined_samples AS SELECT * FROM quarantined")
+        conn.register("flags", result.flags)
+        conn.execute("CREATE TABLE sample_flags AS SELECT * FROM flags")
+        conn.execute(VALIDATED_CELLS_DDL)  # ... cell b validated on them, with that version's digest
+        with _keys_relation(conn, ["b"]):
+            conn.execute(f"INSERT INTO validated_cells SELECT cell_id, ?, raw_digest FROM ({_TABLE_RAW_DIGESTS})", [len(result.valid)])
+        conn.execute("CREATE VIEW validated_samples AS SELECT * FROM raw_samples")  # that version's view (another query)
+    warehouse = Warehouse(database=database)
+    back = warehouse.read_partitions("raw_samples", "cell_id", ["a", "b"])  # a read takes it over
+    for key, frame in (("a", raw), ("b", other)):
+        pdt.assert_frame_equal(back[key][SAMPLE_COLUMNS].astype({"step_type": object}), frame.astype({"step_type": object}),
+                               check_dtype=False)
+    pdt.assert_frame_equal(comparable(warehouse.read_partition("validated_samples", "cell_id", "b")), comparable(result.valid))
+    with duckdb.connect(database, read_only=True) as conn:
+        kinds = dict(conn.execute("SELECT table_name, table_type FROM information_schema.tables").fetchall())
+    assert kinds["raw_samples"] == "VIEW" and kinds[raw_layout.VALUES] == "BASE TABLE"

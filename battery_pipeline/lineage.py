@@ -9,7 +9,9 @@ exact input data and code. Two kinds of input hash:
 * `partition_hash`: a DuckDB aggregate over one partition of a warehouse table: the row count and
   the XOR of the row hashes. Order-independent (a partition is a set of rows) and one scan; the
   row hash is DuckDB's, so the value is stable for one DuckDB version, which is what an audit
-  needs (same data, same code, same hash).
+  needs (same data, same code, same hash). The two views are hashed by what they are made of:
+  `raw_samples` over its compact tables (`raw_layout`), `validated_samples` as the partitions of
+  the tables it is computed from (the same rows give the same hash, without evaluating the view).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import hashlib
 from pathlib import Path
 from typing import Iterable
 
+from battery_pipeline import raw_layout
 from battery_pipeline.provenance import code_version
 
 _BLOCK = 1 << 20
@@ -39,21 +42,26 @@ def partition_hash(warehouse, tables: Iterable[str], key_column: str, key: str) 
     return partition_hashes(warehouse, tables, key_column, [key])[key]
 
 
+# A view's rows are a function of these tables' partitions (resources.validated_samples_sql).
+VIEW_INPUTS = {"validated_samples": ("raw_samples", "quarantined_samples", "sample_flags", "validated_cells")}
+
+
 def partition_hashes(warehouse, tables: Iterable[str], key_column: str, keys: list[str]) -> dict[str, str]:
     """`partition_hash` of many partitions, one scan per table for the whole batch."""
     parts: dict[str, list[str]] = {key: [] for key in keys}
-    for table in tables:
+    for table in [t for table in tables for t in VIEW_INPUTS.get(table, (table,))]:
         if not warehouse.table_exists(table):
             for key in keys:
                 parts[key].append(f"{table}:absent")
             continue
         if not table.replace("_", "").isalnum() or not key_column.replace("_", "").isalnum():
             raise ValueError(f"not a plain identifier: {table!r} / {key_column!r}")
-        rows = warehouse.query(
-            f'SELECT "{key_column}" AS k, count(*) AS n, coalesce(bit_xor(hash(t)), 0) AS h FROM "{table}" t '
-            f'WHERE "{key_column}" IN (SELECT unnest(?)) GROUP BY 1',
-            [list(keys)],
-        )
+        if table == raw_layout.RAW_SAMPLES and key_column == "cell_id":
+            sql = raw_layout.PARTITION_HASH_SQL
+        else:
+            sql = (f'SELECT "{key_column}" AS k, count(*) AS n, coalesce(bit_xor(hash(t)), 0) AS h FROM "{table}" t '
+                   f'WHERE "{key_column}" IN (SELECT unnest(?)) GROUP BY 1')
+        rows = warehouse.query(sql, [list(keys)])
         found = {row.k: (int(row.n), int(row.h)) for row in rows.itertuples()}
         for key in keys:
             n, h = found.get(key, (0, 0))

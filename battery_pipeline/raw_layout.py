@@ -78,9 +78,22 @@ DIGESTS_SQL = f"""
     WITH rows AS (
         SELECT source_key, sum(hash(step_code, {", ".join(NUMBER_COLUMNS)})::HUGEINT) AS digest
         FROM {VALUES} WHERE source_key IN ({KEYS_SOURCES}) GROUP BY source_key)
-    SELECT s.cell_id, sum(coalesce(r.digest, 0) + hash(s.source_key, s.source_file, s.step_types)::HUGEINT) AS raw_digest
+    SELECT s.cell_id, sum(coalesce(r.digest, 0) + hash(s.step_types, s.source_file, s.source_key)::HUGEINT) AS raw_digest
     FROM {SOURCES} s LEFT JOIN rows r USING (source_key)
     WHERE s.cell_id IN (SELECT key FROM _keys) GROUP BY s.cell_id"""
+
+# For `lineage.partition_hashes`: per cell in the list `?`, (k, n, h) = its row count and the XOR
+# over its sources of one hash of what the source stands for and its rows' XOR. (DuckDB's
+# hash(a, b) mixes a before it XORs b in: the key and the rows come after what sources share, so
+# no two sources' XOR cancels it.)
+PARTITION_HASH_SQL = f"""
+    WITH src AS (SELECT source_key, cell_id, step_types, source_file
+                 FROM {SOURCES} WHERE cell_id IN (SELECT unnest(?))),
+         rows AS (SELECT source_key, count(*) AS n, bit_xor(hash(v)) AS h
+                  FROM {VALUES} v WHERE source_key IN (SELECT source_key FROM src) GROUP BY source_key)
+    SELECT s.cell_id AS k, coalesce(sum(r.n), 0) AS n,
+           bit_xor(hash(s.step_types, s.source_file, s.source_key, coalesce(r.n, 0), coalesce(r.h, 0))) AS h
+    FROM src s LEFT JOIN rows r USING (source_key) GROUP BY s.cell_id"""
 
 # Keys of the sources just written (`_new_sources`) held by more than one source.
 COLLISIONS_SQL = f"""
@@ -110,8 +123,8 @@ def _step_names(frames: Sequence[pd.DataFrame]) -> list[str]:
     return names
 
 
-def encode(frames: pd.DataFrame | Sequence[pd.DataFrame]) -> tuple[list[pd.DataFrame], pa.Table]:
-    """Sample frames -> (frames of the stored columns, the sources table).
+def encode(frames: pd.DataFrame | Sequence[pd.DataFrame]) -> tuple[list[pa.Table], pa.Table]:
+    """Sample frames -> (Arrow tables of the stored columns, one per frame; the sources table).
 
     A row's (cell_id, source_file) becomes its source's key and its step_type a code into the
     source's names; the numbers go over unchanged. A row without a cell_id cannot belong to a
@@ -142,13 +155,20 @@ def encode(frames: pd.DataFrame | Sequence[pd.DataFrame]) -> tuple[list[pd.DataF
             sources[int(keys[i])] = pair
         step_codes, step_values = _codes(frame["step_type"])
         remap = np.array([position[str(v)] for v in step_values] + [0], dtype=np.uint16)
-        step = remap[step_codes]  # code -1 (missing) picks the trailing 0 ...
-        if (step_codes < 0).any():
-            step = pd.arrays.IntegerArray(step, step_codes < 0)  # ... and is missing again: NULL in the view
-        columns = {"source_key": keys[inverse.reshape(-1)], "step_code": step}
-        columns.update({c: frame[c].to_numpy() for c in NUMBER_COLUMNS if c in frame.columns})
-        stored.append(pd.DataFrame(columns, copy=False))
+        step = remap[step_codes]  # code -1 (missing) picks the trailing 0, masked: NULL in the view
+        columns = {"source_key": pa.array(keys[inverse.reshape(-1)]), "step_code": _array(step, step_codes < 0)}
+        for name in NUMBER_COLUMNS:
+            if name in frame.columns:
+                values = frame[name].to_numpy()
+                columns[name] = _array(values, np.isnan(values) if values.dtype.kind == "f" else None)
+        stored.append(pa.table(columns))
     return stored, sources_table(sources, names)
+
+
+def _array(values: np.ndarray, missing: np.ndarray | None) -> pa.Array:
+    """Arrow over the numpy buffer (no copy without missing values); NaN -> null, as pandas' own
+    conversion does."""
+    return pa.array(values, mask=missing) if missing is not None and missing.any() else pa.array(values)
 
 
 def sources_table(sources: dict[int, tuple[str, str | None]], step_names: list[str]) -> pa.Table:

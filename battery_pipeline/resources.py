@@ -135,26 +135,30 @@ _TABLE_RAW_DIGESTS = (
     "SELECT cell_id, sum(hash({columns})::HUGEINT) AS raw_digest FROM raw_samples "
     "WHERE cell_id IN (SELECT key FROM _keys) GROUP BY cell_id"
 ).format(columns=", ".join(c for c in CellCycleSample.to_schema().columns if c != "cell_id"))
-_SAME_SAMPLE = "{a}.cell_id = s.cell_id AND {a}.source_file = s.source_file AND {a}.source_row = v.source_row"
+_SAME_SOURCE = "k.cell_id = x.cell_id AND k.source_file = x.source_file"
 
 
 def validated_samples_sql(in_keys: bool = False) -> str:
     """The view's query; `in_keys`: only the cells in the relation `_keys`, in stored order (what
     a read of some partitions runs: filtered before the joins, which a filter on the view
-    itself is not, for the semi-join of a keys relation)."""
-    only = " AND cell_id IN (SELECT key FROM _keys)" if in_keys else ""
+    itself is not, for the semi-join of a keys relation). Quarantined and flagged samples are
+    matched on (source key, source_row): their few rows get their source's key, so the
+    samples' join is on two integers, not on text."""
+    only = " AND {a}.cell_id IN (SELECT key FROM _keys)" if in_keys else ""
     columns = ", ".join(
         f"coalesce(f.{c}, {raw}) AS {c}" if c in INTERPOLATED_CHANNELS else f"{raw} AS {c}"
         for c, raw in raw_layout.sample_columns().items()
     )
     fills = ", ".join(f"max(value) FILTER (WHERE channel = '{c}') AS {c}" for c in INTERPOLATED_CHANNELS)
+    keyed = f"JOIN {raw_layout.SOURCES} k ON {_SAME_SOURCE}"
     return f"""SELECT {columns} FROM {raw_layout.JOINED}
         SEMI JOIN validated_cells c ON c.cell_id = s.cell_id
-        ANTI JOIN (SELECT cell_id, source_file, source_row FROM quarantined_samples WHERE true{only}) q
-            ON {_SAME_SAMPLE.format(a="q")}
-        LEFT JOIN (SELECT cell_id, source_file, source_row, {fills} FROM sample_flags
-                   WHERE flag = 'interpolated'{only} GROUP BY ALL) f ON {_SAME_SAMPLE.format(a="f")}
-        {"WHERE true" + only.replace("cell_id", "s.cell_id") + " ORDER BY v.rowid" if in_keys else ""}"""
+        ANTI JOIN (SELECT k.source_key, x.source_row FROM quarantined_samples x {keyed} WHERE true{only.format(a="x")}) q
+            ON q.source_key = v.source_key AND q.source_row = v.source_row
+        LEFT JOIN (SELECT k.source_key, x.source_row, {fills} FROM sample_flags x {keyed}
+                   WHERE x.flag = 'interpolated'{only.format(a="x")} GROUP BY ALL) f
+            ON f.source_key = v.source_key AND f.source_row = v.source_row
+        {"WHERE true" + only.format(a="s") + " ORDER BY v.rowid" if in_keys else ""}"""
 
 
 def _arrow_shape(frame: pd.DataFrame) -> pa.Table:
@@ -230,6 +234,15 @@ def _incoming(frames: pd.DataFrame | Sequence[pd.DataFrame]) -> pa.Table:
 INSERT_BATCH_ROWS = 122_880
 
 
+def _concat(tables: list[pa.Table]) -> pa.Table:
+    """Tables of one layout as one (their columns as chunks); a column all-null in one table is
+    cast to the others' type."""
+    try:
+        return pa.concat_tables(tables)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return pa.concat_tables(tables, promote_options="permissive")
+
+
 def _insert(conn: duckdb.DuckDBPyConnection, table: str, frames: pd.DataFrame | Sequence[pd.DataFrame]) -> None:
     _insert_arrow(conn, table, _incoming(frames))
 
@@ -261,7 +274,7 @@ def _replace_raw(conn: duckdb.DuckDBPyConnection, frames: pd.DataFrame | Sequenc
             raise ValueError(f"source key {key} stands for {list(zip(cells, files))}: rename one of these files")
     finally:
         conn.unregister("_new_sources")
-    _insert(conn, raw_layout.VALUES, values)
+    _insert_arrow(conn, raw_layout.VALUES, _concat(values))
 
 
 def _relation_kind(conn: duckdb.DuckDBPyConnection, name: str) -> str:

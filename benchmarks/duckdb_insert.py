@@ -28,7 +28,7 @@ import pyarrow as pa
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from battery_pipeline import raw_layout  # noqa: E402
-from battery_pipeline.resources import _incoming  # noqa: E402
+from battery_pipeline.resources import _concat  # noqa: E402
 
 ROW_GROUP = 122_880
 TEXT = ("cell_id", "step_type", "source_file")
@@ -88,7 +88,7 @@ def timed_compact_insert(conn: duckdb.DuckDBPyConnection, table: pa.Table, repea
     for _ in range(repeat):
         wall, cpu = time.perf_counter(), time.process_time()
         values, sources = raw_layout.encode(frame)
-        incoming = _incoming(values)
+        incoming = _concat(values)
         incoming = pa.Table.from_batches(incoming.to_batches(max_chunksize=ROW_GROUP), incoming.schema)
         conn.register("_incoming", incoming)
         conn.register("_sources", sources)

@@ -10,10 +10,11 @@ import pandas.testing as pdt
 import pytest
 
 from battery_pipeline import raw_layout
+from battery_pipeline.lineage import partition_hash
 from battery_pipeline.resources import _TABLE_RAW_DIGESTS, VALIDATED_CELLS_DDL, Warehouse, _ddl_columns, _keys_relation
 from battery_pipeline.science.schema import SAMPLE_COLUMNS, CellCycleSample
 from battery_pipeline.science.validation import validate_samples
-from battery_pipeline_tests.pipeline.test_validated_view import LIMITS, comparable, raw_cell
+from battery_pipeline_tests.pipeline.test_validated_view import LIMITS, comparable, raw_cell, store
 
 
 def two_file_cell(cell_id: str) -> pd.DataFrame:
@@ -111,3 +112,24 @@ def test_a_warehouse_with_the_raw_table_of_earlier_versions_is_taken_over(tmp_pa
     with duckdb.connect(database, read_only=True) as conn:
         kinds = dict(conn.execute("SELECT table_name, table_type FROM information_schema.tables").fetchall())
     assert kinds["raw_samples"] == "VIEW" and kinds[raw_layout.VALUES] == "BASE TABLE"
+
+
+def test_partition_hashes_of_the_views_follow_every_stored_value(tmp_path):
+    warehouse = Warehouse(database=str(tmp_path / "w.duckdb"))
+    raw = two_file_cell("a")
+
+    def hashes(frame: pd.DataFrame) -> tuple[str, str]:
+        store(warehouse, frame)
+        return (partition_hash(warehouse, ["raw_samples"], "cell_id", "a"),
+                partition_hash(warehouse, ["validated_samples"], "cell_id", "a"))
+
+    first = hashes(raw)
+    assert hashes(raw.copy()) == first  # the same rows: the same hash
+    changes = {
+        "a value": raw.assign(voltage_v=raw["voltage_v"].where(raw.index != 10, 3.71)),
+        "a step type's name": raw.assign(step_type=raw["step_type"].replace("CCCV_Chg", "CV_Chg")),
+        "a file's name": raw.assign(source_file=raw["source_file"].replace("a_part2.csv", "a_part3.csv")),
+    }
+    for change, frame in changes.items():
+        raw_hash, valid_hash = hashes(frame)
+        assert raw_hash != first[0] and valid_hash != first[1], change

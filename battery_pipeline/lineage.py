@@ -10,7 +10,7 @@ exact input data and code. Two kinds of input hash:
   the XOR of the row hashes. Order-independent (a partition is a set of rows) and one scan; the
   row hash is DuckDB's, so the value is stable for one DuckDB version, which is what an audit
   needs (same data, same code, same hash). The two views are hashed by what they are made of:
-  `raw_samples` over its compact tables (`raw_layout`), `validated_samples` as the partitions of
+  `raw_samples` and `cycle_curves` over their compact tables (`compact_layout`), `validated_samples` as the partitions of
   the tables it is computed from (the same rows give the same hash, without evaluating the view).
 """
 
@@ -20,7 +20,7 @@ import hashlib
 from pathlib import Path
 from typing import Iterable
 
-from battery_pipeline import raw_layout
+from battery_pipeline.compact_layout import LAYOUTS as COMPACT
 from battery_pipeline.provenance import code_version
 
 _BLOCK = 1 << 20
@@ -56,8 +56,8 @@ def partition_hashes(warehouse, tables: Iterable[str], key_column: str, keys: li
             continue
         if not table.replace("_", "").isalnum() or not key_column.replace("_", "").isalnum():
             raise ValueError(f"not a plain identifier: {table!r} / {key_column!r}")
-        if table == raw_layout.RAW_SAMPLES and key_column == "cell_id":
-            sql = raw_layout.PARTITION_HASH_SQL
+        if table in COMPACT and key_column == "cell_id":
+            sql = COMPACT[table].partition_hash_sql()
         else:
             sql = (f'SELECT "{key_column}" AS k, count(*) AS n, coalesce(bit_xor(hash(t)), 0) AS h FROM "{table}" t '
                    f'WHERE "{key_column}" IN (SELECT unnest(?)) GROUP BY 1')

@@ -32,7 +32,8 @@ from dagster import ConfigurableResource
 from dagster_duckdb import DuckDBResource
 from pydantic import Field, PrivateAttr
 
-from battery_pipeline import lakehouse, raw_layout
+from battery_pipeline import compact_layout, lakehouse
+from battery_pipeline.compact_layout import CompactLayout
 from battery_pipeline.science import sources as source_discovery
 from battery_pipeline.science.sample_quality import INTERPOLATED_CHANNELS, empty_flags
 from battery_pipeline.science.schema import CellCycleSample, CellImpedance, CellRecord, QuarantinedSample
@@ -118,8 +119,11 @@ def _ddl_columns(model) -> str:
     return ", ".join(f'"{name}" {_DUCKDB_TYPES[str(col.dtype)]}' for name, col in columns.items())
 
 
-# `raw_samples` is a view over a compact layout (`raw_layout`: text once per source file, not per row).
-RAW_SAMPLES = raw_layout.RAW_SAMPLES
+# `raw_samples` and `cycle_curves` are views over a compact layout (`compact_layout`: text once per
+# source, not per row).
+RAW = compact_layout.RAW
+RAW_SAMPLES = RAW.view
+COMPACT = compact_layout.LAYOUTS
 # `validated_samples` is not a second copy of the samples but a view: the raw rows of the cells in
 # `validated_cells`, minus the quarantined ones, with sample_flags' interpolated values filling
 # the holes. Storing every sample twice cost DuckDB about 0.5 us of CPU a sample and table, half
@@ -129,7 +133,7 @@ RAW_SAMPLES = raw_layout.RAW_SAMPLES
 # validated again has no validated samples, never unvalidated ones.
 VALIDATED_SAMPLES = "validated_samples"
 VALIDATED_CELLS_DDL = "CREATE TABLE IF NOT EXISTS validated_cells (cell_id VARCHAR, validated_rows BIGINT, raw_digest HUGEINT)"
-_RAW_DIGESTS = raw_layout.DIGESTS_SQL
+_RAW_DIGESTS = RAW.digests_sql()
 # the digest of earlier versions, over a raw_samples table: to carry validations over to the view
 _TABLE_RAW_DIGESTS = (
     "SELECT cell_id, sum(hash({columns})::HUGEINT) AS raw_digest FROM raw_samples "
@@ -138,20 +142,21 @@ _TABLE_RAW_DIGESTS = (
 _SAME_SOURCE = "k.cell_id = x.cell_id AND k.source_file = x.source_file"
 
 
-def validated_samples_sql(in_keys: bool = False) -> str:
+def validated_samples_sql(in_keys: bool = False, stored_columns: bool = False) -> str:
     """The view's query; `in_keys`: only the cells in the relation `_keys`, in stored order (what
     a read of some partitions runs: filtered before the joins, which a filter on the view
     itself is not, for the semi-join of a keys relation). Quarantined and flagged samples are
     matched on (source key, source_row): their few rows get their source's key, so the
-    samples' join is on two integers, not on text."""
+    samples' join is on two integers, not on text. `stored_columns`: the source key and step code
+    in place of the text (`CompactLayout.decode`)."""
     only = " AND {a}.cell_id IN (SELECT key FROM _keys)" if in_keys else ""
     columns = ", ".join(
         f"coalesce(f.{c}, {raw}) AS {c}" if c in INTERPOLATED_CHANNELS else f"{raw} AS {c}"
-        for c, raw in raw_layout.sample_columns().items()
+        for c, raw in (RAW.stored_column_sql() if stored_columns else RAW.column_sql()).items()
     )
     fills = ", ".join(f"max(value) FILTER (WHERE channel = '{c}') AS {c}" for c in INTERPOLATED_CHANNELS)
-    keyed = f"JOIN {raw_layout.SOURCES} k ON {_SAME_SOURCE}"
-    return f"""SELECT {columns} FROM {raw_layout.JOINED}
+    keyed = f"JOIN {RAW.sources} k ON {_SAME_SOURCE}"
+    return f"""SELECT {columns} FROM {RAW.joined}
         SEMI JOIN validated_cells c ON c.cell_id = s.cell_id
         ANTI JOIN (SELECT k.source_key, x.source_row FROM quarantined_samples x {keyed} WHERE true{only.format(a="x")}) q
             ON q.source_key = v.source_key AND q.source_row = v.source_row
@@ -255,26 +260,26 @@ def _insert_arrow(conn: duckdb.DuckDBPyConnection, table: str, incoming: pa.Tabl
     conn.unregister("_incoming")
 
 
-def _replace_raw(conn: duckdb.DuckDBPyConnection, frames: pd.DataFrame | Sequence[pd.DataFrame]) -> None:
-    """Replace the raw samples of the cells in `_keys` (inside the caller's transaction)."""
-    for statement in raw_layout.DELETE_SQL:
+def _replace_compact(conn: duckdb.DuckDBPyConnection, layout: CompactLayout, frames: pd.DataFrame | Sequence[pd.DataFrame]) -> None:
+    """Replace the rows of the cells in `_keys` in a compact layout (inside the caller's transaction)."""
+    for statement in layout.delete_sql():
         conn.execute(statement)
-    values, sources = raw_layout.encode(frames)
+    values, sources = layout.encode(frames)
     if not sources.num_rows:
         return
     outside = set(sources["cell_id"].to_pylist()) - {row[0] for row in conn.execute("SELECT key FROM _keys").fetchall()}
     if outside:
-        raise ValueError(f"raw samples of cells outside the partitions replaced: {sorted(outside)}")
+        raise ValueError(f"{layout.view} rows of cells outside the partitions replaced: {sorted(outside)}")
     conn.register("_new_sources", sources)
     try:
-        conn.execute(f"INSERT INTO {raw_layout.SOURCES} SELECT * FROM _new_sources")
-        collisions = conn.execute(raw_layout.COLLISIONS_SQL).fetchall()
+        conn.execute(f"INSERT INTO {layout.sources} SELECT * FROM _new_sources")
+        collisions = conn.execute(layout.collisions_sql()).fetchall()
         if collisions:
-            key, cells, files = collisions[0]
-            raise ValueError(f"source key {key} stands for {list(zip(cells, files))}: rename one of these files")
+            key, cells, names = collisions[0]
+            raise ValueError(f"{layout.view}: source key {key} stands for {list(zip(cells, names))}: rename one of them")
     finally:
         conn.unregister("_new_sources")
-    _insert_arrow(conn, raw_layout.VALUES, _concat(values))
+    _insert_arrow(conn, layout.values, _concat(values))
 
 
 def _relation_kind(conn: duckdb.DuckDBPyConnection, name: str) -> str:
@@ -311,10 +316,10 @@ def _keys_relation(conn: duckdb.DuckDBPyConnection, keys: Sequence[str]):
 
 def _partitions_sql(table: str, key_column: str) -> str:
     """The rows of the partitions in `_keys`, in stored order."""
-    if table in (VALIDATED_SAMPLES, RAW_SAMPLES):
+    if table == VALIDATED_SAMPLES or table in COMPACT:
         if key_column != "cell_id":
             raise ValueError(f"{table} is partitioned by cell_id, not {key_column}")
-        return validated_samples_sql(in_keys=True) if table == VALIDATED_SAMPLES else raw_layout.raw_samples_sql(in_keys=True)
+        return validated_samples_sql(in_keys=True) if table == VALIDATED_SAMPLES else COMPACT[table].view_sql(in_keys=True)
     return f"SELECT * FROM {_quote_identifier(table)} WHERE {_quote_identifier(key_column)} IN (SELECT key FROM _keys) ORDER BY rowid"
 
 
@@ -418,14 +423,14 @@ class Warehouse(DuckDBResource):
         writes (a warehouse made before a column existed keeps its rows; the new column is NULL
         there until the partition is materialized again)."""
         name = _quote_identifier(table)
-        layout = (table, None if table in TABLE_MODELS or table == RAW_SAMPLES or frame is None else tuple(frame.columns))
+        layout = (table, None if table in TABLE_MODELS or table in COMPACT or frame is None else tuple(frame.columns))
         if self._ensured is not None and layout in self._ensured:
             return
         # another writer creating the same table or column at once is a conflict: look again
         if table == VALIDATED_SAMPLES:
             lakehouse.retry_conflicts(lambda: self._ensure_validated_view(conn))
-        elif table == RAW_SAMPLES:
-            lakehouse.retry_conflicts(lambda: self._ensure_raw_view(conn))
+        elif table in COMPACT:
+            lakehouse.retry_conflicts(lambda: self._ensure_compact_view(conn, COMPACT[table]))
         else:
             lakehouse.retry_conflicts(lambda: self._ensure_base_table(conn, table, name, frame))
         if self._ensured is not None:
@@ -474,40 +479,41 @@ class Warehouse(DuckDBResource):
             conn.execute(f"CREATE OR REPLACE VIEW {VALIDATED_SAMPLES} AS {definition}")
             conn.execute(f"COMMENT ON VIEW {VALIDATED_SAMPLES} IS '{version}'")
 
-    def _ensure_raw_view(self, conn: duckdb.DuckDBPyConnection) -> None:
-        """The compact tables and the view over them. A warehouse of earlier versions holds a
-        `raw_samples` table: its rows move to the compact tables (every one, or an error), and a
-        cell validated on them stays validated (its digest is carried over)."""
-        definition = raw_layout.raw_samples_sql()
-        kind, version = _relation_kind(conn, RAW_SAMPLES), _view_version(definition)
-        if kind == "VIEW" and _view_comment(conn, RAW_SAMPLES) == version:
+    def _ensure_compact_view(self, conn: duckdb.DuckDBPyConnection, layout: CompactLayout) -> None:
+        """The compact tables and the view over them. A warehouse of earlier versions holds the
+        asset as a table: its rows move to the compact tables (every one, or an error), and a cell
+        validated on its raw rows stays validated (its digest is carried over)."""
+        definition = layout.view_sql()
+        kind, version = _relation_kind(conn, layout.view), _view_version(definition)
+        if kind == "VIEW" and _view_comment(conn, layout.view) == version:
             return
         with _transaction(conn):
-            conn.execute(raw_layout.VALUES_DDL)
-            conn.execute(raw_layout.SOURCES_DDL)
+            conn.execute(layout.values_ddl())
+            conn.execute(layout.sources_ddl())
             if kind == "BASE TABLE":
-                self._move_raw_table(conn)
-            conn.execute(f"CREATE OR REPLACE VIEW {RAW_SAMPLES} AS {definition}")
-            conn.execute(f"COMMENT ON VIEW {RAW_SAMPLES} IS '{version}'")
+                self._move_table(conn, layout)
+            conn.execute(f"CREATE OR REPLACE VIEW {layout.view} AS {definition}")
+            conn.execute(f"COMMENT ON VIEW {layout.view} IS '{version}'")
 
-    def _move_raw_table(self, conn: duckdb.DuckDBPyConnection) -> None:
-        (rows,), = conn.execute(f"SELECT count(*) FROM {RAW_SAMPLES}").fetchall()
-        pairs = conn.execute(f"SELECT DISTINCT cell_id, source_file FROM {RAW_SAMPLES}").fetchall()
+    def _move_table(self, conn: duckdb.DuckDBPyConnection, layout: CompactLayout) -> None:
+        table = layout.view
+        (rows,), = conn.execute(f"SELECT count(*) FROM {table}").fetchall()
+        pairs = conn.execute(f"SELECT DISTINCT cell_id, {layout.named_by} FROM {table}").fetchall()
         if any(cell is None for cell, _ in pairs):
-            raise ValueError(f"{RAW_SAMPLES} holds rows without a cell_id: they belong to no partition (delete or fix them first)")
-        names = raw_layout.step_names([row[0] for row in conn.execute(
-            f"SELECT DISTINCT step_type FROM {RAW_SAMPLES} WHERE step_type IS NOT NULL").fetchall()])
-        sources = raw_layout.sources_table({raw_layout.source_key(*pair): pair for pair in pairs}, names)
-        validated = self._exists(conn, "validated_cells")
+            raise ValueError(f"{table} holds rows without a cell_id: they belong to no partition (delete or fix them first)")
+        names = layout.code_names([row[0] for row in conn.execute(
+            f"SELECT DISTINCT {layout.coded} FROM {table} WHERE {layout.coded} IS NOT NULL").fetchall()]) if layout.coded else None
+        sources = layout.sources_table({compact_layout.source_key(*pair): pair for pair in pairs}, names)
+        validated = layout is RAW and self._exists(conn, "validated_cells")
         with _keys_relation(conn, sorted({cell for cell, _ in pairs})):
             before = conn.execute(_TABLE_RAW_DIGESTS).df() if validated else None
             conn.register("_new_sources", sources)
-            conn.execute(f"INSERT INTO {raw_layout.SOURCES} SELECT * FROM _new_sources")
-            conn.execute(raw_layout.MOVE_TABLE_SQL)
+            conn.execute(f"INSERT INTO {layout.sources} SELECT * FROM _new_sources")
+            conn.execute(layout.move_table_sql())
             conn.unregister("_new_sources")
-            (moved,), = conn.execute(f"SELECT count(*) FROM {raw_layout.VALUES}").fetchall()
+            (moved,), = conn.execute(f"SELECT count(*) FROM {layout.values}").fetchall()
             if moved != rows:
-                raise RuntimeError(f"moving {RAW_SAMPLES} to {raw_layout.VALUES}: {rows:,} rows, {moved:,} moved")
+                raise RuntimeError(f"moving {table} to {layout.values}: {rows:,} rows, {moved:,} moved")
             if validated:  # a cell validated on these rows stays validated on them
                 digests = before.merge(conn.execute(_RAW_DIGESTS).df(), on="cell_id", suffixes=("_before", "_after"))
                 conn.register("_digests", digests)
@@ -516,7 +522,7 @@ class Warehouse(DuckDBResource):
                     "WHERE validated_cells.cell_id = d.cell_id AND validated_cells.raw_digest = d.raw_digest_before"
                 )
                 conn.unregister("_digests")
-        conn.execute(f"DROP TABLE {RAW_SAMPLES}")
+        conn.execute(f"DROP TABLE {table}")
 
     def _any_validated(self, conn: duckdb.DuckDBPyConnection) -> bool:
         """Whether a cell of `_keys` is marked validated (only then do new raw rows need a digest)."""
@@ -576,8 +582,8 @@ class Warehouse(DuckDBResource):
             for table, frame in frames.items():
                 if table == VALIDATED_SAMPLES:
                     continue
-                if table == RAW_SAMPLES:
-                    _replace_raw(conn, frame)
+                if table in COMPACT:
+                    _replace_compact(conn, COMPACT[table], frame)
                     continue
                 conn.execute(f"DELETE FROM {_quote_identifier(table)} WHERE {column} IN (SELECT key FROM _keys)")
                 if any(len(f) for f in ([frame] if isinstance(frame, pd.DataFrame) else frame)):
@@ -638,14 +644,30 @@ class Warehouse(DuckDBResource):
         with self.connection() as conn:
             self._ensure_readable(conn, table)
             with _keys_relation(conn, keys):
-                rows = conn.sql(_partitions_sql(table, key_column))
-                frame = rows.to_arrow_table().to_pandas(strings_to_categorical=True) if text_as_category else rows.df()
+                if text_as_category and table in (RAW_SAMPLES, VALIDATED_SAMPLES) and key_column == "cell_id":
+                    frame = self._read_samples_decoded(conn, table)
+                else:
+                    rows = conn.sql(_partitions_sql(table, key_column))
+                    frame = rows.to_arrow_table().to_pandas(strings_to_categorical=True) if text_as_category else rows.df()
         return split_by_key(frame, key_column, keys)
+
+    @staticmethod
+    def _read_samples_decoded(conn: duckdb.DuckDBPyConnection, table: str) -> pd.DataFrame:
+        """Samples of the cells in `_keys` in stored order, their text rebuilt from the sources:
+        sorting numbers only (the text joined after) halves 1.5's read of 25 cells (132 -> 65 ms)."""
+        if table == VALIDATED_SAMPLES:
+            sql = validated_samples_sql(in_keys=True, stored_columns=True)
+        else:
+            columns = ", ".join(f"{e} AS {c}" for c, e in RAW.stored_column_sql().items())
+            sql = f"SELECT {columns} FROM {RAW.values} v WHERE source_key IN ({RAW.keys_sources()}) ORDER BY v.rowid"
+        rows = conn.sql(sql).to_arrow_table().to_pandas()
+        sources = conn.sql(f"SELECT * FROM {RAW.sources} WHERE cell_id IN (SELECT key FROM _keys)").to_arrow_table().to_pandas()
+        return RAW.decode(rows, sources)
 
     def _ensure_readable(self, conn: duckdb.DuckDBPyConnection, table: str) -> None:
         if not self._exists(conn, table):
             raise LookupError(f"table {table} does not exist yet: materialize it first")
-        if table in (RAW_SAMPLES, VALIDATED_SAMPLES):  # the layout these reads query (a warehouse of earlier versions: moved)
+        if table == VALIDATED_SAMPLES or table in COMPACT:  # the layout these reads query (a warehouse of earlier versions: moved)
             self.ensure_table(conn, table)
 
     def query_keys(self, sql: str, keys: Sequence[str]) -> pd.DataFrame:

@@ -7,7 +7,7 @@ One cell's samples (3 text columns, 3 integer, 6 floating point) inserted from A
 transaction with a DELETE before it, as a partition replace does. Variants: the row layout of
 earlier versions (every column on every row) as one Arrow batch for all rows (before
 `INSERT_BATCH_ROWS`) and in batches of a row group's size; the same without the text columns
-(what they cost); and the compact layout stored now (`raw_layout`: the text once per source file),
+(what they cost); and the compact layout stored now (`compact_layout.RAW`: the text once per source file),
 its encoding from the pandas frame included. Prints wall and CPU time (process_time: DuckDB's
 threads included) per variant, the best of `--repeat`, and the DuckDB version: run it in
 environments with different DuckDB releases to compare them.
@@ -27,7 +27,7 @@ import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from battery_pipeline import raw_layout  # noqa: E402
+from battery_pipeline.compact_layout import RAW  # noqa: E402
 from battery_pipeline.resources import _concat  # noqa: E402
 
 ROW_GROUP = 122_880
@@ -77,26 +77,26 @@ def timed_insert(conn: duckdb.DuckDBPyConnection, table: pa.Table, repeat: int) 
 
 
 def timed_compact_insert(conn: duckdb.DuckDBPyConnection, table: pa.Table, repeat: int) -> tuple[float, float]:
-    """The compact layout, as `resources._replace_raw` stores it: encode, then the values in
+    """The compact layout, as `resources._replace_compact` stores it: encode, then the values in
     row-group batches and one row per source."""
     frame = table.to_pandas()  # text columns as categoricals, as readers give them
-    conn.execute(f"DROP TABLE IF EXISTS {raw_layout.VALUES}")
-    conn.execute(f"DROP TABLE IF EXISTS {raw_layout.SOURCES}")
-    conn.execute(raw_layout.VALUES_DDL)
-    conn.execute(raw_layout.SOURCES_DDL)
+    conn.execute(f"DROP TABLE IF EXISTS {RAW.values}")
+    conn.execute(f"DROP TABLE IF EXISTS {RAW.sources}")
+    conn.execute(RAW.values_ddl())
+    conn.execute(RAW.sources_ddl())
     best = (float("inf"), float("inf"))
     for _ in range(repeat):
         wall, cpu = time.perf_counter(), time.process_time()
-        values, sources = raw_layout.encode(frame)
+        values, sources = RAW.encode(frame)
         incoming = _concat(values)
         incoming = pa.Table.from_batches(incoming.to_batches(max_chunksize=ROW_GROUP), incoming.schema)
         conn.register("_incoming", incoming)
         conn.register("_sources", sources)
         conn.execute("BEGIN TRANSACTION")
-        conn.execute(f"DELETE FROM {raw_layout.VALUES}")
-        conn.execute(f"DELETE FROM {raw_layout.SOURCES}")
-        conn.execute(f"INSERT INTO {raw_layout.VALUES} BY NAME SELECT * FROM _incoming")
-        conn.execute(f"INSERT INTO {raw_layout.SOURCES} SELECT * FROM _sources")
+        conn.execute(f"DELETE FROM {RAW.values}")
+        conn.execute(f"DELETE FROM {RAW.sources}")
+        conn.execute(f"INSERT INTO {RAW.values} BY NAME SELECT * FROM _incoming")
+        conn.execute(f"INSERT INTO {RAW.sources} SELECT * FROM _sources")
         conn.execute("COMMIT")
         best = min(best, (time.perf_counter() - wall, time.process_time() - cpu))
         conn.unregister("_incoming")

@@ -1,7 +1,7 @@
-"""`raw_samples` is a view over a compact layout (`raw_layout`): text once per source file. It must
-give back every raw row as the reader gave it (several files per cell, step types outside the
-canonical three, missing values), refuse what it cannot store, and take over a warehouse whose
-raw_samples is still a table, validations included."""
+"""`raw_samples` and `cycle_curves` are views over a compact layout (`compact_layout`): text once per
+source. They must give back every row as it was stored (several files per cell, step types
+outside the canonical three, missing values), refuse what they cannot store, and take over a
+warehouse that still holds them as tables, validations included."""
 
 import duckdb
 import numpy as np
@@ -9,7 +9,8 @@ import pandas as pd
 import pandas.testing as pdt
 import pytest
 
-from battery_pipeline import raw_layout
+from battery_pipeline import compact_layout
+from battery_pipeline.compact_layout import RAW
 from battery_pipeline.lineage import partition_hash
 from battery_pipeline.resources import _TABLE_RAW_DIGESTS, VALIDATED_CELLS_DDL, Warehouse, _ddl_columns, _keys_relation
 from battery_pipeline.science.schema import SAMPLE_COLUMNS, CellCycleSample
@@ -33,7 +34,7 @@ def stored_text(database: str) -> list[tuple[str, str]]:
     with duckdb.connect(database, read_only=True) as conn:
         return conn.execute(
             "SELECT table_name, column_name FROM information_schema.columns WHERE table_name = ? AND data_type = 'VARCHAR'",
-            [raw_layout.VALUES],
+            [RAW.values],
         ).fetchall()
 
 
@@ -42,10 +43,13 @@ def test_raw_rows_come_back_as_the_reader_gave_them(tmp_path):
     frames = {"a": two_file_cell("a"), "b": raw_cell("b")}
     warehouse.replace_partitions({"raw_samples": list(frames.values())}, "cell_id", list(frames))
     back = warehouse.read_partitions("raw_samples", "cell_id", ["a", "b", "never"])
+    decoded = warehouse.read_partitions("raw_samples", "cell_id", ["a", "b", "never"], text_as_category=True)
     for key, frame in frames.items():
-        pdt.assert_frame_equal(back[key][SAMPLE_COLUMNS].astype({"step_type": object}), frame.astype({"step_type": object}),
-                               check_dtype=False)
-    assert back["never"].empty
+        for rows in (back[key], decoded[key]):
+            pdt.assert_frame_equal(rows[SAMPLE_COLUMNS].astype({c: object for c in RAW.text}).reset_index(drop=True),
+                                   frame.astype({c: object for c in RAW.text}), check_dtype=False)
+        assert isinstance(decoded[key]["step_type"].dtype, pd.CategoricalDtype)
+    assert back["never"].empty and decoded["never"].empty
     assert back["a"].loc[4, "step_type"] is None and back["a"].loc[3, "step_type"] == "CCCV_Chg"
     assert stored_text(warehouse.database) == []  # no text on a sample row
     sources = warehouse.query("SELECT cell_id, source_file FROM raw_sample_sources ORDER BY 1, 2")
@@ -79,7 +83,7 @@ def test_rows_that_cannot_be_stored_are_refused_by_name(tmp_path):
 def test_two_sources_on_one_key_are_refused_not_merged(tmp_path):
     warehouse = Warehouse(database=str(tmp_path / "w.duckdb"))
     warehouse.replace_partition("raw_samples", raw_cell("a"), "cell_id", "a")
-    key = raw_layout.source_key("b", "b.csv")
+    key = compact_layout.source_key("b", "b.csv")
     with duckdb.connect(warehouse.database) as conn:  # another source already holds b.csv's key
         conn.execute("INSERT INTO raw_sample_sources VALUES (?, 'z', 'z.csv', ['charge'])", [key])
     with pytest.raises(ValueError, match=rf"source key {key} stands for .*'b', 'b.csv'.*'z', 'z.csv'"):
@@ -111,7 +115,7 @@ def test_a_warehouse_with_the_raw_table_of_earlier_versions_is_taken_over(tmp_pa
     pdt.assert_frame_equal(comparable(warehouse.read_partition("validated_samples", "cell_id", "b")), comparable(result.valid))
     with duckdb.connect(database, read_only=True) as conn:
         kinds = dict(conn.execute("SELECT table_name, table_type FROM information_schema.tables").fetchall())
-    assert kinds["raw_samples"] == "VIEW" and kinds[raw_layout.VALUES] == "BASE TABLE"
+    assert kinds["raw_samples"] == "VIEW" and kinds[RAW.values] == "BASE TABLE"
 
 
 def test_partition_hashes_of_the_views_follow_every_stored_value(tmp_path):
@@ -133,3 +137,30 @@ def test_partition_hashes_of_the_views_follow_every_stored_value(tmp_path):
     for change, frame in changes.items():
         raw_hash, valid_hash = hashes(frame)
         assert raw_hash != first[0] and valid_hash != first[1], change
+
+
+def curve_points(cell_id: str, n_cycles: int = 3) -> pd.DataFrame:
+    grid = np.linspace(3.0, 4.1, 50)
+    frames = [pd.DataFrame({"cell_id": cell_id, "cycle_number": cycle, "curve": curve, "voltage_v": grid,
+                            "value": np.sin(grid * cycle) + i}) for cycle in range(1, n_cycles + 1) for i, curve in enumerate(("q_of_v", "dqdv"))]
+    return pd.concat(frames, ignore_index=True)[list(compact_layout.CURVES.columns)]
+
+
+def test_cycle_curves_come_back_whole_and_an_earlier_table_is_moved(tmp_path):
+    warehouse = Warehouse(database=str(tmp_path / "w.duckdb"))
+    frames = {"a": curve_points("a"), "b": curve_points("b", 2)}
+    warehouse.replace_partitions({"cycle_curves": list(frames.values())}, "cell_id", list(frames))
+    back = warehouse.read_partitions("cycle_curves", "cell_id", ["a", "b"])
+    for key, frame in frames.items():
+        pdt.assert_frame_equal(back[key], frame, check_dtype=False)
+    assert warehouse.query("SELECT count(*) AS n FROM cycle_curve_sources")["n"].iloc[0] == 4  # (cell, curve) pairs
+    warehouse.replace_partition("cycle_curves", curve_points("a").iloc[0:0], "cell_id", "a")  # a summary-level cell: none
+    assert set(warehouse.query("SELECT DISTINCT cell_id FROM cycle_curves")["cell_id"]) == {"b"}
+
+    database = str(tmp_path / "old.duckdb")
+    with duckdb.connect(database) as conn:  # as earlier versions stored it: text on every row
+        conn.register("curves", pd.concat(frames.values()))
+        conn.execute("CREATE TABLE cycle_curves AS SELECT * FROM curves")
+    moved = Warehouse(database=database).read_partitions("cycle_curves", "cell_id", ["a", "b"])
+    for key, frame in frames.items():
+        pdt.assert_frame_equal(moved[key], frame, check_dtype=False)

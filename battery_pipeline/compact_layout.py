@@ -121,6 +121,15 @@ class CompactLayout:
         only = f" WHERE s.{KEY} IN (SELECT key FROM _keys) ORDER BY v.rowid" if in_keys else ""
         return f"SELECT {columns} FROM {self.joined}{only}"
 
+    def stored_rows_sql(self) -> str:
+        """The stored rows of the cells in `_keys`, in stored order (`stored_column_sql`: no join)."""
+        columns = ", ".join(f"{expression} AS {name}" for name, expression in self.stored_column_sql().items())
+        return f"SELECT {columns} FROM {self.values} v WHERE source_key IN ({self.keys_sources()}) ORDER BY v.rowid"
+
+    def keys_sources_rows_sql(self) -> str:
+        """The sources' rows of the cells in `_keys` (for `decode`)."""
+        return f"SELECT * FROM {self.sources} WHERE {KEY} IN (SELECT key FROM _keys)"
+
     def keys_sources(self) -> str:
         """The keys of the sources of the cells in `_keys`."""
         return f"SELECT source_key FROM {self.sources} WHERE {KEY} IN (SELECT key FROM _keys)"

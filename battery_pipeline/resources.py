@@ -654,15 +654,10 @@ class Warehouse(DuckDBResource):
     @staticmethod
     def _read_samples_decoded(conn: duckdb.DuckDBPyConnection, table: str) -> pd.DataFrame:
         """Samples of the cells in `_keys` in stored order, their text rebuilt from the sources:
-        sorting numbers only (the text joined after) halves 1.5's read of 25 cells (132 -> 65 ms)."""
-        if table == VALIDATED_SAMPLES:
-            sql = validated_samples_sql(in_keys=True, stored_columns=True)
-        else:
-            columns = ", ".join(f"{e} AS {c}" for c, e in RAW.stored_column_sql().items())
-            sql = f"SELECT {columns} FROM {RAW.values} v WHERE source_key IN ({RAW.keys_sources()}) ORDER BY v.rowid"
+        sorting numbers only takes 1.5's read of 25 cells' validated samples from 215 to 132 ms."""
+        sql = validated_samples_sql(in_keys=True, stored_columns=True) if table == VALIDATED_SAMPLES else RAW.stored_rows_sql()
         rows = conn.sql(sql).to_arrow_table().to_pandas()
-        sources = conn.sql(f"SELECT * FROM {RAW.sources} WHERE cell_id IN (SELECT key FROM _keys)").to_arrow_table().to_pandas()
-        return RAW.decode(rows, sources)
+        return RAW.decode(rows, conn.sql(RAW.keys_sources_rows_sql()).to_arrow_table().to_pandas())
 
     def _ensure_readable(self, conn: duckdb.DuckDBPyConnection, table: str) -> None:
         if not self._exists(conn, table):

@@ -1330,6 +1330,25 @@ def _curve_features(curves: _Curves | None, config: FeatureConfig, n_cyc: int) -
     return out
 
 
+def grid_curve_features(grid: np.ndarray, q: np.ndarray, reference: int, config: FeatureConfig) -> dict[str, np.ndarray]:
+    """The delta_q_* and dqdv_* columns of cycles whose Q(V) is already on a grid, as a
+    summary-level source gives it (Severson's Qdlin arrays): `grid` (m,) ascending voltages,
+    `q` (n_cycles, m) discharge capacity at each, NaN where undefined (a prefix of low
+    voltages the discharge never reached); `reference` = row of Q_ref (-1: no delta-Q).
+    The same computation as for curves made from samples."""
+    grid = np.asarray(grid, dtype=np.float64)
+    q = np.array(q, dtype=np.float64)  # a copy: the statistics work in place
+    if grid.ndim != 1 or q.ndim != 2 or q.shape[1] != grid.size or not (np.diff(grid) > 0).all():
+        raise ValueError(f"grid must be ascending (m,) and q (n_cycles, m); got {grid.shape} and {q.shape}")
+    defined = np.isfinite(q)
+    # first column from which the row is defined to the top of the grid
+    tail_ok = np.flip(np.logical_and.accumulate(np.flip(defined, axis=1), axis=1), axis=1)
+    first_defined = np.where(tail_ok.any(axis=1), np.argmax(tail_ok, axis=1), grid.size).astype(np.int64)
+    covered = first_defined == 0
+    curves = _Curves(grid, q, first_defined, covered, int(reference), covered.copy())
+    return _curve_features(curves, config, q.shape[0])
+
+
 # ------------------------------------------------------------------------------------------
 # Public API
 # ------------------------------------------------------------------------------------------

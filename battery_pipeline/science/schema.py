@@ -170,6 +170,12 @@ class CellRecord(pa.DataFrameModel):
     voltage_window_source: Series[str] = pa.Field(
         description="Where the voltage window came from: sidecar / file / dataset rule / inferred from the chemistry / unknown"
     )
+    stated_cycle_life: Series[pd.Int64Dtype] = pa.Field(
+        nullable=True, gt=0, description="Cycles to end of life as the source states it (its own definition); null = not stated"
+    )
+    stated_cycle_life_source: Series[str] = pa.Field(
+        description="Where the stated cycle life came from: sidecar / file (which line) / unknown (why)"
+    )
 
     class Config:
         strict = True

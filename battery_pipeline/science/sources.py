@@ -175,6 +175,7 @@ _TRACED_KEYS = {
     "chemistry": ("chemistry",),
     "nominal_capacity_ah": ("nominal_capacity_ah",),
     "voltage_window": ("voltage_min_v", "voltage_max_v"),
+    "stated_cycle_life": ("stated_cycle_life",),
 }
 
 
@@ -191,6 +192,9 @@ def read_sidecar(path: Path) -> dict:
         raise SourceFormatError(
             path, f"unknown sidecar keys {unknown}; allowed: {sorted(_DEFAULT_FIELDS)}"
         )
+    life = content.get("stated_cycle_life")
+    if life is not None and (isinstance(life, bool) or not isinstance(life, int) or life <= 0):
+        raise SourceFormatError(path, f"sidecar key 'stated_cycle_life' must be a positive whole number of cycles, got {life!r}")
     for key in ("nominal_capacity_ah", "voltage_min_v", "voltage_max_v", "max_abs_current_a"):
         value = content.get(key)
         if value is not None and (not isinstance(value, (int, float)) or value <= 0):
@@ -216,7 +220,9 @@ def cell_record(source: CellSource) -> dict:
             raise SourceFormatError(
                 source.files[0], f"reader {source.format_name} gives {traced} without saying where it came from"
             )
-        sources[traced] = defaults.origin[traced] if known else "unknown"
+        # a reader may say why a value is unknown ("unknown: no cycle-life file beside the folder")
+        why_unknown = defaults.origin.get(traced, "")
+        sources[traced] = defaults.origin[traced] if known else why_unknown if why_unknown.startswith("unknown") else "unknown"
     origin = ["reader defaults"]
     for sidecar in sidecar_paths(source):
         content = read_sidecar(sidecar)
@@ -257,6 +263,8 @@ def cell_record(source: CellSource) -> dict:
         "chemistry_source": sources["chemistry"],
         "nominal_capacity_source": sources["nominal_capacity_ah"],
         "voltage_window_source": sources["voltage_window"],
+        "stated_cycle_life": values["stated_cycle_life"],
+        "stated_cycle_life_source": sources["stated_cycle_life"],
     }
 
 

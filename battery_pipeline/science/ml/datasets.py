@@ -37,8 +37,10 @@ negative RUL). X = observed history up to and including the current cycle:
   Caveat: with `LabelConfig(soh_reference="initial")` the soh of a cell's first few cycles is
   relative to the mean of its first 5 cycles, i.e. of up to 4 cycles later.
 
-Cycle-life task (`cycle_life_dataset`): one row per uncensored cell, X = `severson.severson_features`
-of its first `late_cycle` cycles, y = eol_cycle.
+Cycle-life task (`cycle_life_dataset`): one row per cell with a cycle life, X =
+`severson.severson_features` of its first `late_cycle` cycles, y = the life its source states
+(`cells.stated_cycle_life`) or else the labels' eol_cycle (uncensored cells), `cycle_life_source`
+saying which.
 
 `frame_hash` / `TrainingTable.data_hash()`: sha256 over canonical bytes: a format tag, the shape,
 then per column its name, a dtype tag and its values (integers and booleans as little-endian
@@ -321,13 +323,48 @@ def rul_dataset(
     return _table("rul", "rul_cycles", rows, candidates, train_cells)
 
 
+MEASURED_LIFE_SOURCE = "labels: eol_cycle (first comparable cycle below the end-of-life threshold for 3 cycles)"
+
+
+def cycle_lives(labels: pd.DataFrame, cells: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Each cell's cycle life and where it came from (index cell_id; columns cycle_life,
+    cycle_life_source). The life its source states (`cells.stated_cycle_life`, e.g. Severson's
+    cycles to 0.88 Ah for arrays that stop at cycle 100) comes first: it is the dataset's own
+    definition; else the end of life the labels found (uncensored, labelled cells only)."""
+    missing = [c for c in LABEL_COLUMNS if c not in labels.columns]
+    if missing:
+        raise ValueError(f"labels lacks columns {missing}")
+    measured = (
+        labels.assign(cell_id=labels["cell_id"].astype(str))
+        .loc[~labels["censored"].astype(bool) & (labels["label_status"] == "labelled")]
+        .groupby("cell_id")["eol_cycle"]
+        .first()
+        .astype("float64")
+    )
+    lives = pd.DataFrame({"cycle_life": measured, "cycle_life_source": MEASURED_LIFE_SOURCE})
+    if cells is not None and "stated_cycle_life" in cells.columns:
+        stated = cells.loc[cells["stated_cycle_life"].notna()]
+        stated = pd.DataFrame(
+            {
+                "cycle_life": pd.to_numeric(stated["stated_cycle_life"]).astype("float64").to_numpy(),
+                "cycle_life_source": ("stated: " + stated["stated_cycle_life_source"].astype(str)).to_numpy(),
+            },
+            index=stated["cell_id"].astype(str).to_numpy(),
+        )
+        lives = pd.concat([stated, lives.drop(index=stated.index, errors="ignore")])
+    lives.index.name = "cell_id"
+    return lives.sort_index()
+
+
 def cycle_life_dataset(
     features: pd.DataFrame,
     labels: pd.DataFrame,
     late_cycle: int = 100,
     train_cells: Iterable | None = None,
+    cells: pd.DataFrame | None = None,
 ) -> TrainingTable:
-    """One row per uncensored cell: Severson early-life features, y = eol_cycle (cycles).
+    """One row per cell with a cycle life (`cycle_lives`): Severson early-life features, y = its
+    cycle life (cycles), `cycle_life_source` saying where each came from.
 
     `cycle_number` holds the cycle the dQ features were taken at (-1 when the cell has none).
     """
@@ -336,17 +373,7 @@ def cycle_life_dataset(
     from battery_pipeline.science.ml.severson import SEVERSON_FEATURE_COLUMNS, severson_features
 
     per_cell = severson_features(features, late_cycle=late_cycle)
-    missing = [c for c in LABEL_COLUMNS if c not in labels.columns]
-    if missing:
-        raise ValueError(f"labels lacks columns {missing}")
-    life = (
-        labels.assign(cell_id=labels["cell_id"].astype(str))
-        .loc[~labels["censored"].astype(bool) & (labels["label_status"] == "labelled")]
-        .groupby("cell_id")["eol_cycle"]
-        .first()
-        .astype("float64")
-    )
-    rows = per_cell.join(life.rename("cycle_life"), how="inner").reset_index()
+    rows = per_cell.join(cycle_lives(labels, cells), how="inner").reset_index()
     rows["cycle_number"] = rows["delta_q_cycle"].fillna(-1)
     return _table("cycle_life", "cycle_life", rows, list(SEVERSON_FEATURE_COLUMNS), train_cells)
 

@@ -41,7 +41,7 @@ class SourceFormatError(ValueError):
 
 # Where a metadata value came from; every provenance text starts with one of these kinds.
 ORIGIN_KINDS = ("sidecar", "file", "dataset rule", "inferred", "unknown")
-ORIGIN_FIELDS = ("chemistry", "nominal_capacity_ah", "voltage_window")
+ORIGIN_FIELDS = ("chemistry", "nominal_capacity_ah", "voltage_window", "stated_cycle_life")
 
 
 def from_file(detail: str) -> str:
@@ -73,6 +73,9 @@ class CellDefaults:
     licence: str | None = None
     citation: str | None = None
     description: str | None = None
+    # Cycles to end of life as the source states it (a dataset's own label, e.g. Severson's
+    # cycles to 0.88 Ah), for cells whose data stop before their end of life
+    stated_cycle_life: int | None = None
     origin: dict[str, str] = field(default_factory=dict)
 
 

@@ -104,7 +104,7 @@ def default_reports_dir() -> str:
     return os.environ.get("BATTERY_PIPELINE_REPORTS_DIR", str(PROJECT_ROOT / "reports"))
 
 
-_DUCKDB_TYPES = {"str": "VARCHAR", "int64": "BIGINT", "float64": "DOUBLE"}
+_DUCKDB_TYPES = {"str": "VARCHAR", "int64": "BIGINT", "Int64": "BIGINT", "float64": "DOUBLE"}
 
 # Table layouts come from the pandera models, so column order and types are fixed by the schema.
 TABLE_MODELS = {

@@ -239,6 +239,21 @@ def _incoming(frames: pd.DataFrame | Sequence[pd.DataFrame]) -> pa.Table:
 INSERT_BATCH_ROWS = 122_880
 
 
+@contextmanager
+def _duckdb_threads(conn: duckdb.DuckDBPyConnection, threads: int | None):
+    """DuckDB's thread count for the block, restored after it (the setting is the database's,
+    and a lake's in-memory database outlives a session)."""
+    if threads is None:
+        yield
+        return
+    ((before,),) = conn.execute("SELECT current_setting('threads')").fetchall()
+    conn.execute(f"SET threads = {int(threads)}")
+    try:
+        yield
+    finally:
+        conn.execute(f"SET threads = {int(before)}")
+
+
 def _concat(tables: list[pa.Table]) -> pa.Table:
     """Tables of one layout as one (their columns as chunks); a column all-null in one table is
     cast to the others' type."""
@@ -400,6 +415,16 @@ class Warehouse(DuckDBResource):
             return
         with self._open() as conn:
             yield conn
+
+    @contextmanager
+    def threads(self, threads: int | None):
+        """DuckDB's threads for the calls in the block, inside a session (outside one, or with
+        None, DuckDB's own: one per core)."""
+        if self._session is None:
+            yield
+            return
+        with _duckdb_threads(self._session, threads):
+            yield
 
     @contextmanager
     def session(self):

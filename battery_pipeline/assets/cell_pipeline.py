@@ -129,12 +129,16 @@ def cell_pipeline(context: dg.AssetExecutionContext, config: CellPipelineConfig,
     with warehouse.session():
         group: list[CellOutcome] = []
         compute = functools.partial(compute_and_describe, plots=batch.plots)
-        for outcome in ahead(computed(tasks, workers, batch.with_inputs, compute), FLUSH_ROWS):
+        outcomes = ahead(computed(tasks, workers, batch.with_inputs, compute), FLUSH_ROWS)
+        for outcome in outcomes:
             if not group:
                 opened = time.perf_counter()
             group.append(outcome)
             if _group_full(group) or time.perf_counter() - opened >= FLUSH_SECONDS:
-                yield from batch.store(group)
+                # DuckDB gets the cores the workers leave while they compute (its threads beside
+                # them cost CPU the cells need), every core when the workers wait for this store
+                with warehouse.threads(None if outcomes.backlogged else executors.writer_threads(workers)):
+                    yield from batch.store(group)
                 group = []
         yield from batch.store(group)
     batch.finish()
@@ -218,46 +222,59 @@ def computed(tasks: list[CellTask], workers: int, prepare, compute) -> Iterator[
                     yield lost
 
 
-def ahead(outcomes: Iterator[CellOutcome], max_rows: int) -> Iterator[CellOutcome]:
+class ahead:
     """`outcomes`, pulled by a thread of its own up to `max_rows` rows ahead of the consumer: the
     workers compute the next group while this process stores the last one (pulling is what
-    hands them new tasks), and memory stays bounded by about two groups."""
-    finished = object()
-    ready: queue.Queue = queue.Queue()
-    budget = threading.Condition()
-    state = {"rows": 0, "stop": False}
+    hands them new tasks), and memory stays bounded by about two groups.
 
-    def pull() -> None:
+    `backlogged`: the puller is waiting for the consumer (`max_rows` rows are ready), i.e. the
+    consumer's storing, not the workers' computing, holds the step back."""
+
+    def __init__(self, outcomes: Iterator[CellOutcome], max_rows: int):
+        self._outcomes, self._max_rows = outcomes, max_rows
+        self._state = {"rows": 0, "stop": False}
+
+    @property
+    def backlogged(self) -> bool:
+        return self._state["rows"] >= self._max_rows
+
+    def __iter__(self) -> Iterator[CellOutcome]:
+        outcomes, max_rows, state = self._outcomes, self._max_rows, self._state
+        finished = object()
+        ready: queue.Queue = queue.Queue()
+        budget = threading.Condition()
+
+        def pull() -> None:
+            try:
+                for outcome in outcomes:
+                    rows = _rows(outcome)
+                    with budget:
+                        budget.wait_for(lambda: state["stop"] or state["rows"] < max_rows)
+                        if state["stop"]:
+                            return
+                        state["rows"] += rows
+                    ready.put(outcome)
+            except BaseException as exc:  # re-raised in the consumer
+                ready.put(exc)
+            finally:
+                outcomes.close()  # a consumer that stopped early: the pool finishes its tasks in flight and shuts down
+                ready.put(finished)
+
+        puller = threading.Thread(target=pull, name="cell-outcomes", daemon=True)
+        puller.start()
         try:
-            for outcome in outcomes:
-                rows = _rows(outcome)
+            while (item := ready.get()) is not finished:
+                if isinstance(item, BaseException):
+                    raise item
                 with budget:
-                    budget.wait_for(lambda: state["stop"] or state["rows"] < max_rows)
-                    if state["stop"]:
-                        return
-                    state["rows"] += rows
-                ready.put(outcome)
-        except BaseException as exc:  # re-raised in the consumer
-            ready.put(exc)
+                    state["rows"] -= _rows(item)
+                    budget.notify()
+                yield item
         finally:
-            outcomes.close()  # a consumer that stopped early: the pool finishes its tasks in flight and shuts down
-            ready.put(finished)
-
-    puller = threading.Thread(target=pull, name="cell-outcomes", daemon=True)
-    puller.start()
-    try:
-        while (item := ready.get()) is not finished:
-            if isinstance(item, BaseException):
-                raise item
             with budget:
-                state["rows"] -= _rows(item)
+                state["stop"] = True
                 budget.notify()
-            yield item
-    finally:
-        with budget:
-            state["stop"] = True
-            budget.notify()
-        puller.join()
+            puller.join()
 
 
 def _rows(outcome: CellOutcome) -> int:

@@ -6,6 +6,8 @@
                                 (`train_models_job`) and score every cell in one run
                                 (`score_cells_job`) for each task with enough cells
                                 (`splits.MIN_TRAINING_CELLS`; otherwise it says so and skips),
+                                fit the frozen cycle-life models when cohort cells are present
+                                (`cycle_life_job`),
                                 run every pack (`pack_pipeline_job`: the pack folders' packs, and
                                 the demo packs only with the demo fleet), write data cards and
                                 the audit log (`governance_job`)
@@ -153,9 +155,31 @@ def run_all(
     if not only:  # --partition names cells; models and packs run with the full run
         succeeded = [key for key, outcome in outcomes.items() if outcome[0]]
         failed += run_models(instance, succeeded)
+        failed += run_cycle_life(instance)
         failed += run_packs(instance, demo_fleet)
         failed += run_governance(instance)
     return failed
+
+
+def run_cycle_life(instance) -> int:
+    """The frozen early-life cycle-life models and every cell's prediction (`cycle_life_job`),
+    when the warehouse holds cells of the cohort (Severson's training cells by default)."""
+    import re
+
+    from battery_pipeline.assets.cycle_life import CycleLifeConfig, PREDICTIONS, RESULTS_FILE
+    from battery_pipeline.resources import ModelStore, Warehouse
+
+    pattern = CycleLifeConfig().cohort_pattern
+    warehouse = Warehouse()
+    cells = warehouse.query("SELECT cell_id FROM cells")["cell_id"] if warehouse.table_exists("cells") else []
+    cohort = [c for c in cells if re.search(pattern, str(c))]
+    if not cohort:
+        print(f"\ncycle_life_job not launched: no cell matches the cohort {pattern!r} (Severson's training cells: README, Early-life cycle life)")
+        return 0
+    ok, text, _ = run_job(instance, "cycle_life_job")
+    print(f"\ncycle_life_job {'ok' if ok else 'FAILED: ' + text}: {len(cohort)} cohort cell(s); "
+          f"figures in {ModelStore().results_dir}/{RESULTS_FILE}, every scored cell in {PREDICTIONS}")
+    return 0 if ok else 1
 
 
 def run_governance(instance) -> int:

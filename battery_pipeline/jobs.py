@@ -35,6 +35,14 @@ train_models_job = dg.define_asset_job(
     executor_def=STEP_EXECUTOR,
 )
 
+# Across cells: the early-life cycle-life cohort, its frozen models and every cell's prediction.
+cycle_life_job = dg.define_asset_job(
+    "cycle_life_job",
+    selection=dg.AssetSelection.groups("cycle_life"),
+    description="Fit the Severson cycle-life models on the cohort (Severson's training cells), freeze them, score every cell with 100 cycles.",
+    executor_def=STEP_EXECUTOR,
+)
+
 # Across runs: the data cards from what the warehouse holds, and the audit trail of finished runs.
 governance_job = dg.define_asset_job(
     "governance_job",

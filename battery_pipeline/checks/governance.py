@@ -81,6 +81,11 @@ CHECK_TEXTS: dict[str, CheckText] = {
     "beats_dummy": CheckText("models", False, "test error below the dummy baseline's on the same cells", f"{_MQ}.beats_dummy_check"),
     "reproducible": CheckText("models", False, "the stored artifact, reloaded, gives the reported metrics; a retraining with the same data, code, parameters and seed gives them too", f"{_MQ}.reproducible_check"),
     "promotion_gate": CheckText("models", True, "a model scores cells only if it beats the dummy and keeps up with the promoted one", f"{_MQ}.promotion_gate_check"),
+    "cycle_life_no_leakage": CheckText("models", True, "cycle-life inputs come from cycles up to the late cycle (100) only, every training life lies beyond it, no label is an input", f"{_MQ}.cycle_life_no_leakage_check"),
+    "cycle_life_beats_dummy": CheckText("models", False, "each frozen cycle-life model's leave-one-cell-out error below the dummy's", f"{_MQ}.cycle_life_beats_dummy_check"),
+    "cycle_life_matches_paper": CheckText("models", False, "on Severson et al.'s 41 training cells, each model's training RMSE within 10 % of their Table 1 (not evaluated on another cohort)", f"{_MQ}.cycle_life_matches_paper_check"),
+    "cycle_life_in_domain": CheckText("models", False, "warns when a scored cell lies outside the cycle-life model's domain (chemistry, rated capacity, feature range); its prediction is kept and marked", f"{_MQ}.cycle_life_in_domain_check"),
+    "cycle_life_card_complete": CheckText("documentation", True, "every section of the cycle-life model card has content", f"{_MQ}.cycle_life_card_complete_check"),
     "model_card_complete": CheckText("documentation", True, "every section of every model card has content", f"{_MQ}.model_card_complete_check"),
     "data_card_complete": CheckText("documentation", True, "every dataset's card has every section, a licence and a citation", f"{_DC}.data_card_complete_check"),
 }
@@ -112,6 +117,11 @@ def _assets_of(check: str) -> tuple[str, ...]:
         "promotion_gate": ("promoted_soh_model", "promoted_rul_model"),
         "model_card_complete": ("model_cards",),
         "data_card_complete": ("data_cards",),
+        "cycle_life_no_leakage": ("cycle_life_training_set",),
+        "cycle_life_beats_dummy": ("cycle_life_models",),
+        "cycle_life_matches_paper": ("cycle_life_models",),
+        "cycle_life_card_complete": ("cycle_life_models",),
+        "cycle_life_in_domain": ("cycle_life_predictions",),
     }
     if check in fixed:
         return fixed[check]

@@ -170,3 +170,104 @@ def reproducible_check(
             else "stored artifact gives the same metrics (first training of this id: the next retraining is compared too)"
         ),
     )
+
+
+# --- early-life cycle life (assets/cycle_life.py) ----------------------------------------------
+
+
+def cycle_life_no_leakage_check(rows: pd.DataFrame, late_cycle: int, asset: str) -> dg.AssetCheckResult:
+    """Blocks: every feature from cycles <= late_cycle, every life beyond it, the life no input."""
+    from battery_pipeline.science.ml.severson import SEVERSON_FEATURE_COLUMNS
+
+    late = rows.loc[(rows["delta_q_cycle"] > late_cycle) | (rows["n_cycles"] > late_cycle), "cell_id"].tolist()
+    short = rows.loc[rows["cycle_life"] <= late_cycle, "cell_id"].tolist()
+    leaked = [c for c in ("cycle_life", "eol_cycle", "rul_cycles", "soh") if c in SEVERSON_FEATURE_COLUMNS]
+    passed = not (late or short or leaked)
+    return dg.AssetCheckResult(
+        check_name="cycle_life_no_leakage",
+        asset_key=asset,
+        passed=passed,
+        metadata={"late_cycle": late_cycle, "features_after_late_cycle": late[:10], "life_within_window": short[:10], "label_inputs": leaked},
+        description=(
+            f"{len(rows)} cell(s): features from cycles <= {late_cycle} only, every life beyond it" if passed
+            else f"features after cycle {late_cycle}: {late[:5]}; life within the window: {short[:5]}; labels as inputs: {leaked}"
+        ),
+    )
+
+
+def cycle_life_beats_dummy_check(records: list[dict], asset: str) -> dg.AssetCheckResult:
+    """Warns: every frozen model's leave-one-cell-out RMSE below the dummy's on the same cells."""
+    figures = {r["feature_set"]: (r["summary"]["loo_rmse_cycles"], r["summary"]["dummy_loo_rmse_cycles"]) for r in records}
+    losing = [name for name, (error, dummy) in figures.items() if not (math.isfinite(error) and error < dummy)]
+    return dg.AssetCheckResult(
+        check_name="cycle_life_beats_dummy",
+        asset_key=asset,
+        passed=not losing,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={"loo_rmse_cycles": {k: v[0] for k, v in figures.items()}, "dummy_loo_rmse_cycles": {k: v[1] for k, v in figures.items()}},
+        description="; ".join(f"{k}: {e:.1f} vs dummy {d:.1f} cycles (held out)" for k, (e, d) in figures.items())
+        + (f"; not beating the dummy: {losing}" if losing else ""),
+    )
+
+
+PAPER_TOLERANCE = 0.10
+
+
+def cycle_life_matches_paper_check(records: list[dict], cohort: dict, asset: str) -> dg.AssetCheckResult:
+    """Warns: on Severson's own training cells, each model's training RMSE within 10 % of Table 1's.
+    Not evaluated on any other cohort (the paper's figures say nothing about it)."""
+    from battery_pipeline.science.readers.severson_qdlin import DATASET
+
+    if cohort["datasets"] != [DATASET] or cohort["cells"] != 41:
+        return dg.AssetCheckResult(
+            check_name="cycle_life_matches_paper", asset_key=asset, passed=False, severity=dg.AssetCheckSeverity.WARN,
+            metadata={"not_evaluated": "the cohort is not Severson et al.'s 41 training cells", "datasets": cohort["datasets"], "cells": cohort["cells"]},
+            description=f"not evaluated: the cohort ({cohort['cells']} cells of {cohort['datasets']}) is not Severson et al.'s 41 training cells",
+        )
+    compared = {r["feature_set"]: r["summary"] for r in records if r["summary"]["paper_train_rmse_cycles"]}
+    off = [k for k, s in compared.items() if abs(s["train_rmse_vs_paper"]) > PAPER_TOLERANCE]
+    return dg.AssetCheckResult(
+        check_name="cycle_life_matches_paper",
+        asset_key=asset,
+        passed=bool(compared) and not off,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={k: {"train_rmse_cycles": s["train_rmse_cycles"], "paper": s["paper_train_rmse_cycles"]} for k, s in compared.items()},
+        description="; ".join(f"{k}: {s['train_rmse_cycles']:.1f} vs paper {s['paper_train_rmse_cycles']:.0f} cycles ({s['train_rmse_vs_paper']:+.1%})" for k, s in compared.items())
+        + (f"; beyond {PAPER_TOLERANCE:.0%}: {off}" if off else ""),
+    )
+
+
+CYCLE_LIFE_CARD_SECTIONS = ("Intended use", "Training data", "Domain", "Metrics (cycles)", "Method", "Limitations")
+
+
+def cycle_life_card_complete_check(card: str, asset: str) -> dg.AssetCheckResult:
+    """Blocks: the card has every section, each with content."""
+    parts = {}
+    for block in card.split("\n## ")[1:]:
+        title, _, body = block.partition("\n")
+        parts[title.strip()] = body.strip()
+    empty = [s for s in CYCLE_LIFE_CARD_SECTIONS if not parts.get(s)]
+    return dg.AssetCheckResult(
+        check_name="cycle_life_card_complete",
+        asset_key=asset,
+        passed=not empty,
+        metadata={"sections": list(parts), "missing_or_empty": empty},
+        description="every section has content" if not empty else f"missing or empty: {empty}",
+    )
+
+
+def cycle_life_in_domain_check(predictions: pd.DataFrame, asset: str) -> dg.AssetCheckResult:
+    """Warns: a scored cell outside the model's domain (its prediction is kept, marked, with why)."""
+    outside = predictions.loc[~predictions["in_domain"].astype(bool)]
+    return dg.AssetCheckResult(
+        check_name="cycle_life_in_domain",
+        asset_key=asset,
+        passed=outside.empty and not predictions.empty,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={"scored": len(predictions), "outside_domain": dict(zip(outside["cell_id"].head(10), outside["domain_note"].head(10)))},
+        description=(
+            "no cell scored" if predictions.empty
+            else f"all {len(predictions)} scored cell(s) inside the model's domain" if outside.empty
+            else f"{len(outside)} of {len(predictions)} scored cell(s) outside the model's domain, e.g. {outside['cell_id'].iloc[0]}: {outside['domain_note'].iloc[0]}"
+        ),
+    )

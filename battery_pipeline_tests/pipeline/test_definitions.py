@@ -37,6 +37,10 @@ EXPECTED_ASSETS = {
     "model_metrics_report": {"model_registry", "promoted_soh_model", "promoted_rul_model"},
     "model_cards": {"model_registry", "promoted_soh_model", "promoted_rul_model"},
     **{f"{task}_predictions": {"cycle_features", "cycle_labels", f"promoted_{task}_model"} for task in ("soh", "rul")},
+    # Early-life cycle life, across cells: the cohort, its frozen models, every cell scored.
+    "cycle_life_training_set": {"cells", "cycle_features", "cycle_labels"},
+    "cycle_life_models": {"cycle_life_training_set"},
+    "cycle_life_predictions": {"cycle_life_models", "cells", "cycle_features", "cycle_labels"},
     # Digital twin, per pack: one asset per enabled twin model (data/twin_settings.json).
     "packs": set(),
     "telemetry": {"validated_samples", "cells"},
@@ -78,6 +82,11 @@ EXPECTED_CHECKS = {
     ),
     *((f"promoted_{task}_model", "promotion_gate") for task in ("soh", "rul")),
     ("model_cards", "model_card_complete"),
+    ("cycle_life_training_set", "cycle_life_no_leakage"),
+    ("cycle_life_models", "cycle_life_beats_dummy"),
+    ("cycle_life_models", "cycle_life_matches_paper"),
+    ("cycle_life_models", "cycle_life_card_complete"),
+    ("cycle_life_predictions", "cycle_life_in_domain"),
     ("data_cards", "data_card_complete"),
     ("telemetry", "telemetry_row_accounting"),
     ("eq_cycles", "eq_cycles_non_decreasing"),

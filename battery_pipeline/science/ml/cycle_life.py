@@ -61,9 +61,7 @@ class FrozenFit:
     convergence_warnings: int = 0  # of the inner cross-validations' penalty paths
 
     def interval(self, prediction: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        factor = 10.0**self.log_halfwidth
-        prediction = np.asarray(prediction, dtype=np.float64)
-        return prediction / factor, prediction * factor
+        return interval(prediction, self.log_halfwidth)
 
     def summary(self) -> dict:
         """JSON-ready figures (no arrays of cells)."""
@@ -85,6 +83,13 @@ class FrozenFit:
             "chosen_penalty": self.chosen,
             "convergence_warnings": self.convergence_warnings,
         }
+
+
+def interval(prediction: np.ndarray, log_halfwidth: float) -> tuple[np.ndarray, np.ndarray]:
+    """[p / 10^h, p * 10^h]: the interval of predictions p for a half-width h on log10 life."""
+    factor = 10.0**log_halfwidth
+    prediction = np.asarray(prediction, dtype=np.float64)
+    return prediction / factor, prediction * factor
 
 
 def _rmse(truth: np.ndarray, prediction: np.ndarray) -> float:
@@ -161,8 +166,9 @@ def cohort_domain(cells: pd.DataFrame) -> dict:
     }
 
 
-def applicability(features: pd.Series, cell: pd.Series | None, fit: FrozenFit, domain: dict) -> tuple[bool, str]:
-    """(inside the model's domain, why not / what was checked) for one cell's early-life features."""
+def applicability(features: pd.Series, cell: pd.Series | None, feature_range: dict, domain: dict) -> tuple[bool, str]:
+    """(inside the model's domain, why not / what was checked) for one cell's early-life features;
+    `feature_range` and `domain` as a fit records them (`FrozenFit.feature_range`, `cohort_domain`)."""
     reasons = []
     chemistry = None if cell is None else cell.get("chemistry")
     if chemistry is None or chemistry != chemistry:
@@ -174,7 +180,7 @@ def applicability(features: pd.Series, cell: pd.Series | None, fit: FrozenFit, d
         reasons.append("rated capacity unknown (delta-Q in Ah scales with it)")
     elif domain["nominal_capacity_ah"] and not any(abs(float(capacity) - c) <= 0.05 * c for c in domain["nominal_capacity_ah"]):
         reasons.append(f"rated capacity {float(capacity):g} Ah (the model saw {', '.join(f'{c:g}' for c in domain['nominal_capacity_ah'])} Ah)")
-    for name, (low, high) in fit.feature_range.items():
+    for name, (low, high) in feature_range.items():
         value = features.get(name)
         margin = RANGE_MARGIN * (high - low)
         if value is None or not np.isfinite(value):

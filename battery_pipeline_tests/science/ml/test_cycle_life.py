@@ -87,14 +87,24 @@ def test_applicability_names_what_lies_outside(severson_tables, variance_fit):
     domain = cycle_life.cohort_domain(cells)
     assert domain == {"chemistry": ["LFP"], "nominal_capacity_ah": [1.1]}
     record = cells.set_index("cell_id").loc["severson_train_cell3"]
-    inside, why = cycle_life.applicability(per_cell.loc["severson_train_cell3"], record, variance_fit, domain)
+    inside, why = cycle_life.applicability(per_cell.loc["severson_train_cell3"], record, variance_fit.feature_range, domain)
     assert inside, why
     other = record.copy()
     other["chemistry"], other["nominal_capacity_ah"] = "NMC", 3.0
     far = per_cell.loc["severson_train_cell3"].copy()
     far["log10_var_delta_q"] = 2.0
-    inside, why = cycle_life.applicability(far, other, variance_fit, domain)
+    inside, why = cycle_life.applicability(far, other, variance_fit.feature_range, domain)
     assert not inside
     assert "chemistry NMC (the model saw LFP)" in why and "rated capacity 3 Ah" in why and "log10_var_delta_q = 2" in why
-    inside, why = cycle_life.applicability(per_cell.loc["severson_train_cell3"], None, variance_fit, domain)
+    inside, why = cycle_life.applicability(per_cell.loc["severson_train_cell3"], None, variance_fit.feature_range, domain)
     assert not inside and "chemistry unknown" in why
+
+
+def test_the_asset_layers_copies_of_the_constants_agree():
+    # the assets module cannot import the models' modules at load time (scikit-learn): its copies
+    from battery_pipeline.assets import cycle_life as assets
+    from battery_pipeline.science.ml.severson import SEVERSON_FEATURE_SETS
+
+    assert assets.FEATURE_SETS == tuple(SEVERSON_FEATURE_SETS)
+    assert assets.MIN_COHORT_CELLS == cycle_life.MIN_COHORT_CELLS
+    assert assets.CycleLifeConfig().coverage == cycle_life.DEFAULT_COVERAGE

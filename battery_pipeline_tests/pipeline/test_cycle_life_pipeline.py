@@ -1,0 +1,94 @@
+"""Severson's 41 training cells through Dagster: cohort -> frozen models -> every cell scored, with checks."""
+
+from __future__ import annotations
+
+import json
+
+import dagster as dg
+import duckdb
+import numpy as np
+import pytest
+
+from battery_pipeline.assets import cycle_life
+from battery_pipeline.assets.cell_pipeline import cell_pipeline
+from battery_pipeline.partitions import cell_partitions
+from battery_pipeline.resources import ModelStore, SourceCatalog, Warehouse
+from battery_pipeline.science import synth
+from battery_pipeline.science.sources import discover
+from battery_pipeline_tests.conftest import dataset_file
+
+CYCLE_LIFE_ASSETS = [cycle_life.cycle_life_training_set, cycle_life.cycle_life_models, cycle_life.cycle_life_predictions]
+
+
+@pytest.fixture(scope="module")
+def pipeline_run(tmp_path_factory, datasets):
+    tmp = tmp_path_factory.mktemp("cycle_life")
+    source = dataset_file(datasets, "severson_qdlin")
+    data = tmp / "incoming"
+    (data / "train").mkdir(parents=True)
+    for path in (source / "train").glob("cell*.csv"):
+        (data / "train" / path.name).symlink_to(path)
+    (data / "train_cycle_lives.csv").symlink_to(source / "train_cycle_lives.csv")
+    # cells the models never saw: another lab's 3 Ah arrays (no metadata), and a simulated NMC
+    # cell cycled from raw samples
+    q = np.loadtxt(source / "train" / "cell5.csv", delimiter=",") * 3.0 / 1.1
+    np.savetxt(data / "other_lab_cell.csv", q, delimiter=",", fmt="%.6g")
+    fleet = synth.generate_fleet(n_cells=1, seed=5, cycles=105)
+    synth.write_fleet(fleet, data / "simulated")
+    for name in ("ground_truth_cells.csv", "ground_truth_cycles.csv", "injected_faults.csv"):
+        (data / "simulated" / name).rename(tmp / name)
+    database = tmp / "warehouse.duckdb"
+    resources = {
+        "warehouse": Warehouse(database=str(database)),
+        "catalog": SourceCatalog(data_dirs=[str(data)], use_demo_when_empty=False),
+        "model_store": ModelStore(models_dir=str(tmp / "models"), results_dir=str(tmp / "results"), reports_dir=str(tmp / "reports")),
+    }
+    with dg.instance_for_test() as instance:
+        keys = discover([data]).keys()
+        instance.add_dynamic_partitions(cell_partitions.name, keys)
+        cells = dg.materialize(
+            [cell_pipeline], instance=instance, resources=resources, raise_on_error=False,
+            tags={"dagster/asset_partition_range_start": keys[0], "dagster/asset_partition_range_end": keys[-1]},
+        )
+        assert cells.success
+        result = dg.materialize(CYCLE_LIFE_ASSETS, instance=instance, resources=resources, raise_on_error=False)
+    with duckdb.connect(str(database), read_only=True) as conn:
+        training = conn.execute(f"SELECT * FROM {cycle_life.TRAINING_SET}").df()
+        predictions = conn.execute(f"SELECT * FROM {cycle_life.PREDICTIONS} ORDER BY cell_id").df()
+    return result, training, predictions.set_index("cell_id"), tmp, keys
+
+
+def test_the_cohort_is_the_41_training_cells_with_their_stated_lives(pipeline_run):
+    result, training, _, _, _ = pipeline_run
+    assert result.success
+    assert len(training) == 41 and training["cell_id"].str.startswith("severson_train_").all()
+    assert training["cycle_life_source"].str.startswith("stated: file: train_cycle_lives.csv").all()
+    assert (training["delta_q_cycle"] == 100).all()
+
+
+def test_checks_pass_the_paper_is_matched_and_the_figures_are_written(pipeline_run):
+    result, _, _, tmp, _ = pipeline_run
+    checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    for name in ("cycle_life_no_leakage", "cycle_life_beats_dummy", "cycle_life_matches_paper", "cycle_life_card_complete"):
+        assert checks[name].passed, (name, checks[name].description)
+    payload = json.loads((tmp / "results" / cycle_life.RESULTS_FILE).read_text())
+    fitted = {m["feature_set"]: m["summary"] for m in payload["models"]}
+    assert set(fitted) == {"variance", "discharge"} and "full" in payload["not_fitted"]
+    assert fitted["variance"]["train_rmse_cycles"] == pytest.approx(103, rel=0.10)
+    assert fitted["discharge"]["train_rmse_cycles"] == pytest.approx(76, rel=0.10)
+    card = (tmp / "reports" / cycle_life.CARD_FILE).read_text()
+    assert "## Domain" in card and "LFP" in card
+
+
+def test_every_cell_with_100_cycles_is_scored_and_says_whether_it_fits_the_model(pipeline_run):
+    result, _, predictions, _, keys = pipeline_run
+    cohort = predictions[predictions["in_cohort"]]
+    assert len(cohort) == 41 and cohort["in_domain"].all()
+    assert ((cohort["lower"] < cohort["predicted_cycle_life"]) & (cohort["predicted_cycle_life"] < cohort["upper"])).all()
+    other = predictions.loc["other_lab_cell"]
+    assert not other["in_cohort"] and not other["in_domain"] and "chemistry unknown" in other["domain_note"]
+    simulated = [k for k in keys if k.startswith("SYN")]
+    assert simulated and not predictions.loc[simulated[0], "in_domain"]
+    checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    assert not checks["cycle_life_in_domain"].passed  # warns: 2 scored cells lie outside
+    assert "2 of 43 scored cell(s) outside" in checks["cycle_life_in_domain"].description

@@ -84,17 +84,21 @@ def main() -> None:
             f"  leave-one-cell-out RMSE {s['loo_rmse_cycles']:.1f} cycles; dummy {s['dummy_train_rmse_cycles']:.1f} (training), {s['dummy_loo_rmse_cycles']:.1f} (leave-one-out)\n"
             f"  {s['interval_coverage_target']:.0%} interval: x/ {s['interval_factor']:.3f}; held-out coverage {s['loo_interval_coverage']:.1%}"
         )
+    domain = cycle_life.cohort_domain(cells)
     for extra in args.extra_folder:
         e_features, e_labels, e_cells = run_chain(Path(extra))
         e_table = cycle_life_dataset(e_features, e_labels, cells=e_cells)
         per_cell = severson_features(e_features).loc[e_table.cell_id]
+        records = e_cells.set_index("cell_id")
         for feature_set, fit in fits.items():
             prediction = fit.model.predict(per_cell)
             lower, upper = fit.interval(prediction)
             truth = e_table.y.to_numpy()
             rmse = float(np.sqrt(np.mean((prediction - truth) ** 2)))
             inside = float(np.mean((truth >= lower) & (truth <= upper)))
-            print(f"  {extra}: {feature_set} RMSE {rmse:.1f} cycles on {len(truth)} unseen cells; interval coverage {inside:.1%}")
+            statuses = pd.Series([cycle_life.applicability(per_cell.loc[c], records.loc[c], fit.feature_range, domain)[0] for c in per_cell.index])
+            print(f"  {extra}: {feature_set} RMSE {rmse:.1f} cycles on {len(truth)} unseen cells; interval coverage {inside:.1%}; "
+                  f"domain {statuses.value_counts().to_dict()}")
             figures["models"][feature_set].setdefault("unseen", {})[str(extra)] = {"rmse_cycles": rmse, "cells": len(truth), "interval_coverage": inside}
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")

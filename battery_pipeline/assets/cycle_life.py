@@ -17,7 +17,8 @@ the warehouse, store, record and check.
 * `cycle_life_predictions`: every cell with delta-Q at cycle `late_cycle` scored by the model of
   lowest leave-one-out error, with its interval, whether the cell was in the cohort (then the
   figure is in-sample), and whether it lies inside the model's domain (chemistry, rated
-  capacity, feature range) with the reason when not. Cells with fewer cycles are listed, not scored.
+  capacity, feature range), is extrapolated, or lies outside it (another stated chemistry or
+  capacity: no figure), with the reason. Cells with fewer cycles are listed, not scored.
 """
 
 
@@ -286,7 +287,7 @@ def best_record(model_store: ModelStore) -> dict:
     group_name=CYCLE_LIFE_GROUP,
     pool=WAREHOUSE_POOL,
     kinds={"duckdb", "scikit-learn"},
-    description="Every cell with delta-Q at cycle 100 scored by the frozen cycle-life model: life, interval, cohort or unseen, inside the model's domain or why not.",
+    description="Every cell with delta-Q at cycle 100 scored by the frozen cycle-life model: life, interval, cohort or unseen, inside the model's domain, extrapolated, or outside it (no figure), with why.",
     check_specs=[check_spec("cycle_life_in_domain", PREDICTIONS)],
 )
 def cycle_life_predictions(context: dg.AssetExecutionContext, warehouse: Warehouse, model_store: ModelStore):
@@ -307,32 +308,34 @@ def cycle_life_predictions(context: dg.AssetExecutionContext, warehouse: Warehou
     lower, upper = cycle_life.interval(prediction, float(record["log_halfwidth"]))
     cohort = set(record["cells"])
     for i, cell in enumerate(scored.index):
-        inside, why = cycle_life.applicability(scored.loc[cell], cells.loc[cell] if cell in cells.index else None, feature_range, record["domain"])
+        status, why = cycle_life.applicability(scored.loc[cell], cells.loc[cell] if cell in cells.index else None, feature_range, record["domain"])
         known = lives.loc[cell] if cell in lives.index else None
+        given = status != "outside"  # a figure for another chemistry or capacity would be a number, not a prediction
         rows.append({
             "cell_id": cell,
-            "predicted_cycle_life": float(prediction[i]),
-            "lower": float(lower[i]),
-            "upper": float(upper[i]),
+            "predicted_cycle_life": float(prediction[i]) if given else np.nan,
+            "lower": float(lower[i]) if given else np.nan,
+            "upper": float(upper[i]) if given else np.nan,
             "model_id": record["model_id"],
             "feature_set": record["feature_set"],
             "in_cohort": cell in cohort,
-            "in_domain": inside,
+            "domain": status,
+            "in_domain": status == "inside",
             "domain_note": why,
             "known_cycle_life": float(known["cycle_life"]) if known is not None else np.nan,
             "known_cycle_life_source": str(known["cycle_life_source"]) if known is not None else "unknown",
         })
     frame = pd.DataFrame(rows, columns=["cell_id", "predicted_cycle_life", "lower", "upper", "model_id", "feature_set", "in_cohort",
-                                        "in_domain", "domain_note", "known_cycle_life", "known_cycle_life_source"])
+                                        "domain", "in_domain", "domain_note", "known_cycle_life", "known_cycle_life_source"])
     warehouse.replace_table(PREDICTIONS, frame)
-    unseen = frame[~frame["in_cohort"] & frame["known_cycle_life"].notna()]
+    unseen = frame[~frame["in_cohort"] & frame["known_cycle_life"].notna() & frame["predicted_cycle_life"].notna()]
     unseen_rmse = float(np.sqrt(np.mean((unseen["predicted_cycle_life"] - unseen["known_cycle_life"]) ** 2))) if len(unseen) else None
     yield dg.MaterializeResult(
         metadata={
             "dagster/row_count": len(frame),
             "scoring_model": record["model_id"],
             "cells_in_cohort": int(frame["in_cohort"].sum()),
-            "cells_outside_domain": int((~frame["in_domain"]).sum()),
+            "cells_by_domain": dg.MetadataValue.json(frame["domain"].value_counts().to_dict()),
             "not_scored": dg.MetadataValue.json(dict(list(not_scored.items())[:50])),
             "not_scored_count": len(not_scored),
             "unseen_cells_with_known_life": len(unseen),

@@ -259,15 +259,16 @@ def cycle_life_card_complete_check(card: str, asset: str) -> dg.AssetCheckResult
 def cycle_life_in_domain_check(predictions: pd.DataFrame, asset: str) -> dg.AssetCheckResult:
     """Warns: a scored cell outside the model's domain (its prediction is kept, marked, with why)."""
     outside = predictions.loc[~predictions["in_domain"].astype(bool)]
+    counts = predictions["domain"].value_counts().to_dict() if "domain" in predictions else {}
     return dg.AssetCheckResult(
         check_name="cycle_life_in_domain",
         asset_key=asset,
         passed=outside.empty and not predictions.empty,
         severity=dg.AssetCheckSeverity.WARN,
-        metadata={"scored": len(predictions), "outside_domain": dict(zip(outside["cell_id"].head(10), outside["domain_note"].head(10)))},
+        metadata={"scored": len(predictions), "by_domain": counts, "not_inside": dict(zip(outside["cell_id"].head(10), outside["domain_note"].head(10)))},
         description=(
             "no cell scored" if predictions.empty
             else f"all {len(predictions)} scored cell(s) inside the model's domain" if outside.empty
-            else f"{len(outside)} of {len(predictions)} scored cell(s) outside the model's domain, e.g. {outside['cell_id'].iloc[0]}: {outside['domain_note'].iloc[0]}"
+            else f"{len(outside)} of {len(predictions)} scored cell(s) not inside the model's domain ({counts}), e.g. {outside['cell_id'].iloc[0]}: {outside['domain_note'].iloc[0]}"
         ),
     )

@@ -85,10 +85,16 @@ def test_every_cell_with_100_cycles_is_scored_and_says_whether_it_fits_the_model
     cohort = predictions[predictions["in_cohort"]]
     assert len(cohort) == 41 and cohort["in_domain"].all()
     assert ((cohort["lower"] < cohort["predicted_cycle_life"]) & (cohort["predicted_cycle_life"] < cohort["upper"])).all()
+    assert (cohort["domain"] == "inside").all()
+    # another lab's arrays, no metadata: a figure, marked as an extrapolation
     other = predictions.loc["other_lab_cell"]
-    assert not other["in_cohort"] and not other["in_domain"] and "chemistry unknown" in other["domain_note"]
-    simulated = [k for k in keys if k.startswith("SYN")]
-    assert simulated and not predictions.loc[simulated[0], "in_domain"]
+    assert not other["in_cohort"] and other["domain"] == "extrapolated" and "chemistry not stated" in other["domain_note"]
+    assert np.isfinite(other["predicted_cycle_life"])
+    # a simulated NMC cell of 3 Ah: another chemistry and capacity, so no figure at all
+    (simulated,) = [k for k in keys if k.startswith("SYN")]
+    row = predictions.loc[simulated]
+    assert row["domain"] == "outside" and np.isnan(row["predicted_cycle_life"]) and np.isnan(row["upper"])
+    assert "chemistry NMC (the model saw LFP)" in row["domain_note"]
     checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
-    assert not checks["cycle_life_in_domain"].passed  # warns: 2 scored cells lie outside
-    assert "2 of 43 scored cell(s) outside" in checks["cycle_life_in_domain"].description
+    assert not checks["cycle_life_in_domain"].passed  # warns: 2 scored cells are not inside
+    assert "2 of 43 scored cell(s) not inside" in checks["cycle_life_in_domain"].description

@@ -16,8 +16,9 @@ default) and measures it without ever scoring a cell the model was fitted on:
 
 `applicability(...)` says whether a cell lies inside what the model saw: the cohort's chemistry
 and rated capacity as its registry states them, and every feature within the cohort's range
-(widened by `RANGE_MARGIN` of it). Outside, the prediction is still made and carries the reason:
-a linear model on log features extrapolates without warning.
+(widened by `RANGE_MARGIN` of it): "inside", "extrapolated" (a figure, marked: a linear model on
+log features extrapolates without warning) or "outside" (another stated chemistry or capacity:
+no figure).
 """
 
 from __future__ import annotations
@@ -166,27 +167,37 @@ def cohort_domain(cells: pd.DataFrame) -> dict:
     }
 
 
-def applicability(features: pd.Series, cell: pd.Series | None, feature_range: dict, domain: dict) -> tuple[bool, str]:
-    """(inside the model's domain, why not / what was checked) for one cell's early-life features;
-    `feature_range` and `domain` as a fit records them (`FrozenFit.feature_range`, `cohort_domain`)."""
-    reasons = []
+DOMAIN_STATUSES = ("inside", "extrapolated", "outside")
+
+
+def applicability(features: pd.Series, cell: pd.Series | None, feature_range: dict, domain: dict) -> tuple[str, str]:
+    """(status, why) of one cell's early-life features against what the model saw;
+    `feature_range` and `domain` as a fit records them (`FrozenFit.feature_range`, `cohort_domain`).
+
+    "outside": its registry states a chemistry or rated capacity other than the cohort's: the
+    features (Ah of another cell) mean something else, so no figure is given. "extrapolated":
+    the chemistry or capacity is not stated, or a feature lies beyond the cohort's range (+-10 %):
+    the figure is the linear model's extrapolation, marked. "inside": neither."""
+    hard, soft = [], []
     chemistry = None if cell is None else cell.get("chemistry")
     if chemistry is None or chemistry != chemistry:
-        reasons.append("chemistry unknown")
+        soft.append("chemistry not stated")
     elif domain["chemistry"] and str(chemistry) not in domain["chemistry"]:
-        reasons.append(f"chemistry {chemistry} (the model saw {', '.join(domain['chemistry'])})")
+        hard.append(f"chemistry {chemistry} (the model saw {', '.join(domain['chemistry'])})")
     capacity = None if cell is None else cell.get("nominal_capacity_ah")
     if capacity is None or capacity != capacity:
-        reasons.append("rated capacity unknown (delta-Q in Ah scales with it)")
+        soft.append("rated capacity not stated (delta-Q in Ah scales with it)")
     elif domain["nominal_capacity_ah"] and not any(abs(float(capacity) - c) <= 0.05 * c for c in domain["nominal_capacity_ah"]):
-        reasons.append(f"rated capacity {float(capacity):g} Ah (the model saw {', '.join(f'{c:g}' for c in domain['nominal_capacity_ah'])} Ah)")
+        hard.append(f"rated capacity {float(capacity):g} Ah (the model saw {', '.join(f'{c:g}' for c in domain['nominal_capacity_ah'])} Ah)")
     for name, (low, high) in feature_range.items():
         value = features.get(name)
         margin = RANGE_MARGIN * (high - low)
         if value is None or not np.isfinite(value):
-            reasons.append(f"{name} missing (imputed with the cohort's median)")
+            soft.append(f"{name} missing (imputed with the cohort's median)")
         elif not low - margin <= value <= high + margin:
-            reasons.append(f"{name} = {value:.3g} outside the cohort's {low:.3g}..{high:.3g}")
-    if reasons:
-        return False, "outside the training domain: " + "; ".join(reasons)
-    return True, f"inside the training domain ({', '.join(domain['chemistry']) or 'any chemistry'}, features within the cohort's range)"
+            soft.append(f"{name} = {value:.3g} outside the cohort's {low:.3g}..{high:.3g}")
+    if hard:
+        return "outside", "outside the model's domain, no figure given: " + "; ".join(hard + soft)
+    if soft:
+        return "extrapolated", "extrapolated beyond the training data: " + "; ".join(soft)
+    return "inside", f"inside the training domain ({', '.join(domain['chemistry']) or 'any chemistry'}, features within the cohort's range)"

@@ -87,17 +87,20 @@ def test_applicability_names_what_lies_outside(severson_tables, variance_fit):
     domain = cycle_life.cohort_domain(cells)
     assert domain == {"chemistry": ["LFP"], "nominal_capacity_ah": [1.1]}
     record = cells.set_index("cell_id").loc["severson_train_cell3"]
-    inside, why = cycle_life.applicability(per_cell.loc["severson_train_cell3"], record, variance_fit.feature_range, domain)
-    assert inside, why
-    other = record.copy()
-    other["chemistry"], other["nominal_capacity_ah"] = "NMC", 3.0
+    ranges = variance_fit.feature_range
+    status, why = cycle_life.applicability(per_cell.loc["severson_train_cell3"], record, ranges, domain)
+    assert status == "inside", why
     far = per_cell.loc["severson_train_cell3"].copy()
     far["log10_var_delta_q"] = 2.0
-    inside, why = cycle_life.applicability(far, other, variance_fit.feature_range, domain)
-    assert not inside
+    status, why = cycle_life.applicability(far, record, ranges, domain)
+    assert status == "extrapolated" and "log10_var_delta_q = 2 outside the cohort's" in why
+    status, why = cycle_life.applicability(per_cell.loc["severson_train_cell3"], None, ranges, domain)
+    assert status == "extrapolated" and "chemistry not stated" in why and "rated capacity not stated" in why
+    other = record.copy()
+    other["chemistry"], other["nominal_capacity_ah"] = "NMC", 3.0
+    status, why = cycle_life.applicability(far, other, ranges, domain)
+    assert status == "outside"
     assert "chemistry NMC (the model saw LFP)" in why and "rated capacity 3 Ah" in why and "log10_var_delta_q = 2" in why
-    inside, why = cycle_life.applicability(per_cell.loc["severson_train_cell3"], None, variance_fit.feature_range, domain)
-    assert not inside and "chemistry unknown" in why
 
 
 def test_the_asset_layers_copies_of_the_constants_agree():

@@ -328,7 +328,9 @@ def cycle_life_predictions(context: dg.AssetExecutionContext, warehouse: Warehou
     frame = pd.DataFrame(rows, columns=["cell_id", "predicted_cycle_life", "lower", "upper", "model_id", "feature_set", "in_cohort",
                                         "domain", "in_domain", "domain_note", "known_cycle_life", "known_cycle_life_source"])
     warehouse.replace_table(PREDICTIONS, frame)
-    unseen = frame[~frame["in_cohort"] & frame["known_cycle_life"].notna() & frame["predicted_cycle_life"].notna()]
+    # the error on cells the model never saw, of those inside its domain only (an extrapolation's
+    # error says how far outside it was, not how good the model is)
+    unseen = frame[~frame["in_cohort"] & frame["known_cycle_life"].notna() & frame["in_domain"]]
     unseen_rmse = float(np.sqrt(np.mean((unseen["predicted_cycle_life"] - unseen["known_cycle_life"]) ** 2))) if len(unseen) else None
     yield dg.MaterializeResult(
         metadata={
@@ -338,8 +340,8 @@ def cycle_life_predictions(context: dg.AssetExecutionContext, warehouse: Warehou
             "cells_by_domain": dg.MetadataValue.json(frame["domain"].value_counts().to_dict()),
             "not_scored": dg.MetadataValue.json(dict(list(not_scored.items())[:50])),
             "not_scored_count": len(not_scored),
-            "unseen_cells_with_known_life": len(unseen),
-            "unseen_rmse_cycles": unseen_rmse if unseen_rmse is not None else "no unseen cell has a known life",
+            "unseen_cells_inside_with_known_life": len(unseen),
+            "unseen_rmse_cycles_inside": unseen_rmse if unseen_rmse is not None else "no unseen cell inside the domain has a known life",
             "preview": dg.MetadataValue.md(frame.drop(columns=["domain_note"]).head(20).to_markdown(index=False)),
         }
     )

@@ -10,7 +10,7 @@ sensor burst or `battery-pipeline run` over many cells is one run), leaves the t
   and the checks that judge the computed tables: `compute_and_describe`);
 * this process, which holds the DuckDB writer, stores the results stage by stage for a group of
   cells at a time: one DELETE + INSERT per table per group (`FLUSH_ROWS` / `FLUSH_CELLS`), not
-  one transaction per cell, while a thread pulls the next finished cells (`ahead`);
+  one transaction per cell, while a thread pulls the next finished cells (`Ahead`);
 * after validation's write, its checks read back what was stored (one query per kind for the
   group, `validation.read_back_validation`); each stage's events go into one transaction of the
   instance's event log where it offers one (`batched_event_writes`).
@@ -129,7 +129,7 @@ def cell_pipeline(context: dg.AssetExecutionContext, config: CellPipelineConfig,
     with warehouse.session():
         group: list[CellOutcome] = []
         compute = functools.partial(compute_and_describe, plots=batch.plots)
-        outcomes = ahead(computed(tasks, workers, batch.with_inputs, compute), FLUSH_ROWS)
+        outcomes = Ahead(computed(tasks, workers, batch.with_inputs, compute), FLUSH_ROWS)
         for outcome in outcomes:
             if not group:
                 opened = time.perf_counter()
@@ -222,7 +222,7 @@ def computed(tasks: list[CellTask], workers: int, prepare, compute) -> Iterator[
                     yield lost
 
 
-class ahead:
+class Ahead:
     """`outcomes`, pulled by a thread of its own up to `max_rows` rows ahead of the consumer: the
     workers compute the next group while this process stores the last one (pulling is what
     hands them new tasks), and memory stays bounded by about two groups.

@@ -116,7 +116,7 @@ def test_a_batch_in_worker_processes_stores_what_one_cell_runs_store(tmp_path, f
 
 
 def test_the_outcomes_pulled_ahead_arrive_in_order_errors_reach_the_consumer_and_an_early_stop_ends_the_puller():
-    from battery_pipeline.assets.cell_pipeline import ahead
+    from battery_pipeline.assets.cell_pipeline import Ahead
     from battery_pipeline.science.cell_chain import CellOutcome
 
     def outcomes(n, fail_at=None):
@@ -125,11 +125,11 @@ def test_the_outcomes_pulled_ahead_arrive_in_order_errors_reach_the_consumer_and
                 raise RuntimeError("worker pool broke")
             yield CellOutcome(f"cell_{i}", tables={"raw_samples": pd.DataFrame({"x": range(10)})})
 
-    assert [o.key for o in ahead(outcomes(5), max_rows=15)] == [f"cell_{i}" for i in range(5)]
+    assert [o.key for o in Ahead(outcomes(5), max_rows=15)] == [f"cell_{i}" for i in range(5)]
     with pytest.raises(RuntimeError, match="worker pool broke"):
-        list(ahead(outcomes(5, fail_at=3), max_rows=15))
+        list(Ahead(outcomes(5, fail_at=3), max_rows=15))
     source = outcomes(100)
-    for outcome in ahead(source, max_rows=10):
+    for outcome in Ahead(source, max_rows=10):
         break  # the consumer stops: the generator's close joins the puller, which closes the source
     assert outcome.key == "cell_0"
     assert next(source, None) is None

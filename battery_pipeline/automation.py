@@ -1,7 +1,8 @@
 """Declarative automation: the per-cell predictions follow new data and new promoted models.
 
 `soh_predictions` and `rul_predictions` (group "predictions", partitioned by cell) carry
-`PREDICTIONS_CONDITION`, evaluated by `predictions_automation_sensor`:
+`PREDICTIONS_CONDITION`, and `cycle_life_predictions` `CYCLE_LIFE_CONDITION` (below), evaluated
+by `predictions_automation_sensor`:
 
 * a cell's predictions are requested when its `cycle_features` or `cycle_labels` partition is
   updated (the sensor's `cell_pipeline_job` run), or when a `promoted_<task>_model` is
@@ -48,6 +49,16 @@ PREDICTIONS_CONDITION = (
     dg.AutomationCondition.eager() & dg.AutomationCondition.all_deps_blocking_checks_passed()
 ).with_label("eager, once upstream blocking checks passed")
 
+# `cycle_life_predictions` (one table over every cell) follows a new cell's features and new
+# frozen models. Not plain eager(): a registered cell whose file failed is a missing partition
+# of cycle_features for good, which would hold every later prediction back; only the models
+# must exist (without them there is nothing to score with).
+CYCLE_LIFE_PREDICTIONS = "cycle_life_predictions"
+CYCLE_LIFE_CONDITION = (
+    dg.AutomationCondition.eager().without(~dg.AutomationCondition.any_deps_missing())
+    & ~dg.AutomationCondition.any_deps_missing().allow(dg.AssetSelection.assets("cycle_life_models"))
+).with_label("eager on new cells' features and new frozen models, once the models exist")
+
 
 def with_automation_conditions(
     assets: Sequence[dg.AssetsDefinition], condition: dg.AutomationCondition = PREDICTIONS_CONDITION
@@ -58,6 +69,8 @@ def with_automation_conditions(
     def apply(spec: dg.AssetSpec) -> dg.AssetSpec:
         if spec.group_name == PREDICTIONS_GROUP:
             return spec.replace_attributes(automation_condition=condition)
+        if spec.key == dg.AssetKey(CYCLE_LIFE_PREDICTIONS):
+            return spec.replace_attributes(automation_condition=CYCLE_LIFE_CONDITION)
         return spec
 
     return dg.map_asset_specs(apply, [with_partitioned_checks(a) for a in assets])
@@ -78,7 +91,7 @@ def with_partitioned_checks(assets_def: dg.AssetsDefinition) -> dg.AssetsDefinit
 
 predictions_automation_sensor = dg.AutomationConditionSensorDefinition(
     "predictions_automation_sensor",
-    target=dg.AssetSelection.groups(PREDICTIONS_GROUP),
+    target=dg.AssetSelection.groups(PREDICTIONS_GROUP) | dg.AssetSelection.assets(CYCLE_LIFE_PREDICTIONS),
     # Running from the start: it only ever requests predictions of cells whose upstream passed its
     # checks, and requests nothing until a model has been promoted.
     default_status=dg.DefaultSensorStatus.RUNNING,

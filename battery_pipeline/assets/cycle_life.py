@@ -19,6 +19,8 @@ the warehouse, store, record and check.
   figure is in-sample), and whether it lies inside the model's domain (chemistry, rated
   capacity, feature range), is extrapolated, or lies outside it (another stated chemistry or
   capacity: no figure), with the reason. Cells with fewer cycles are listed, not scored.
+  Automated (`automation.CYCLE_LIFE_CONDITION`): rematerialized when a cell's features change or
+  the models are refitted, once the models exist.
 """
 
 

@@ -43,7 +43,10 @@ def test_defaults_a_newcomer_gets():
 
 
 def test_conditions_go_on_the_predictions_only_and_leave_every_other_definition_as_it_was():
-    plain = dg.load_assets_from_modules([cell_pipeline, models, reports, twin, governance])
+    from battery_pipeline.assets import cycle_life
+    from battery_pipeline.automation import CYCLE_LIFE_CONDITION, CYCLE_LIFE_PREDICTIONS
+
+    plain = dg.load_assets_from_modules([cell_pipeline, models, reports, twin, governance, cycle_life])
     automated = with_automation_conditions(plain)
     assert [a.keys for a in automated] == [a.keys for a in plain]
     conditioned = set()
@@ -54,9 +57,10 @@ def test_conditions_go_on_the_predictions_only_and_leave_every_other_definition_
         for key, spec in after.specs_by_key.items():
             if spec.automation_condition is not None:
                 conditioned.add(key.to_user_string())
-                assert spec.automation_condition is PREDICTIONS_CONDITION
+                expected = CYCLE_LIFE_CONDITION if key.to_user_string() == CYCLE_LIFE_PREDICTIONS else PREDICTIONS_CONDITION
+                assert spec.automation_condition is expected
             assert spec.replace_attributes(automation_condition=None) == before.specs_by_key[key]
-    assert conditioned == set(PREDICTIONS)
+    assert conditioned == {*PREDICTIONS, CYCLE_LIFE_PREDICTIONS}
 
     # Each check of a partitioned asset keeps its result per partition (cell or pack).
     graph = CODE_LOCATION.resolve_asset_graph()
@@ -180,3 +184,29 @@ def test_predictions_follow_a_new_cell_and_a_promotion_and_wait_for_blocking_che
         assert ticks.requested() == {other}
         # ... where eager() alone, which does not look at checks, would also score the bad cell.
         assert eager_ticks.requested() == {key, other}
+
+
+def test_cycle_life_predictions_follow_new_cells_once_the_models_exist():
+    from battery_pipeline.automation import CYCLE_LIFE_PREDICTIONS
+
+    key = dg.AssetKey(CYCLE_LIFE_PREDICTIONS)
+    with dg.instance_for_test() as instance:
+        cursor = None
+
+        def requested() -> int:
+            nonlocal cursor
+            result = dg.evaluate_automation_conditions(
+                defs=CODE_LOCATION, instance=instance, cursor=cursor, asset_selection=dg.AssetSelection.assets(CYCLE_LIFE_PREDICTIONS)
+            )
+            cursor = result.cursor
+            return len(result.get_requested_partitions(key))
+
+        instance.add_dynamic_partitions("cells", ["cell_a", "cell_failed"])  # cell_failed never gets features
+        for asset in ("cells", "cycle_features", "cycle_labels"):
+            instance.report_runless_asset_event(dg.AssetMaterialization(asset, partition="cell_a"))
+        assert requested() == 0  # no frozen model yet: nothing to score with
+        instance.report_runless_asset_event(dg.AssetMaterialization("cycle_life_models"))
+        assert requested() == 1
+        assert requested() == 0  # once, not again
+        instance.report_runless_asset_event(dg.AssetMaterialization("cycle_features", partition="cell_a"))
+        assert requested() == 1  # a cell's new features, though another cell's are missing for good

@@ -96,6 +96,11 @@ def cohort_rows(features: pd.DataFrame, labels: pd.DataFrame, cells: pd.DataFram
     return rows, left_out
 
 
+def life_source_counts(sources: pd.Series) -> dict[str, int]:
+    """Cells per kind of cycle-life source (a lives file, not each of its lines)."""
+    return sources.str.split(" line ").str[0].value_counts().to_dict()
+
+
 def training_table(rows: pd.DataFrame) -> TrainingTable:
     """The stored training set as the table `fit_frozen` takes."""
     from battery_pipeline.science.ml.severson import SEVERSON_FEATURE_COLUMNS
@@ -147,7 +152,7 @@ def cycle_life_training_set(context: dg.AssetExecutionContext, config: CycleLife
             "cohort_pattern": config.cohort_pattern,
             "late_cycle": config.late_cycle,
             "data_hash": table.data_hash(),
-            "life_sources": dg.MetadataValue.json(stored["cycle_life_source"].str.split(" line ").str[0].value_counts().to_dict()),
+            "life_sources": dg.MetadataValue.json(life_source_counts(stored["cycle_life_source"])),
             "left_out": dg.MetadataValue.json(left_out),
             "cycle_life_range": f"{stored['cycle_life'].min():.0f}-{stored['cycle_life'].max():.0f} cycles",
         }
@@ -171,8 +176,9 @@ def card_markdown(records: list[dict], skipped: dict[str, str], cohort: dict) ->
               f"({'; '.join(f'{k}: {v}' for k, v in cohort['life_sources'].items())}); data hash `{cohort['data_hash']}`.", ""]
     lines += ["## Domain",
               f"Chemistry {', '.join(cohort['domain']['chemistry']) or 'not stated'}; rated capacity "
-              f"{', '.join(f'{c:g} Ah' for c in cohort['domain']['nominal_capacity_ah']) or 'not stated'}; a cell outside "
-              "this, or with a feature outside the cohort's range (+-10 %), is scored and marked outside the domain.", ""]
+              f"{', '.join(f'{c:g} Ah' for c in cohort['domain']['nominal_capacity_ah']) or 'not stated'}. A cell whose "
+              "chemistry or capacity is not stated, or with a feature beyond the cohort's range (+-10 %), is scored and marked "
+              "extrapolated; a cell of another stated chemistry or capacity is outside the domain and gets no figure.", ""]
     lines += ["## Metrics (cycles)", "| model | training RMSE | paper (Table 1) | leave-one-cell-out RMSE | dummy, leave-one-out | interval | held-out coverage |",
               "|---|---|---|---|---|---|---|"]
     for r in records:
@@ -247,7 +253,7 @@ def cycle_life_models(context: dg.AssetExecutionContext, config: CycleLifeConfig
     cohort = {
         "cells": len(table.y), "pattern": config.cohort_pattern, "late_cycle": config.late_cycle, "data_hash": data_hash,
         "life_range": f"{table.y.min():.0f}-{table.y.max():.0f} cycles", "domain": domain,
-        "life_sources": stored["cycle_life_source"].str.split(" line ").str[0].value_counts().to_dict(),
+        "life_sources": life_source_counts(stored["cycle_life_source"]), "cell_ids": table.cell_id.tolist(),
         "datasets": sorted({str(d) for d in cohort_cells["dataset"].dropna()}),
     }
     payload = {"task": "cycle_life", "reference": cycle_life.PAPER_REFERENCE, "cohort": cohort, "models": records, "not_fitted": skipped}

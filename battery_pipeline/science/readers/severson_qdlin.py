@@ -87,6 +87,7 @@ CITATION = (
     "J. Electrochem. Soc. 168, 090547 (2021), doi:10.5281/zenodo.5332872"
 )
 KEY_PREFIX = "severson_"
+TRAINING_KEY_PREFIX = f"{KEY_PREFIX}train_"  # the cells of the paper's training split (cell_key)
 UNKNOWN_ARRAY_DATASET = "unknown source, Q(V) array layout (Severson Qdlin arrays)"
 # Evidence that an array is a Severson cell: the capacity at 2.0 V of a 1.1 Ah cell (cycle 2:
 # 1.03-1.08 Ah in the 41 training cells; a new 1.1 Ah A123 cell at 4C), never above nominal + 10 %.
@@ -272,9 +273,14 @@ class SeversonQdlinReader(CyclerReader):
         path = Path(paths[0])
         try:
             q = _parse(path)
-            against, corrupt = severson_evidence(q), corrupt_report(q)
         except SourceFormatError as exc:
-            against, corrupt = [exc.problem], ""
+            return cls._defaults(path, None, [exc.problem])
+        return cls._defaults(path, q, severson_evidence(q))
+
+    @classmethod
+    def _defaults(cls, path: Path, q: np.ndarray | None, against: list[str]) -> CellDefaults:
+        """The cell's metadata from its parsed array (None: unreadable) and the evidence against it."""
+        corrupt = corrupt_report(q) if q is not None else ""
         life, life_source = stated_cycle_life(path)
         grid_text = f"grid {N_GRID_POINTS} points {GRID_V[0]}-{GRID_V[1]} V and column j = cycle j+{FIRST_CYCLE} (the arrays' producer's convention, not in the file)"
         if against:
@@ -312,6 +318,7 @@ class SeversonQdlinReader(CyclerReader):
         if len(paths) != 1:
             raise SourceFormatError(paths[0], f"a Severson cell is one array file, got {len(paths)}")
         path = Path(paths[0])
-        summary = summary_from_array(_parse(path), cell_id, path.name)
+        q = _parse(path)  # once: the metadata and the summary come from the same parse
+        summary = summary_from_array(q, cell_id, path.name)
         samples = finalize_samples(empty_samples(), cell_id)
-        return ReadResult(samples=samples, cell=cls.describe([path]), cycle_summary=summary)
+        return ReadResult(samples=samples, cell=cls._defaults(path, q, severson_evidence(q)), cycle_summary=summary)

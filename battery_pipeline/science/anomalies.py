@@ -1,0 +1,381 @@
+"""Per-cycle anomaly scores: each comparable cycle against the cell's own trend and against its fleet.
+
+What is scored: only *full* cycles (`cycle_classes`): a partial, diagnostic or formation cycle
+differs from its neighbours by design (a C/20 check-up has more capacity, an aborted discharge
+less), so comparing it would raise alarms about the protocol, not the cell. Those rows are kept
+with `scored = False` and the reason.
+
+Signals (`SIGNALS`), each from the per-cycle feature table (`features.CYCLE_FEATURE_COLUMNS`):
+
+  capacity     discharge_capacity_ah                 a capacity jump (up: recovery after a rest,
+                                                     a contact fixed; down: a lost connection,
+                                                     lithium plating, a cell opening)
+  resistance   the first of resistance_cycler_ohm,   a resistance spike (tab, weld, contact)
+               resistance_dcir_ohm, re_ohm the cell
+               has
+  temperature  temperature_rise_c, else              a temperature excursion (cooling lost,
+               temperature_max_c                     internal heating)
+  efficiency   coulombic_efficiency                  abnormal efficiency (side reactions, a
+                                                     leak, a counting fault)
+
+Against the cell's own trend: for each signal, the residual of the cycle against the median of
+the cell's previous `trend_window` scored cycles (a trailing median: a step is flagged at the
+cycle where it happens, the median follows it a few cycles later, and one outlier does not move
+it), divided by the cell's own robust spread of those residuals (1.4826 x MAD), floored at
+`SIGNALS[...].resolution` (a cycler's repeatability: without a floor a perfectly smooth cell
+would turn a 0.1 mAh wobble into a 50-sigma event). Fewer than `min_history` previous cycles:
+not compared (the reason says so).
+
+Against the fleet: the cells that are comparable by what their registry states (the same
+dataset, chemistry, rated capacity and regular discharge current within 15 %; a cell with no
+stated rated capacity, or with neither a dataset nor a chemistry, has no fleet, which the reason
+says). Within a fleet, each cycle's *normalised* value (capacity and resistance relative to the
+cell's own first `trend_window` scored cycles; temperature and efficiency as measured) is compared
+with the other cells' median at the same cycle-number bin (`fleet_bin_cycles`), the cell itself
+left out: the distance in units of their spread (the larger of the robust and the plain SD,
+floored as above, in the normalised unit) is a prediction-interval t with n - 1 degrees of
+freedom, reported as the Gaussian z of the same tail probability, so a 5-cell fleet needs a far
+larger gap than a 500-cell one for the same z. At least `min_fleet_cells` other cells in the bin,
+else not compared.
+
+Score and severity: `anomaly_score` = the largest |z| over the signals and both references;
+`warning` from `warning_z`, `critical` from `critical_z` (robust SDs). `reason` names every
+signal beyond `warning_z`, with the value, the reference it was compared with and the z, e.g.
+"capacity 1.712 Ah is 0.094 Ah above the cell's trend 1.618 Ah (+7.9 robust SD over cycles
+40-44)". A cycle with no signal compared at all has a NaN score and says why; a score below the
+threshold says "within" per compared reference. Nothing here guesses a missing value.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+MAD_TO_SD = 1.4826  # robust SD of a Gaussian from its median absolute deviation
+SEVERITIES = ("none", "warning", "critical")
+REFERENCES = ("own", "fleet")
+
+
+@dataclass(frozen=True)
+class Signal:
+    name: str
+    columns: tuple[str, ...]  # the first present (with values) is used
+    unit: str
+    resolution: float  # floor of the own-trend spread, in the signal's unit
+    relative_resolution: float  # floor of the own spread as a fraction of the cell's median (0: none)
+    fleet_normalised: bool  # the fleet compares value / the cell's own start, not the value
+    fleet_resolution: float  # floor of the fleet spread, in the compared unit
+    what: str
+    # +1: only a rise is an anomaly (a resistance or temperature *falling* below trend is a warmer
+    # or rested cell, not a fault); 0: both directions
+    direction: int = 0
+
+
+SIGNALS = (
+    # Capacity repeats to ~0.1 % cycle to cycle on a good cycler (Arbin, Maccor current accuracy
+    # 0.02-0.05 % of range): floor at 0.1 % of the cell's median capacity.
+    Signal("capacity", ("discharge_capacity_ah",), "Ah", 0.0, 0.001, True, 0.005, "capacity"),
+    # DCIR from a current step repeats to ~1 % (0.1 mV resolution over a ~20 mV step); 0.2 mOhm
+    # absolute floor for very low-resistance cells.
+    Signal("resistance", ("resistance_cycler_ohm", "resistance_dcir_ohm", "re_ohm"), "ohm", 2e-4, 0.01, True, 0.01,
+           "resistance", direction=1),
+    # Thermocouples resolve ~0.1 degC; 0.3 degC floor for a cycle's maximum or rise.
+    Signal("temperature", ("temperature_rise_c", "temperature_max_c"), "degC", 0.3, 0.0, False, 0.5, "temperature", direction=1),
+    # Coulombic efficiency of a regular cycle repeats to ~1e-4 on a high-precision cycler, ~1e-3
+    # on an ordinary one.
+    Signal("efficiency", ("coulombic_efficiency",), "", 1e-3, 0.0, False, 2e-3, "coulombic efficiency"),
+)
+SIGNAL_NAMES = tuple(s.name for s in SIGNALS)
+
+ANOMALY_COLUMNS = [
+    "cell_id", "cycle_number", "cycle_class", "scored", "anomaly_score", "severity", "signal", "reference",
+    "reason", "fleet", "fleet_cells",
+    *[f"z_{s}_{r}" for s in SIGNAL_NAMES for r in REFERENCES],
+    *[f"{s}_value" for s in SIGNAL_NAMES],
+    *[f"{s}_column" for s in SIGNAL_NAMES],
+]
+
+
+@dataclass(frozen=True)
+class AnomalyConfig:
+    trend_window: int = 5  # previous scored cycles the own trend is the median of
+    min_history: int = 3  # fewer previous scored cycles: the own trend is not compared
+    # 5 robust SDs: a Gaussian residual exceeds it once in ~1.7 million cycles, so what is flagged
+    # is a real departure or a heavy tail worth a look; 10: beyond any plausible noise.
+    warning_z: float = 5.0
+    critical_z: float = 10.0
+    fleet_bin_cycles: int = 10
+    min_fleet_cells: int = 4  # other cells in the bin, the cell itself left out
+    rate_tolerance: float = 0.15  # regular discharge currents this close are one protocol
+
+
+def _signal_column(frame: pd.DataFrame, signal: Signal) -> str | None:
+    for column in signal.columns:
+        if column in frame.columns and pd.to_numeric(frame[column], errors="coerce").notna().any():
+            return column
+    return None
+
+
+def _own_scores(values: np.ndarray, signal: Signal, config: AnomalyConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(z, trend, spread) of one cell's scored cycles (in cycle order) against its trailing trend.
+
+    The trend is the median of the previous `trend_window` cycles carried forward to this cycle
+    along the cell's recent slope, the median cycle-to-cycle change over the previous
+    4 x `trend_window` cycles: a cell fading 2 mAh a cycle would otherwise sit ~3 cycles' fade
+    below a plain trailing median all its life. Both are medians, so one outlier moves neither,
+    and a step is one change among twenty, so the slope does not swing after it (a slope from two
+    windows' medians would, and flag the cycles after every step). With fewer than
+    `trend_window` changes of history the slope is taken as 0.
+    """
+    w = config.trend_window
+    series = pd.Series(values)
+    previous = series.shift(1).rolling(w, min_periods=config.min_history).median()
+    slope = series.diff().shift(1).rolling(4 * w, min_periods=w).median().fillna(0.0).to_numpy()
+    trend = previous.to_numpy() + slope * (w + 1) / 2.0
+    residual = values - trend
+    finite = residual[np.isfinite(residual)]
+    median_value = np.nanmedian(np.abs(values)) if np.isfinite(values).any() else np.nan
+    floor = max(signal.resolution, signal.relative_resolution * median_value if median_value == median_value else 0.0)
+    if finite.size:
+        spread = max(MAD_TO_SD * float(np.median(np.abs(finite - np.median(finite)))), floor)
+    else:
+        spread = np.nan
+    z = residual / spread
+    if signal.direction > 0:
+        z = np.where(z < 0, 0.0, z)  # compared, and nothing to report below the trend
+    return z, trend, np.full(len(values), spread)
+
+
+def regular_discharge_current(cell: pd.DataFrame, tolerance: float) -> float:
+    """The discharge current most full cycles share (|A|), NaN where the table has none."""
+    if "discharge_current_mean_a" not in cell.columns:
+        return np.nan
+    values = np.abs(pd.to_numeric(cell["discharge_current_mean_a"], errors="coerce").to_numpy(dtype="float64"))
+    values = np.sort(np.log(values[np.isfinite(values) & (values > 0)]))
+    if values.size == 0:
+        return np.nan
+    width = np.log1p(tolerance)
+    counts = np.searchsorted(values, values + width, side="right") - np.searchsorted(values, values - width, side="left")
+    return float(np.exp(values[int(np.argmax(counts))]))
+
+
+def fleet_keys(cells: pd.DataFrame, currents: dict[str, float], config: AnomalyConfig) -> dict[str, tuple[str | None, str]]:
+    """{cell: (fleet key or None, words)}: which cells are compared with which, from the registry.
+
+    A fleet: the same stated dataset, chemistry and rated capacity, and regular discharge
+    currents that chain within `rate_tolerance` of each other (sorted, a gap wider than the
+    tolerance starts another fleet: no bin edge splits 0.82C from 0.87C)."""
+    out: dict[str, tuple[str | None, str]] = {}
+    stated = cells.set_index(cells["cell_id"].astype(str))
+    groups: dict[tuple, list[tuple[float, str]]] = {}
+    for cell, current in currents.items():
+        row = stated.loc[cell] if cell in stated.index else pd.Series(dtype=object)
+        dataset = row.get("dataset") if isinstance(row.get("dataset"), str) and row.get("dataset") else None
+        chemistry = row.get("chemistry") if isinstance(row.get("chemistry"), str) and row.get("chemistry") else None
+        nominal = pd.to_numeric(row.get("nominal_capacity_ah"), errors="coerce")
+        if not (nominal == nominal) or (dataset is None and chemistry is None):
+            missing = "rated capacity" if not (nominal == nominal) else "dataset and chemistry"
+            out[cell] = (None, f"no fleet: the registry states no {missing} for {cell}")
+        elif not current == current:
+            # Cells aged at 2C and at 0.5C part ways by design; without the current the fleet
+            # cannot tell a fast-ageing protocol from a failing cell.
+            out[cell] = (None, f"no fleet: the source has no discharge current for {cell}, so its protocol is unknown")
+        else:
+            groups.setdefault((dataset, chemistry, float(nominal)), []).append((float(np.log(current / nominal)), cell))
+    width = np.log1p(config.rate_tolerance)
+    for (dataset, chemistry, nominal), members in groups.items():
+        members.sort()
+        clusters, previous = [[members[0]]], members[0][0]
+        for log_rate, cell in members[1:]:
+            if log_rate - previous > width:
+                clusters.append([])
+            clusters[-1].append((log_rate, cell))
+            previous = log_rate
+        for number, cluster in enumerate(clusters):
+            rates = np.exp([r for r, _ in cluster])
+            key = f"{dataset or '-'}|{chemistry or '-'}|{nominal:g}|{number}"
+            words = (f"{dataset or 'dataset not stated'}, {chemistry or 'chemistry not stated'}, {nominal:g} Ah, "
+                     f"discharge {rates.min():.2g}-{rates.max():.2g}C, {len(cluster)} cell(s)")
+            for _, cell in cluster:
+                out[cell] = (key, words)
+    return out
+
+
+def _fleet_z(frame: pd.DataFrame, column: str, signal: Signal, config: AnomalyConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(z, fleet median) of each scored row's value against the other cells of its fleet and cycle bin."""
+    z = np.full(len(frame), np.nan)
+    median_out = np.full(len(frame), np.nan)
+    usable = frame["fleet"].notna() & frame[column].notna()
+    if not usable.any():
+        return z, median_out
+    data = frame.loc[usable, ["cell_id", "fleet", "bin", column]]
+    # One value per cell and bin (its median), so a cell with many cycles in a bin does not outvote the others.
+    per_cell = data.groupby(["fleet", "bin", "cell_id"])[column].median()
+    positions = {label: i for i, label in enumerate(frame.index)}
+    for (fleet, bin_), group in data.groupby(["fleet", "bin"], sort=False):
+        cells_here = per_cell.loc[(fleet, bin_)]
+        if len(cells_here) < config.min_fleet_cells + 1:
+            continue
+        names = cells_here.index.to_numpy()
+        levels = cells_here.to_numpy()
+        for cell, rows in group.groupby("cell_id", sort=False):
+            others = levels[names != cell]
+            centre = float(np.median(others))
+            # Fleets are small: the MAD of 4-10 cells can be a third of their real scatter, so the
+            # spread is the larger of it and the plain SD (which one more outlier only widens),
+            # and the distance is a prediction-interval t (n - 1 degrees of freedom) turned into the
+            # Gaussian z of the same tail probability: 5 "robust SD" then means the same rarity
+            # whether the fleet has 5 cells or 500.
+            spread = max(MAD_TO_SD * float(np.median(np.abs(others - centre))), float(np.std(others, ddof=1)),
+                         signal.fleet_resolution)
+            t = (rows[column].to_numpy() - centre) / (spread * np.sqrt(1.0 + 1.0 / len(others)))
+            idx = [positions[i] for i in rows.index]
+            z[idx] = np.sign(t) * np.minimum(stats.norm.isf(stats.t.sf(np.abs(t), len(others) - 1)), 50.0)
+            median_out[idx] = centre
+            if signal.direction > 0:
+                z[idx] = np.maximum(z[idx], 0.0)
+            median_out[idx] = centre
+    return z, median_out
+
+
+def _severity(score: float, config: AnomalyConfig) -> str:
+    if not score == score or score < config.warning_z:
+        return "none"
+    return "critical" if score >= config.critical_z else "warning"
+
+
+def _fmt(value: float, unit: str) -> str:
+    text = f"{value:.4g}"
+    return f"{text} {unit}" if unit else text
+
+
+def score_cycles(features: pd.DataFrame, cells: pd.DataFrame, config: AnomalyConfig = AnomalyConfig()) -> pd.DataFrame:
+    """One row per cycle of `features` (every cell), ordered by cell and cycle: `ANOMALY_COLUMNS`
+    (module docstring)."""
+    if "cell_id" not in features.columns or "cycle_number" not in features.columns:
+        raise ValueError(f"features needs cell_id and cycle_number (has {list(features.columns)})")
+    frame = features.sort_values(["cell_id", "cycle_number"], kind="stable").reset_index(drop=True)
+    frame["cell_id"] = frame["cell_id"].astype(str)
+    klass = frame["cycle_class"].astype(object) if "cycle_class" in frame.columns else pd.Series("full", index=frame.index)
+    scored = (klass == "full").to_numpy()
+
+    out = pd.DataFrame({"cell_id": frame["cell_id"], "cycle_number": frame["cycle_number"].astype("int64"),
+                        "cycle_class": klass.fillna("unknown"), "scored": scored})
+    currents = {cell: regular_discharge_current(group.loc[scored[group.index]], config.rate_tolerance)
+                for cell, group in frame.groupby("cell_id", sort=False)}
+    keys = fleet_keys(cells, currents, config)
+    out["fleet"] = out["cell_id"].map(lambda c: keys[c][1])
+    frame["fleet"] = frame["cell_id"].map(lambda c: keys[c][0])
+    frame["bin"] = frame["cycle_number"] // config.fleet_bin_cycles
+    fleet_sizes = frame.loc[scored].groupby("fleet")["cell_id"].nunique()
+    out["fleet_cells"] = frame["fleet"].map(fleet_sizes).fillna(0).astype("int64")
+
+    notes: list[list[str]] = [[] for _ in range(len(frame))]
+    compared = np.zeros(len(frame), dtype=bool)
+    for signal in SIGNALS:
+        column = None
+        z_own = np.full(len(frame), np.nan)
+        z_fleet = np.full(len(frame), np.nan)
+        value = pd.to_numeric(frame[signal.columns[0]], errors="coerce").to_numpy(dtype="float64") if signal.columns[0] in frame else np.full(len(frame), np.nan)
+        used = np.full(len(frame), None, dtype=object)
+        normalised = pd.Series(np.nan, index=frame.index)
+        trend_all = np.full(len(frame), np.nan)
+        span_lo = np.full(len(frame), np.nan)
+        span_hi = np.full(len(frame), np.nan)
+        for cell, group in frame.groupby("cell_id", sort=False):
+            column = _signal_column(group, signal)
+            if column is None:
+                continue
+            idx = group.index.to_numpy()
+            rows = idx[scored[idx]]
+            values = pd.to_numeric(frame.loc[rows, column], errors="coerce").to_numpy(dtype="float64")
+            value[idx] = pd.to_numeric(frame.loc[idx, column], errors="coerce").to_numpy(dtype="float64")
+            used[idx] = column
+            present = np.isfinite(values)
+            if present.sum() == 0:
+                continue
+            z, trend = np.full(len(rows), np.nan), np.full(len(rows), np.nan)
+            z[present], trend[present], _ = _own_scores(values[present], signal, config)
+            z_own[rows], trend_all[rows] = z, trend
+            # the cycles each trend was the median of, for the reason's words
+            history = pd.Series(frame.loc[rows[present], "cycle_number"].to_numpy(dtype="float64")).shift(1)
+            span_lo[rows[present]] = history.rolling(config.trend_window, min_periods=1).min().to_numpy()
+            span_hi[rows[present]] = history.rolling(config.trend_window, min_periods=1).max().to_numpy()
+            if signal.fleet_normalised:
+                start = np.median(values[present][: config.trend_window])
+                normalised.loc[rows] = values / start if start else np.nan
+            else:
+                normalised.loc[rows] = values
+        frame["_compared"] = normalised.where(scored)
+        fleet_z, fleet_centre = _fleet_z(frame, "_compared", signal, config)
+        z_fleet[:] = fleet_z
+        out[f"z_{signal.name}_own"] = z_own
+        out[f"z_{signal.name}_fleet"] = z_fleet
+        out[f"{signal.name}_value"] = value
+        out[f"{signal.name}_column"] = used
+        compared |= np.isfinite(z_own) | np.isfinite(z_fleet)
+        for i in np.flatnonzero(np.abs(np.nan_to_num(z_own)) >= config.warning_z):
+            span = f"cycles {span_lo[i]:.0f}-{span_hi[i]:.0f}"
+            delta = value[i] - trend_all[i]
+            notes[i].append(
+                f"{signal.what} {_fmt(value[i], signal.unit)} is {_fmt(abs(delta), signal.unit)} "
+                f"{'above' if delta > 0 else 'below'} the cell's trend {_fmt(trend_all[i], signal.unit)} "
+                f"({z_own[i]:+.1f} robust SD over {span}; `{used[i]}`)"
+            )
+        for i in np.flatnonzero(np.abs(np.nan_to_num(z_fleet)) >= config.warning_z):
+            what = f"{signal.what} relative to the cell's start" if signal.fleet_normalised else signal.what
+            notes[i].append(
+                f"{what} {frame.at[i, '_compared']:.4g} against the fleet's {fleet_centre[i]:.4g} at cycles "
+                f"{frame.at[i, 'bin'] * config.fleet_bin_cycles}-{(frame.at[i, 'bin'] + 1) * config.fleet_bin_cycles - 1} "
+                f"({z_fleet[i]:+.1f} robust SD; fleet: {out.at[i, 'fleet']})"
+            )
+
+    z_columns = [f"z_{s}_{r}" for s in SIGNAL_NAMES for r in REFERENCES]
+    magnitudes = out[z_columns].abs()
+    out["anomaly_score"] = magnitudes.max(axis=1, skipna=True)
+    top = magnitudes.fillna(-1.0).to_numpy().argmax(axis=1)
+    out["signal"] = [z_columns[k].split("_")[1] if compared[i] else None for i, k in enumerate(top)]
+    out["reference"] = [z_columns[k].split("_")[2] if compared[i] else None for i, k in enumerate(top)]
+    out["severity"] = [_severity(s, config) for s in out["anomaly_score"]]
+    own_z = out[[f"z_{n}_own" for n in SIGNAL_NAMES]].notna().to_numpy()
+    fleet_z = out[[f"z_{n}_fleet" for n in SIGNAL_NAMES]].notna().to_numpy()
+    reasons = []
+    for i in range(len(out)):
+        if not scored[i]:
+            reasons.append(f"not scored: a {out.at[i, 'cycle_class']} cycle is not comparable with the cell's full cycles")
+            continue
+        own = [n for n, ok in zip(SIGNAL_NAMES, own_z[i]) if ok]
+        fleet = [n for n, ok in zip(SIGNAL_NAMES, fleet_z[i]) if ok]
+        if frame.at[i, "fleet"] is None:
+            fleet_words = out.at[i, "fleet"]
+        elif fleet:
+            fleet_words = f"fleet ({', '.join(fleet)})"
+        else:
+            fleet_words = f"fleet not compared: fewer than {config.min_fleet_cells} other cells at these cycles"
+        own_words = (f"own trend ({', '.join(own)})" if own
+                     else f"own trend not compared: fewer than {config.min_history} earlier full cycles")
+        if not compared[i]:
+            reasons.append(f"not scored: {own_words}; {fleet_words}")
+        elif notes[i]:
+            reasons.append("; ".join(notes[i]))
+        else:
+            reasons.append(f"within {config.warning_z:g} robust SD: {own_words}; {fleet_words}")
+    out["reason"] = reasons
+    out.loc[~out["scored"], "anomaly_score"] = np.nan
+    return out[ANOMALY_COLUMNS]
+
+
+def anomaly_summary(scores: pd.DataFrame) -> dict:
+    """Counts for metadata and reports: scored cycles, flagged by severity and by signal."""
+    flagged = scores.loc[scores["severity"] != "none"]
+    return {
+        "cycles": int(len(scores)),
+        "scored": int(scores["scored"].sum()),
+        "compared": int(scores["anomaly_score"].notna().sum()),
+        "by_severity": {s: int((scores["severity"] == s).sum()) for s in SEVERITIES},
+        "by_signal": {k: int(v) for k, v in flagged["signal"].value_counts().items()},
+        "cells_flagged": int(flagged["cell_id"].nunique()),
+    }

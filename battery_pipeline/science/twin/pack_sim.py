@@ -37,6 +37,32 @@ than `min_alert_duration_s`, 50-400 mV beyond a limit, listed in `spikes` (they 
 an alert). None of them falls inside a rest of >= 30 min, so rest voltages stay clean for
 SOC-from-OCV models. Telemetry is beyond a limit exactly on the samples these two tables name.
 
+Faults (`faults=[...]`, opt-in; none by default, and then not one number of the output changes):
+each spec is a `FaultSpec` (or a dict of its fields) naming a cell, a kind, an onset time and a
+magnitude; a field left None is drawn from a generator of its own, seeded from (`seed`,
+FAULT_STREAM), so that the main random stream, and with it everything before the onset, is the
+fault-free pack's. The fault acts on every sample at or after the onset, snapped up to the sample
+grid (sample k covers the interval (t[k-1], t[k]]). Kinds (category):
+  - `internal_short` (cell): a soft short of `magnitude` ohm across the cell draws
+    ``I_leak = V_cell / R_short`` (held backward like the pack current; 50-500 ohm: 8-80 mA on a
+    4 V cell) from onset, so the cell carries ``I - I_leak``: its SOC falls by ``int I_leak dt /
+    (3600 Q)`` relative to the others, its true voltage (and heat, ``V*I_leak``) with it. The load
+    profile sees the drained cell (it charges and caps currents on it as on any other), so after
+    the onset the profile may differ from the fault-free pack's.
+  - `voltage_sensor_offset` (sensor): measured = true + `magnitude` V from onset; true state unchanged.
+  - `voltage_sensor_stuck` (sensor): the reading freezes at its value at the onset sample (noise
+    included, then flat); true state unchanged; `magnitude` unused (NaN).
+  - `loose_connection` (connection): `magnitude` ohm in series with the cell, between the cell and
+    its voltage taps' busbar: measured = true + R_c * I (and heat I^2 R_c); the cell's OCV, SOC
+    and true voltage are unchanged.
+The limit checks (`LIMIT_MARGIN_V`) apply to the cells' true voltages, as the profile controls
+those; a sensor offset or a loose connection shifts only the measurement, which may then cross a
+limit where `alerts`/`spikes` name nothing (that is what a BMS would read). A stuck reading hides
+any excursion or spike drawn for its cell after the onset: those rows are dropped from the
+tables (the draws still happen, so the other rows are unchanged). Ground truth: `faults`
+(one row per fault: cell, kind, category, onset_time_s, magnitude, magnitude_unit, description);
+for a short also `truth.leak_current_a_<cell>`.
+
 Temperature: a few sensors, each on a group of adjacent cells: ambient (+-2 degC daily swing)
 plus a lumped rise ``C dT/dt = P - dT/R_th`` with ``P = I^2*(R0 + R1)`` averaged over the group
 (R_th 8 K/W, C 45 J/K per cell: ~3 K at 1C for an 18650). Temperature does not feed back on R or
@@ -52,8 +78,9 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -82,6 +109,35 @@ CELL_DEFAULTS = {
 }
 PHASES = ("rest", "drive", "regen", "charge")
 
+# Fault kinds: category, magnitude unit, range a missing magnitude is drawn from.
+FAULT_KINDS = {
+    "internal_short": ("cell", "ohm", (50.0, 500.0)),  # R_short, drawn log-uniform
+    "voltage_sensor_offset": ("sensor", "V", (0.005, 0.05)),  # |offset|, random sign
+    "voltage_sensor_stuck": ("sensor", "", None),
+    "loose_connection": ("connection", "ohm", (0.005, 0.03)),  # added series resistance
+}
+FAULT_STREAM = 0xFA17  # second word of the fault generator's seed: (seed, FAULT_STREAM)
+FAULT_ONSET_RANGE = (0.2, 0.6)  # a missing onset is drawn in this fraction of the record
+FAULT_COLUMNS = ["fault_id", "cell", "kind", "category", "onset_time_s", "magnitude", "magnitude_unit", "description"]
+LEAK_FIXED_POINT_ITERATIONS = 6  # I_leak = V/R and V(I_leak): a contraction by ~dOCV/dSOC*t/(3600 Q R) << 1
+
+
+@dataclass(frozen=True)
+class FaultSpec:
+    """One injected fault. `cell`: name ("cell_03") or 0-based index; `onset_time_s`: seconds from
+    the record start; `magnitude`: ohm (internal_short: R_short; loose_connection: added series
+    resistance), V (voltage_sensor_offset), unused (voltage_sensor_stuck). None: drawn."""
+
+    kind: str
+    cell: str | int | None = None
+    onset_time_s: float | None = None
+    magnitude: float | None = None
+
+
+def _empty_faults() -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series(dtype="float64" if c in ("onset_time_s", "magnitude") else
+                                      ("int64" if c == "fault_id" else object)) for c in FAULT_COLUMNS})
+
 
 @dataclass
 class PackSimulation:
@@ -91,6 +147,7 @@ class PackSimulation:
     alerts: pd.DataFrame  # injected excursions: cell, kind, start_time_s, end_time_s, n_samples, extreme_v
     spikes: pd.DataFrame  # injected short glitches (same columns); shorter than min_alert_duration_s
     pack: dict  # chemistry, n_series, nominal capacity, limits, seed, conventions, ...
+    faults: pd.DataFrame = field(default_factory=_empty_faults)  # injected faults (FAULT_COLUMNS); empty by default
 
 
 def cell_names(n_cells: int) -> list[str]:
@@ -117,6 +174,8 @@ class _ProfileBuilder:
         self.currents: list[float] = [0.0]
         self.phases: list[int] = [0]
         self.filled = 1
+        self.short_ohm: np.ndarray | None = None  # per cell (inf: none); set by _resolve_faults' caller
+        self.short_start = None  # per cell, first sample the short acts on
 
     @property
     def full(self) -> bool:
@@ -130,7 +189,14 @@ class _ProfileBuilder:
         if n <= 0:
             return
         current_a = round(current_a, 3)  # 1 mA steps: the telemetry holds exactly this value
+        before = self.soc
         self.soc = self.soc + current_a * n * self.dt / (3600.0 * self.capacity_ah)
+        if self.short_ohm is not None:
+            # The profile must see a shorted cell drain (it charges and caps currents on it); the
+            # leak is taken at the segment's start voltage (OCV), exact enough for control.
+            leaking = np.clip(self.filled + n - np.maximum(self.filled, self.short_start), 0, n)
+            leak_a = self.table.ocv(before) / self.short_ohm
+            self.soc = self.soc - leak_a * leaking * self.dt / (3600.0 * self.capacity_ah)
         self.lengths.append(n)
         self.currents.append(current_a)
         self.phases.append(PHASES.index(phase) if current_a != 0.0 else 0)
@@ -200,6 +266,71 @@ def _place_windows(rng, allowed: np.ndarray, lengths: list[int], taken: np.ndarr
     return starts
 
 
+def _resolve_faults(faults, seed: int, names: list[str], n_samples: int, dt: float) -> list[dict]:
+    """Fault specs with every missing field drawn from the fault generator (never the main
+    stream) and the onset snapped up to the sample grid: dicts with kind, cell (index), start
+    (first affected sample), onset_time_s, magnitude."""
+    rng = np.random.default_rng([int(seed), FAULT_STREAM])
+    resolved = []
+    for raw in faults:
+        spec = raw if isinstance(raw, FaultSpec) else FaultSpec(**dict(raw))
+        if spec.kind not in FAULT_KINDS:
+            raise ValueError(f"unknown fault kind {spec.kind!r}; known: {', '.join(FAULT_KINDS)}")
+        _, _, magnitude_range = FAULT_KINDS[spec.kind]
+        # Every field is drawn, given or not, so that one spec's draws do not depend on another's fields.
+        drawn_cell = int(rng.integers(len(names)))
+        drawn_onset = rng.uniform(*FAULT_ONSET_RANGE) * (n_samples - 1) * dt
+        drawn_unit = rng.random()
+        drawn_sign = 1.0 if rng.random() < 0.5 else -1.0
+        if spec.cell is None:
+            cell = drawn_cell
+        elif isinstance(spec.cell, str):
+            if spec.cell not in names:
+                raise ValueError(f"fault on unknown cell {spec.cell!r} (cells: {names[0]}..{names[-1]})")
+            cell = names.index(spec.cell)
+        else:
+            cell = int(spec.cell)
+            if not 0 <= cell < len(names):
+                raise ValueError(f"fault cell index {cell} outside 0..{len(names) - 1}")
+        onset = drawn_onset if spec.onset_time_s is None else float(spec.onset_time_s)
+        start = int(math.ceil(onset / dt - 1e-9))
+        if not 0 <= start < n_samples:
+            raise ValueError(f"fault onset {onset} s is outside the record (0..{(n_samples - 1) * dt} s)")
+        if spec.kind == "voltage_sensor_stuck":
+            magnitude = float("nan")
+        elif spec.magnitude is not None:
+            magnitude = float(spec.magnitude)
+        elif spec.kind == "internal_short":  # log-uniform: a decade of resistance
+            magnitude = float(math.exp(math.log(magnitude_range[0]) + drawn_unit * math.log(magnitude_range[1] / magnitude_range[0])))
+        else:
+            magnitude = magnitude_range[0] + drawn_unit * (magnitude_range[1] - magnitude_range[0])
+            magnitude *= drawn_sign if spec.kind == "voltage_sensor_offset" else 1.0
+        if spec.kind in ("internal_short", "loose_connection") and not magnitude > 0:
+            raise ValueError(f"{spec.kind}: magnitude (ohm) must be > 0, got {magnitude}")
+        resolved.append(dict(kind=spec.kind, cell=cell, start=start, onset_time_s=start * dt, magnitude=magnitude))
+    return resolved
+
+
+def _short_circuit(current, soc0, capacity, table, r0, r1, decay, cells, starts, r_short, dt):
+    """(SOC, true voltage, leak current) of shorted cells: I_leak[k] = V[k]/R_short for k >= start
+    (held backward), the cell carrying I - I_leak; solved by fixed-point iteration."""
+    active = np.arange(len(current))[:, None] >= np.asarray(starts)[None, :]
+    charge_as = np.cumsum(current) * dt
+    leak = np.where(active, table.ocv(soc0[cells][None, :] + charge_as[:, None] / (3600.0 * capacity[cells][None, :])) / r_short, 0.0)
+    for _ in range(LEAK_FIXED_POINT_ITERATIONS):
+        cell_current = current[:, None] - leak
+        soc = soc0[cells][None, :] + np.cumsum(cell_current, axis=0) * dt / (3600.0 * capacity[cells][None, :])
+        relaxation = lfilter([1.0 - decay], [1.0, -decay], cell_current, axis=0)
+        v_true = table.ocv(soc) + cell_current * r0[cells][None, :] + relaxation * r1[cells][None, :]
+        leak = np.where(active, v_true / r_short, 0.0)
+    # Final pass with the last leak, so that SOC is exactly the sum of the recorded leak.
+    cell_current = current[:, None] - leak
+    soc = soc0[cells][None, :] + np.cumsum(cell_current, axis=0) * dt / (3600.0 * capacity[cells][None, :])
+    relaxation = lfilter([1.0 - decay], [1.0, -decay], cell_current, axis=0)
+    v_true = table.ocv(soc) + cell_current * r0[cells][None, :] + relaxation * r1[cells][None, :]
+    return soc, v_true, leak
+
+
 def simulate_pack(
     n_cells: int = 12,
     chemistry: str = "NMC",
@@ -222,8 +353,9 @@ def simulate_pack(
     current_noise_a: float = 0.0,
     pack_id: str = "pack_01",
     start: str = "2024-01-01T00:00:00Z",
+    faults: Sequence[FaultSpec | Mapping[str, Any]] | None = None,
 ) -> PackSimulation:
-    """Simulate one pack (see the module docstring for the model and every convention)."""
+    """Simulate one pack (see the module docstring for the model, the faults and every convention)."""
     chemistry = str(chemistry).strip().upper()
     if chemistry not in CELL_DEFAULTS:
         raise ValueError(f"unknown chemistry {chemistry!r}; known: {', '.join(CELL_DEFAULTS)}")
@@ -253,7 +385,15 @@ def simulate_pack(
 
     # Current profile (loop over segments), then everything per sample, vectorised.
     n_samples = int(round(duration_h * 3600.0 / dt)) + 1
+    injected = _resolve_faults(faults or (), seed, names, n_samples, dt)
+    shorts = [f for f in injected if f["kind"] == "internal_short"]
     builder = _ProfileBuilder(rng, n_samples, dt, capacity, soc0, table, float((r0 + r1).max()), v_min, v_max, nominal)
+    if shorts:
+        builder.short_ohm = np.full(n_cells, np.inf)
+        builder.short_start = np.full(n_cells, n_samples)
+        for f in shorts:
+            builder.short_ohm[f["cell"]] = f["magnitude"]
+            builder.short_start[f["cell"]] = f["start"]
     _build_profile(builder, soc_low, soc_high)
     builder.add(n_samples - builder.filled, 0.0, "rest")
     lengths = np.asarray(builder.lengths)
@@ -263,15 +403,31 @@ def simulate_pack(
 
     charge_as = np.cumsum(current) * dt  # A*s moved into every cell up to t[k] (exact)
     soc = soc0[None, :] + charge_as[:, None] / (3600.0 * capacity[None, :])
-    if soc.min() < 0.0 or soc.max() > 1.0:
-        raise RuntimeError(f"seed {seed}: SOC left [0, 1] ({soc.min():.4f}..{soc.max():.4f})")
     decay = math.exp(-dt / tau)
     relaxation = lfilter([1.0 - decay], [1.0, -decay], current)  # v1 / R1, exact for the hold
     v_true = table.ocv(soc) + current[:, None] * r0[None, :] + relaxation[:, None] * r1[None, :]
+    leak_current = {}
+    if shorts:
+        short_cells = [f["cell"] for f in shorts]
+        short_soc, short_v, leak = _short_circuit(current, soc0, capacity, table, r0, r1, decay, short_cells,
+                                                  [f["start"] for f in shorts],
+                                                  np.array([f["magnitude"] for f in shorts]), dt)
+        soc[:, short_cells], v_true[:, short_cells] = short_soc, short_v
+        leak_current = {names[c]: leak[:, i] for i, c in enumerate(short_cells)}
+    if soc.min() < 0.0 or soc.max() > 1.0:
+        hint = "; an internal short drained a cell: use a larger R_short or a shorter record" if shorts else ""
+        raise RuntimeError(f"seed {seed}: SOC left [0, 1] ({soc.min():.4f}..{soc.max():.4f}){hint}")
     if v_true.max() > v_max - LIMIT_MARGIN_V / 2 or v_true.min() < v_min + LIMIT_MARGIN_V / 2:
         raise RuntimeError(f"seed {seed}: profile brought a cell within {LIMIT_MARGIN_V / 2} V of a limit")
 
     voltage = v_true + _bounded_noise(rng, VOLTAGE_NOISE_V, v_true.shape)
+    for f in injected:  # measurement faults that add to the reading (excursions overwrite them, below)
+        after = slice(f["start"], None)
+        if f["kind"] == "voltage_sensor_offset":
+            voltage[after, f["cell"]] += f["magnitude"]
+        elif f["kind"] == "loose_connection":
+            voltage[after, f["cell"]] += f["magnitude"] * current[after]
+    stuck_values = {f["cell"]: voltage[f["start"], f["cell"]] for f in injected if f["kind"] == "voltage_sensor_stuck"}
     rest_run_start = np.maximum.accumulate(np.where(current != 0.0, np.arange(n_samples), 0))
     rest_s = np.where(current == 0.0, (np.arange(n_samples) - rest_run_start) * dt, 0.0)
     # A sample is in a long rest if its whole rest run (not just its elapsed part) is >= 30 min.
@@ -307,10 +463,22 @@ def simulate_pack(
             voltage[start_k : start_k + length, cell] = values
             spike_rows.append((names[cell], "over_voltage" if over else "under_voltage", time_s[start_k],
                                time_s[start_k + length - 1], length, values.max() if over else values.min()))
+    for f in injected:
+        if f["kind"] == "voltage_sensor_stuck":
+            voltage[f["start"]:, f["cell"]] = stuck_values[f["cell"]]
+            # A frozen reading shows no excursion: the rows drawn for it after the onset go.
+            hidden = lambda row: row[0] == names[f["cell"]] and row[3] >= f["onset_time_s"]  # noqa: E731
+            alert_rows = [r for r in alert_rows if not hidden(r)]
+            spike_rows = [r for r in spike_rows if not hidden(r)]
     voltage = np.round(voltage, 4)
 
     # Temperatures: lumped rise per sensor group (exact update for the hold), on a daily ambient swing.
     heat_w = current[:, None] ** 2 * (r0 + r1)[None, :]
+    for f in injected:
+        if f["kind"] == "internal_short":  # the short dissipates V * I_leak inside the cell
+            heat_w[:, f["cell"]] += v_true[:, f["cell"]] * leak_current[names[f["cell"]]]
+        elif f["kind"] == "loose_connection":
+            heat_w[f["start"]:, f["cell"]] += current[f["start"]:] ** 2 * f["magnitude"]
     thermal_decay = math.exp(-dt / (HEAT_CAPACITY_J_PER_K * THERMAL_RESISTANCE_K_PER_W))
     ambient = ambient_c + AMBIENT_SWING_C * np.sin(2 * np.pi * (time_s / 86400.0 - 0.375))
     temperatures = {}
@@ -338,6 +506,7 @@ def simulate_pack(
                           "phase": pd.Categorical.from_codes(phase, categories=list(PHASES)),
                           "rest_s": rest_s, "in_long_rest": in_long_rest}),
             pd.DataFrame(soc, columns=[f"soc_{n}" for n in names]),
+            pd.DataFrame({f"leak_current_a_{n}": leak for n, leak in leak_current.items()}, index=range(n_samples)),
             pd.DataFrame({"soc_mean": soc.mean(axis=1), "discharge_ah": discharge_ah, "charge_ah": charge_ah,
                           "eq_cycles_true": discharge_ah / nominal,
                           "eq_cycles_measured": measured_discharge_ah / nominal, "ambient_c": ambient}),
@@ -377,13 +546,36 @@ def simulate_pack(
         "excursion_window": "alerts/spikes cover the samples with start_time_s <= time_s <= end_time_s",
         "simulator": f"battery_pipeline.science.twin.pack_sim {SIMULATOR_VERSION}",
     }
-    return PackSimulation(telemetry, truth, cells, alerts, spikes, pack)
+    fault_table = _empty_faults()
+    if faults is not None:
+        rows = []
+        for i, f in enumerate(injected):
+            category, unit, _ = FAULT_KINDS[f["kind"]]
+            name = names[f["cell"]]
+            if f["kind"] == "internal_short":
+                leak = leak_current[name][f["start"]:]
+                lost = leak.sum() * dt / (3600.0 * capacity[f["cell"]])
+                text = (f"R_short {f['magnitude']:.1f} ohm: leak {1000 * leak.mean():.1f} mA mean, "
+                        f"{100 * lost:.2f} % SOC lost by the end")
+            elif f["kind"] == "voltage_sensor_offset":
+                text = f"reading offset {1000 * f['magnitude']:+.1f} mV"
+            elif f["kind"] == "loose_connection":
+                text = f"+{1000 * f['magnitude']:.1f} mOhm in series (cell R0 {1000 * r0[f['cell']]:.1f} mOhm)"
+            else:
+                text = f"reading frozen at {round(stuck_values[f['cell']], 4):.4f} V"
+            rows.append((i, name, f["kind"], category, f["onset_time_s"], f["magnitude"], unit, text))
+        if rows:
+            fault_table = pd.DataFrame(rows, columns=FAULT_COLUMNS).astype(fault_table.dtypes.to_dict())
+        pack["faults"] = len(rows)
+        pack["fault_onset_convention"] = "a fault acts on every sample with time_s >= onset_time_s"
+    return PackSimulation(telemetry, truth, cells, alerts, spikes, pack, fault_table)
 
 
 def write_pack(sim: PackSimulation, directory) -> Path:
     """Telemetry as `<pack_id>.parquet` (the file a pipeline ingests), ground truth beside it
-    (`.truth.parquet`, `.cells.csv`, `.alerts.csv`, `.spikes.csv`) and a `<pack_id>.json` sidecar
-    naming them. Refuses to overwrite any existing file; returns the telemetry path."""
+    (`.truth.parquet`, `.cells.csv`, `.alerts.csv`, `.spikes.csv`, and `.faults.csv` when faults
+    were requested, even none) and a `<pack_id>.json` sidecar naming them. Refuses to overwrite
+    any existing file; returns the telemetry path."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     stem = sim.pack["pack_id"]
@@ -395,6 +587,8 @@ def write_pack(sim: PackSimulation, directory) -> Path:
         "spikes": f"{stem}.spikes.csv",
         "sidecar": f"{stem}.json",
     }
+    if "faults" in sim.pack:  # only packs simulated with `faults=`: default packs write what they always did
+        files["faults"] = f"{stem}.faults.csv"
     existing = [name for name in files.values() if (directory / name).exists()]
     if existing:
         raise FileExistsError(f"{directory}: would overwrite {', '.join(existing)}")
@@ -403,6 +597,8 @@ def write_pack(sim: PackSimulation, directory) -> Path:
     sim.cells.to_csv(directory / files["cells"], index=False)
     sim.alerts.to_csv(directory / files["alerts"], index=False)
     sim.spikes.to_csv(directory / files["spikes"], index=False)
+    if "faults" in files:
+        sim.faults.to_csv(directory / files["faults"], index=False)
     sidecar = {**sim.pack, "files": {k: v for k, v in files.items() if k != "sidecar"},
                "telemetry_columns": list(sim.telemetry.columns)}
     with open(directory / files["sidecar"], "x") as handle:

@@ -379,3 +379,103 @@ def anomaly_summary(scores: pd.DataFrame) -> dict:
         "by_signal": {k: int(v) for k, v in flagged["signal"].value_counts().items()},
         "cells_flagged": int(flagged["cell_id"].nunique()),
     }
+
+
+# Injected anomaly sizes of the self-test (`injection_test`): what a fault of each kind does to a
+# cycle, in the signal's own terms (module docstring of each signal's meaning).
+INJECTED = {
+    "capacity": ("relative", 0.03),  # a 3 % capacity jump (either sign)
+    "resistance": ("relative", 0.15),  # a 15 % resistance spike
+    "temperature": ("absolute", 3.0),  # a 3 degC hotter cycle
+    "efficiency": ("absolute", -0.015),  # 1.5 % of the charge not coming back
+}
+
+
+def baseline_flags(features: pd.DataFrame, column: str, z: float = 3.0) -> pd.Series:
+    """The textbook detector the score must beat: |x - the cell's median| > z x its robust SD,
+    over the cell's full cycles, blind to trends."""
+    values = pd.to_numeric(features[column], errors="coerce")
+    grouped = values.groupby(features["cell_id"].astype(str))
+    centre = grouped.transform("median")
+    spread = (values - centre).abs().groupby(features["cell_id"].astype(str)).transform("median") * MAD_TO_SD
+    return ((values - centre).abs() > z * spread.replace(0.0, np.nan)).fillna(False)
+
+
+def injection_test(features: pd.DataFrame, cells: pd.DataFrame, config: AnomalyConfig = AnomalyConfig(),
+                   seed: int = 0, rounds: int = 3, min_cycles: int = 30) -> dict:
+    """Recall and precision of `score_cycles` and of `baseline_flags` on this fleet's own cycles
+    with known anomalies added (`INJECTED`: one per signal per cell per round, at a random full
+    cycle past the first 20), so a fleet can see what the detector would find in *its* data.
+
+    Precision counts only new flags, for both detectors: a cycle already flagged without the
+    injection (a real event, a heavy tail of this data, or for the baseline a faded cell's later
+    cycles) is neither a hit nor a false alarm; those are counted apart (`clean_flags`: full
+    cycles each detector flags in the data as it is). Returns per signal and overall: injected, found, recall, new false flags, precision,
+    F1, and the same for the baseline.
+    """
+    frame = features.sort_values(["cell_id", "cycle_number"], kind="stable").reset_index(drop=True)
+    full = (frame["cycle_class"] == "full").to_numpy() if "cycle_class" in frame else np.ones(len(frame), bool)
+    clean = score_cycles(frame, cells, config)
+    rng = np.random.default_rng(seed)
+    totals = {s: {"injected": 0, "found": 0, "false": 0, "baseline_found": 0, "baseline_false": 0,
+                  "clean_flags": 0, "baseline_clean_flags": 0} for s in SIGNAL_NAMES}
+    for _ in range(rounds):
+        injected = frame.copy()
+        hits: dict[str, list[int]] = {s: [] for s in SIGNAL_NAMES}
+        for cell, group in frame.groupby("cell_id", sort=False):
+            rows = group.index.to_numpy()[full[group.index.to_numpy()]]
+            if len(rows) < min_cycles:
+                continue
+            for signal in SIGNALS:
+                column = clean.loc[rows[0], f"{signal.name}_column"]
+                if column is None or pd.isna(frame.loc[rows, column]).all():
+                    continue
+                target = int(rng.choice(rows[20:]))
+                if not np.isfinite(float(frame.at[target, column])):
+                    continue
+                kind, size = INJECTED[signal.name]
+                sign = rng.choice([-1.0, 1.0]) if signal.name == "capacity" else 1.0
+                old = float(frame.at[target, column])
+                injected.at[target, column] = old * (1 + sign * size) if kind == "relative" else old + size
+                hits[signal.name].append(target)
+        scores = score_cycles(injected, cells, config)
+        for signal in SIGNAL_NAMES:
+            targets = np.asarray(hits[signal], dtype=int)
+            if targets.size == 0:
+                continue
+            z = scores[[f"z_{signal}_own", f"z_{signal}_fleet"]].abs().max(axis=1).fillna(0).to_numpy()
+            z_clean = clean[[f"z_{signal}_own", f"z_{signal}_fleet"]].abs().max(axis=1).fillna(0).to_numpy()
+            flagged = z >= config.warning_z
+            new = flagged & (z_clean < config.warning_z)
+            is_target = np.zeros(len(frame), bool)
+            is_target[targets] = True
+            column = clean.loc[targets[0], f"{signal}_column"]
+            base = baseline_flags(injected.loc[full], column).reindex(frame.index, fill_value=False).to_numpy()
+            base_clean = baseline_flags(frame.loc[full], column).reindex(frame.index, fill_value=False).to_numpy()
+            t = totals[signal]
+            t["injected"] += int(targets.size)
+            t["found"] += int((flagged & is_target).sum())
+            t["false"] += int((new & ~is_target).sum())
+            t["baseline_found"] += int((base & is_target).sum())
+            t["baseline_false"] += int((base & ~base_clean & ~is_target).sum())
+            t["clean_flags"] = int((z_clean >= config.warning_z)[full].sum())
+            t["baseline_clean_flags"] = int(base_clean.sum())
+    out = {}
+    for signal, t in list(totals.items()) + [("all", {k: sum(v[k] for v in totals.values()) for k in totals["capacity"]})]:
+        if not t["injected"]:
+            continue
+        found, base_found = t["found"], t["baseline_found"]
+        out[signal] = {
+            **t,
+            "recall": found / t["injected"],
+            "precision": found / (found + t["false"]) if found + t["false"] else None,
+            "baseline_recall": base_found / t["injected"],
+            "baseline_precision": base_found / (base_found + t["baseline_false"]) if base_found + t["baseline_false"] else None,
+        }
+        p, r = out[signal]["precision"] or 0.0, out[signal]["recall"]
+        bp, br = out[signal]["baseline_precision"] or 0.0, out[signal]["baseline_recall"]
+        out[signal]["f1"] = 2 * p * r / (p + r) if p + r else 0.0
+        out[signal]["baseline_f1"] = 2 * bp * br / (bp + br) if bp + br else 0.0
+    out["injected_sizes"] = {k: f"{'x(1 +- ' if v[0] == 'relative' and k == 'capacity' else 'x(1 + ' if v[0] == 'relative' else '+'}{v[1]:g}{')' if v[0] == 'relative' else ''}" for k, v in INJECTED.items()}
+    out["rounds"], out["seed"], out["warning_z"] = rounds, seed, config.warning_z
+    return out

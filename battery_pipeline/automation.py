@@ -1,8 +1,8 @@
 """Declarative automation: the per-cell predictions follow new data and new promoted models.
 
 `soh_predictions` and `rul_predictions` (group "predictions", partitioned by cell) carry
-`PREDICTIONS_CONDITION`, and `cycle_life_predictions` `CYCLE_LIFE_CONDITION` (below), evaluated
-by `predictions_automation_sensor`:
+`PREDICTIONS_CONDITION`, `cycle_life_predictions` `CYCLE_LIFE_CONDITION` and `cycle_anomalies`
+`ANOMALIES_CONDITION` (below), evaluated by `predictions_automation_sensor`:
 
 * a cell's predictions are requested when its `cycle_features` or `cycle_labels` partition is
   updated (the sensor's `cell_pipeline_job` run), or when a `promoted_<task>_model` is
@@ -59,6 +59,12 @@ CYCLE_LIFE_CONDITION = (
     & ~dg.AutomationCondition.any_deps_missing().allow(dg.AssetSelection.assets("cycle_life_models"))
 ).with_label("eager on new cells' features and new frozen models, once the models exist")
 
+# `cycle_anomalies` (one table over every cell) follows every cell's features the same way: a
+# failed cell's missing partition must not hold back the scores of the others.
+CYCLE_ANOMALIES = "cycle_anomalies"
+ANOMALIES_CONDITION = dg.AutomationCondition.eager().without(~dg.AutomationCondition.any_deps_missing()).with_label(
+    "eager on new cells' features")
+
 
 def with_automation_conditions(
     assets: Sequence[dg.AssetsDefinition], condition: dg.AutomationCondition = PREDICTIONS_CONDITION
@@ -71,6 +77,8 @@ def with_automation_conditions(
             return spec.replace_attributes(automation_condition=condition)
         if spec.key == dg.AssetKey(CYCLE_LIFE_PREDICTIONS):
             return spec.replace_attributes(automation_condition=CYCLE_LIFE_CONDITION)
+        if spec.key == dg.AssetKey(CYCLE_ANOMALIES):
+            return spec.replace_attributes(automation_condition=ANOMALIES_CONDITION)
         return spec
 
     return dg.map_asset_specs(apply, [with_partitioned_checks(a) for a in assets])
@@ -91,7 +99,7 @@ def with_partitioned_checks(assets_def: dg.AssetsDefinition) -> dg.AssetsDefinit
 
 predictions_automation_sensor = dg.AutomationConditionSensorDefinition(
     "predictions_automation_sensor",
-    target=dg.AssetSelection.groups(PREDICTIONS_GROUP) | dg.AssetSelection.assets(CYCLE_LIFE_PREDICTIONS),
+    target=dg.AssetSelection.groups(PREDICTIONS_GROUP) | dg.AssetSelection.assets(CYCLE_LIFE_PREDICTIONS, CYCLE_ANOMALIES),
     # Running from the start: it only ever requests predictions of cells whose upstream passed its
     # checks, and requests nothing until a model has been promoted.
     default_status=dg.DefaultSensorStatus.RUNNING,

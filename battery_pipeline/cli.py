@@ -156,6 +156,7 @@ def run_all(
         succeeded = [key for key, outcome in outcomes.items() if outcome[0]]
         failed += run_models(instance, succeeded)
         failed += run_cycle_life(instance)
+        failed += run_anomalies(instance) if succeeded else 0
         failed += run_packs(instance, demo_fleet)
         failed += run_governance(instance)
     return failed
@@ -179,6 +180,17 @@ def run_cycle_life(instance) -> int:
     ok, text, _ = run_job(instance, "cycle_life_job")
     print(f"\ncycle_life_job {'ok' if ok else 'FAILED: ' + text}: {len(cohort)} cohort cell(s); "
           f"figures in {ModelStore().results_dir}/{RESULTS_FILE}, every scored cell in {PREDICTIONS}")
+    return 0 if ok else 1
+
+
+def run_anomalies(instance) -> int:
+    """Every cycle's anomaly score against its cell's trend and its fleet (`anomalies_job`)."""
+    from battery_pipeline.assets.anomalies import CARD_FILE, CYCLE_ANOMALIES
+    from battery_pipeline.resources import ModelStore
+
+    ok, text, _ = run_job(instance, "anomalies_job")
+    print(f"\nanomalies_job {'ok' if ok else 'FAILED: ' + text}: every cycle in {CYCLE_ANOMALIES}, "
+          f"the card in {ModelStore().reports_dir}/{CARD_FILE}")
     return 0 if ok else 1
 
 

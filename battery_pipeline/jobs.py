@@ -43,6 +43,14 @@ cycle_life_job = dg.define_asset_job(
     executor_def=STEP_EXECUTOR,
 )
 
+# Across cells: every cycle's anomaly score against its cell's trend and its fleet.
+anomalies_job = dg.define_asset_job(
+    "anomalies_job",
+    selection=dg.AssetSelection.groups("anomalies"),
+    description="Score every cycle of every cell against the cell's own trend and its fleet, with the reason; self-test and card.",
+    executor_def=STEP_EXECUTOR,
+)
+
 # Across runs: the data cards from what the warehouse holds, and the audit trail of finished runs.
 governance_job = dg.define_asset_job(
     "governance_job",

@@ -28,3 +28,19 @@ def data_card_complete_check(problems_by_dataset: dict[str, list[str]]) -> dg.As
             else "; ".join(f"{d}: {', '.join(p)}" for d, p in incomplete.items())
         ),
     )
+
+
+def card_sections_check(check_name: str, card: str, sections: tuple[str, ...], asset: str) -> dg.AssetCheckResult:
+    """Blocks: a markdown card has every `## ` section named, each with content."""
+    parts = {}
+    for block in card.split("\n## ")[1:]:
+        title, _, body = block.partition("\n")
+        parts[title.strip()] = body.strip()
+    empty = [s for s in sections if not parts.get(s)]
+    return dg.AssetCheckResult(
+        check_name=check_name,
+        asset_key=asset,
+        passed=not empty,
+        metadata={"sections": list(parts), "missing_or_empty": empty},
+        description="every section has content" if not empty else f"missing or empty: {empty}",
+    )

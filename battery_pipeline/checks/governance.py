@@ -49,9 +49,9 @@ class CheckText:
     runs_in: str
 
 
-_DQ, _FQ, _MQ, _TQ, _DC = (
+_DQ, _FQ, _MQ, _TQ, _DC, _AQ = (
     "checks.data_quality", "checks.feature_quality", "checks.model_quality", "checks.twin_quality",
-    "checks.documentation",
+    "checks.documentation", "checks.anomaly_quality",
 )
 # Every check of the code location except the twin models' own (those carry theirs in
 # `twin_quality.CHECKS_BY_MODEL`). The asset modules declare their checks through `check_spec`,
@@ -85,6 +85,10 @@ CHECK_TEXTS: dict[str, CheckText] = {
     "cycle_life_beats_dummy": CheckText("models", False, "each frozen cycle-life model's leave-one-cell-out error below the dummy's", f"{_MQ}.cycle_life_beats_dummy_check"),
     "cycle_life_matches_paper": CheckText("models", False, "on Severson et al.'s 41 training cells, each model's training RMSE within 10 % of their Table 1 (not evaluated on another cohort)", f"{_MQ}.cycle_life_matches_paper_check"),
     "cycle_life_in_domain": CheckText("models", False, "warns when a scored cell lies outside the cycle-life model's domain (chemistry, rated capacity, feature range); its prediction is kept and marked", f"{_MQ}.cycle_life_in_domain_check"),
+    "anomaly_rows_complete": CheckText("models", True, "one anomaly row per cycle of the features, a known severity, and a reason on every row (a cycle not scored says why)", f"{_AQ}.anomaly_rows_complete_check"),
+    "no_critical_anomaly": CheckText("models", False, "warns when a cell has a critical anomaly (a cycle 10 robust SD from its own trend or its fleet), with the first reason per cell", f"{_AQ}.no_critical_anomaly_check"),
+    "anomalies_beat_baseline": CheckText("models", False, "on the fleet's own cycles with known anomalies injected, the detector's F1 above a blind per-cell 3-robust-SD detector's", f"{_AQ}.anomalies_beat_baseline_check"),
+    "anomaly_card_complete": CheckText("documentation", True, "every section of the anomaly-detection card has content", f"{_AQ}.anomaly_card_complete_check"),
     "cycle_life_card_complete": CheckText("documentation", True, "every section of the cycle-life model card has content", f"{_MQ}.cycle_life_card_complete_check"),
     "model_card_complete": CheckText("documentation", True, "every section of every model card has content", f"{_MQ}.model_card_complete_check"),
     "data_card_complete": CheckText("documentation", True, "every dataset's card has every section, a licence and a citation", f"{_DC}.data_card_complete_check"),
@@ -122,6 +126,10 @@ def _assets_of(check: str) -> tuple[str, ...]:
         "cycle_life_matches_paper": ("cycle_life_models",),
         "cycle_life_card_complete": ("cycle_life_models",),
         "cycle_life_in_domain": ("cycle_life_predictions",),
+        "anomaly_rows_complete": ("cycle_anomalies",),
+        "no_critical_anomaly": ("cycle_anomalies",),
+        "anomalies_beat_baseline": ("cycle_anomalies",),
+        "anomaly_card_complete": ("cycle_anomalies",),
     }
     if check in fixed:
         return fixed[check]

@@ -19,6 +19,7 @@ import math
 import dagster as dg
 import pandas as pd
 
+from battery_pipeline.checks.documentation import card_sections_check
 from battery_pipeline.science.features import SOH_LEAKAGE_COLUMNS
 from battery_pipeline.science.labels import LABEL_COLUMNS
 from battery_pipeline.science.ml.datasets import RUL_FORBIDDEN_INPUTS
@@ -245,18 +246,7 @@ CYCLE_LIFE_CARD_SECTIONS = ("Intended use", "Training data", "Domain", "Metrics 
 
 def cycle_life_card_complete_check(card: str, asset: str) -> dg.AssetCheckResult:
     """Blocks: the card has every section, each with content."""
-    parts = {}
-    for block in card.split("\n## ")[1:]:
-        title, _, body = block.partition("\n")
-        parts[title.strip()] = body.strip()
-    empty = [s for s in CYCLE_LIFE_CARD_SECTIONS if not parts.get(s)]
-    return dg.AssetCheckResult(
-        check_name="cycle_life_card_complete",
-        asset_key=asset,
-        passed=not empty,
-        metadata={"sections": list(parts), "missing_or_empty": empty},
-        description="every section has content" if not empty else f"missing or empty: {empty}",
-    )
+    return card_sections_check("cycle_life_card_complete", card, CYCLE_LIFE_CARD_SECTIONS, asset)
 
 
 def cycle_life_in_domain_check(predictions: pd.DataFrame, asset: str) -> dg.AssetCheckResult:

@@ -52,7 +52,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 MAD_TO_SD = 1.4826  # robust SD of a Gaussian from its median absolute deviation
 SEVERITIES = ("none", "warning", "critical")
@@ -206,6 +205,8 @@ def fleet_keys(cells: pd.DataFrame, currents: dict[str, float], config: AnomalyC
 
 def _fleet_z(frame: pd.DataFrame, column: str, signal: Signal, config: AnomalyConfig) -> tuple[np.ndarray, np.ndarray]:
     """(z, fleet median) of each scored row's value against the other cells of its fleet and cycle bin."""
+    from scipy import stats  # here, not at import: the Dagster definitions import this module
+
     z = np.full(len(frame), np.nan)
     median_out = np.full(len(frame), np.nan)
     usable = frame["fleet"].notna() & frame[column].notna()
@@ -373,6 +374,7 @@ def anomaly_summary(scores: pd.DataFrame) -> dict:
     flagged = scores.loc[scores["severity"] != "none"]
     return {
         "cycles": int(len(scores)),
+        "cells": int(scores["cell_id"].nunique()),
         "scored": int(scores["scored"].sum()),
         "compared": int(scores["anomaly_score"].notna().sum()),
         "by_severity": {s: int((scores["severity"] == s).sum()) for s in SEVERITIES},

@@ -41,6 +41,7 @@ EXPECTED_ASSETS = {
     "cycle_life_training_set": {"cells", "cycle_features", "cycle_labels"},
     "cycle_life_models": {"cycle_life_training_set"},
     "cycle_life_predictions": {"cycle_life_models", "cells", "cycle_features", "cycle_labels"},
+    "cycle_anomalies": {"cells", "cycle_features"},
     # Digital twin, per pack: one asset per enabled twin model (data/twin_settings.json).
     "packs": set(),
     "telemetry": {"validated_samples", "cells"},
@@ -87,6 +88,10 @@ EXPECTED_CHECKS = {
     ("cycle_life_models", "cycle_life_matches_paper"),
     ("cycle_life_models", "cycle_life_card_complete"),
     ("cycle_life_predictions", "cycle_life_in_domain"),
+    ("cycle_anomalies", "anomaly_rows_complete"),
+    ("cycle_anomalies", "no_critical_anomaly"),
+    ("cycle_anomalies", "anomalies_beat_baseline"),
+    ("cycle_anomalies", "anomaly_card_complete"),
     ("data_cards", "data_card_complete"),
     ("telemetry", "telemetry_row_accounting"),
     ("eq_cycles", "eq_cycles_non_decreasing"),

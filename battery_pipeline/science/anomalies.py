@@ -478,6 +478,10 @@ def injection_test(features: pd.DataFrame, cells: pd.DataFrame, config: AnomalyC
         bp, br = out[signal]["baseline_precision"] or 0.0, out[signal]["baseline_recall"]
         out[signal]["f1"] = 2 * p * r / (p + r) if p + r else 0.0
         out[signal]["baseline_f1"] = 2 * bp * br / (bp + br) if bp + br else 0.0
-    out["injected_sizes"] = {k: f"{'x(1 +- ' if v[0] == 'relative' and k == 'capacity' else 'x(1 + ' if v[0] == 'relative' else '+'}{v[1]:g}{')' if v[0] == 'relative' else ''}" for k, v in INJECTED.items()}
+    out["injected_sizes"] = {
+        name: (f"x (1 {'+-' if name == 'capacity' else '+' if size > 0 else '-'} {abs(size):g})" if kind == "relative"
+               else f"{'+' if size > 0 else '-'}{abs(size):g}")
+        for name, (kind, size) in INJECTED.items()
+    }
     out["rounds"], out["seed"], out["warning_z"] = rounds, seed, config.warning_z
     return out

@@ -175,13 +175,14 @@ class FaultDiagnosis(TwinModel):
         alerts: list[dict] = []
         evaluability: list[dict] = []
 
-        stuck_mask, stuck_rows, stuck_eval = self._stuck(time_s, current, volts, names, noise)
+        # Readings beyond the chemistry's window are no OCV and no step response (excursions and
+        # spikes: voltage_monitor's business): they stay out of every reference and estimate.
+        low, high = VOLTAGE_WINDOWS_V[p["chemistry"]]
+        in_window = np.where((volts < low) | (volts > high), np.nan, volts)
+        stuck_mask, stuck_rows, stuck_eval = self._stuck(time_s, current, volts, in_window, names, noise)
         alerts += stuck_rows
         evaluability.append(stuck_eval)
-        # Readings beyond the chemistry's window are no OCV and no step response (excursions and
-        # spikes: voltage_monitor's business), and frozen readings carry no information.
-        low, high = VOLTAGE_WINDOWS_V[p["chemistry"]]
-        clean = np.where(stuck_mask | (volts < low) | (volts > high), np.nan, volts)
+        clean = np.where(stuck_mask, np.nan, in_window)  # frozen readings carry no information
 
         rest_rows, rest_table, rest_eval = self._rests(data, time_s, current, clean, names, noise)
         alerts += rest_rows
@@ -200,20 +201,21 @@ class FaultDiagnosis(TwinModel):
                 "rest_deviation": rest_table}
 
     # -- stuck reading -------------------------------------------------------------------------
-    def _stuck(self, time_s, current, volts, names, noise):
+    def _stuck(self, time_s, current, volts, in_window, names, noise):
         """Runs of identical readings during which a live cell would have moved.
 
         Evidence that a live cell moves: with a fleet (>= 2 others), the range of the fleet's
         median (other cell) over the run; with one cell, its own step resistance (dV/dI over the
         record's current steps outside frozen runs) times the largest abrupt current step in
         the run (a CV charge holds the voltage while the current tapers: gradual, so no evidence).
-        Threshold: `stuck_motion_sigmas` noise sigmas, and 3 reading quanta."""
+        Threshold: `stuck_motion_sigmas` noise sigmas, and 3 reading quanta, reached on two samples
+        of the run (one glitch of a neighbour moving the median of a small pack is no evidence)."""
         p = self.params
         n, n_cells = volts.shape
         mask = np.zeros_like(volts, dtype=bool)
         rows = []
         if n_cells >= MIN_FLEET:
-            reference = np.nanmedian(volts, axis=1)
+            reference = np.nanmedian(in_window, axis=1)
             evidence_kind = "fleet median"
         elif n_cells == 2:
             reference = None
@@ -235,7 +237,7 @@ class FaultDiagnosis(TwinModel):
             quantum = np.nanmin(np.where(steps > 0, steps, np.nan)) if np.any(steps > 0) else 0.0
             threshold = max(p["stuck_motion_sigmas"] * noise, 3.0 * quantum)
             if n_cells >= 2:
-                ref = reference if reference is not None else volts[:, 1 - i]
+                ref = reference if reference is not None else in_window[:, 1 - i]
             else:
                 resistance = self._own_step_resistance(v, current, same)
                 if not np.isfinite(resistance) or resistance <= 0:
@@ -248,9 +250,9 @@ class FaultDiagnosis(TwinModel):
                 else:
                     motion = resistance * np.maximum.accumulate(abrupt[s0:e + 1] * (np.arange(s0, e + 1) > s0))
                 hit = np.flatnonzero((motion >= threshold) & (np.arange(e + 1 - s0) + 1 >= p["stuck_min_samples"]))
-                if not len(hit):
+                if len(hit) < 2:
                     continue
-                k_detect = s0 + int(hit[0])
+                k_detect = s0 + int(hit[1])
                 mask[s0:e + 1, i] = True
                 open_ = e == n - 1
                 moved = float(np.nanmax(motion))

@@ -1,4 +1,4 @@
-"""Pack fault diagnosis (twin model `fault_diagnosis`) against pack_sim's injected faults, and its
+"""Pack fault diagnosis (twin model `pack_fault_diagnosis`) against pack_sim's injected faults, and its
 false alarms on fault-free packs and on real single-cell files. Not a test: prints figures.
 
     PYTHONPATH=. python benchmarks/pack_faults.py [--seeds 3] [--hours 36] [--json F] [--no-real]
@@ -51,14 +51,14 @@ SECONDS_PER_DAY = 86400.0
 
 
 def fault_settings():
-    """The committed settings with fault_diagnosis enabled (the integrator enables it in the file)."""
+    """The committed settings with pack_fault_diagnosis enabled (the integrator enables it in the file)."""
     raw = read_json_object(DEFAULT_SETTINGS_FILE, TwinSettingsError, "settings file not found")
     return parse_settings([(DEFAULT_SETTINGS_FILE, raw),
-                           (Path("<benchmark>"), {"models": {"fault_diagnosis": {"enabled": True}}})])
+                           (Path("<benchmark>"), {"models": {"pack_fault_diagnosis": {"enabled": True}}})])
 
 
 def run_diagnosis(frame: pd.DataFrame, settings, source_kind: str, chemistry: str, capacity_ah: float):
-    outputs, _ = run_model("fault_diagnosis", frame, settings, source_kind,
+    outputs, _ = run_model("pack_fault_diagnosis", frame, settings, source_kind,
                            parameters={"chemistry": chemistry, "nominal_capacity_ah": capacity_ah})
     return outputs
 

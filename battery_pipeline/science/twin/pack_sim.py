@@ -48,7 +48,9 @@ grid (sample k covers the interval (t[k-1], t[k]]). Kinds (category):
     4 V cell) from onset, so the cell carries ``I - I_leak``: its SOC falls by ``int I_leak dt /
     (3600 Q)`` relative to the others, its true voltage (and heat, ``V*I_leak``) with it. The load
     profile sees the drained cell (it charges and caps currents on it as on any other), so after
-    the onset the profile may differ from the fault-free pack's.
+    the onset the profile differs from the fault-free pack's, and with it the later draws of the
+    main stream (sensor noise, excursion placement): only the profile and the truth before the
+    onset stay the fault-free pack's. The other kinds leave the profile and every draw alone.
   - `voltage_sensor_offset` (sensor): measured = true + `magnitude` V from onset; true state unchanged.
   - `voltage_sensor_stuck` (sensor): the reading freezes at its value at the onset sample (noise
     included, then flat); true state unchanged; `magnitude` unused (NaN).

@@ -170,3 +170,100 @@ def test_write_pack_writes_once_and_never_overwrites(sim, tmp_path):
     with pytest.raises(FileExistsError):
         write_pack(sim, tmp_path)
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+# --- fault injection ------------------------------------------------------------------------
+
+FAULT_PACK = dict(n_cells=6, duration_h=12.0, seed=77)
+
+
+@pytest.fixture(scope="module")
+def healthy():
+    return simulate_pack(**FAULT_PACK)
+
+
+def _faulted(kind, magnitude, cell="cell_03", onset=20000.0):
+    return simulate_pack(**FAULT_PACK, faults=[{"kind": kind, "cell": cell, "onset_time_s": onset, "magnitude": magnitude}])
+
+
+def test_no_faults_requested_changes_nothing(healthy):
+    again = simulate_pack(**FAULT_PACK, faults=[])
+    for name in ("telemetry", "truth", "cells", "alerts", "spikes"):
+        pd.testing.assert_frame_equal(getattr(again, name), getattr(healthy, name))
+    assert healthy.faults.empty and again.faults.empty and "faults" not in healthy.pack
+
+
+def test_a_sensor_offset_shifts_only_that_reading_from_onset(healthy):
+    sim = _faulted("voltage_sensor_offset", 0.025)
+    after = sim.telemetry.time_s.to_numpy() >= 20000.0
+    shift = _voltages(sim) - _voltages(healthy)
+    excursion = np.zeros(len(shift), dtype=bool)
+    for row in sim.alerts[sim.alerts.cell == "cell_03"].itertuples():  # an excursion overwrites the reading
+        excursion |= (sim.telemetry.time_s >= row.start_time_s).to_numpy() & (sim.telemetry.time_s <= row.end_time_s).to_numpy()
+    # Rounding to 0.1 mV: v + 25 mV rounds to round(v) + 25 mV within one step.
+    assert np.allclose(shift[after & ~excursion, 2], 0.025, atol=1.01e-4) and np.all(np.delete(shift, 2, axis=1) == 0)
+    assert np.all(shift[~after] == 0)
+    pd.testing.assert_frame_equal(sim.truth, healthy.truth)  # the cell's true state is untouched
+    row = sim.faults.iloc[0]
+    assert (row.cell, row.kind, row.category, row.onset_time_s, row.magnitude_unit) == (
+        "cell_03", "voltage_sensor_offset", "sensor", 20000.0, "V")
+
+
+def test_a_stuck_reading_is_flat_from_onset_and_the_truth_untouched(healthy):
+    sim = _faulted("voltage_sensor_stuck", None)
+    after = sim.telemetry.time_s.to_numpy() >= 20000.0
+    frozen = _voltages(sim)[after, 2]
+    assert np.all(frozen == frozen[0]) and frozen[0] == _voltages(healthy)[after, 2][0]
+    assert np.array_equal(_voltages(sim)[:, [0, 1, 3, 4, 5]], _voltages(healthy)[:, [0, 1, 3, 4, 5]])
+    pd.testing.assert_frame_equal(sim.truth, healthy.truth)
+    assert not ((sim.alerts.cell == "cell_03") & (sim.alerts.end_time_s >= 20000.0)).any()
+
+
+def test_a_loose_connection_adds_r_times_i_to_the_reading_only(healthy):
+    sim = _faulted("loose_connection", 0.02)
+    after = sim.telemetry.time_s.to_numpy() >= 20000.0
+    current = sim.telemetry.pack_current_a.to_numpy()
+    shift = _voltages(sim)[:, 2] - _voltages(healthy)[:, 2]
+    in_limits = np.abs(shift - np.where(after, 0.02 * current, 0.0)) < 1.5e-4  # rounding to 0.1 mV
+    excursion = np.zeros(len(shift), dtype=bool)
+    for row in pd.concat([sim.alerts, sim.spikes]).itertuples():  # an excursion overwrites the reading
+        if row.cell == "cell_03":
+            excursion |= (sim.telemetry.time_s >= row.start_time_s).to_numpy() & (sim.telemetry.time_s <= row.end_time_s).to_numpy()
+    assert np.all(in_limits | excursion) and np.abs(shift[after]).max() > 0.02
+    pd.testing.assert_frame_equal(sim.truth, healthy.truth)  # OCV and SOC unchanged
+
+
+def test_an_internal_short_drains_its_cell_by_the_integral_of_the_leak(healthy):
+    sim = _faulted("internal_short", 100.0)
+    dt = sim.pack["sample_period_s"]
+    current = sim.telemetry.pack_current_a.to_numpy()
+    leak = sim.truth["leak_current_a_cell_03"].to_numpy()
+    after = sim.telemetry.time_s.to_numpy() >= 20000.0
+    assert np.all(leak[~after] == 0) and np.all((leak[after] > 0.03) & (leak[after] < 0.045))  # ~3.7 V / 100 ohm
+    capacity = sim.cells.capacity_ah.to_numpy()
+    soc = _socs(sim)
+    expected = sim.cells.initial_soc[2] + np.cumsum(current - leak) * dt / (3600.0 * capacity[2])
+    assert np.allclose(soc[:, 2], expected, rtol=0, atol=1e-12)
+    others = [0, 1, 3, 4, 5]
+    assert np.allclose(soc[:, others], sim.cells.initial_soc.to_numpy()[others]
+                       + np.cumsum(current)[:, None] * dt / (3600.0 * capacity[others]), rtol=0, atol=1e-12)
+    # Before the onset the load profile and the truth are the healthy pack's (after it the profile
+    # reacts to the drained cell, so the later random draws, noise included, differ).
+    k = int(np.argmax(after))
+    pd.testing.assert_frame_equal(sim.truth.iloc[:k].drop(columns="leak_current_a_cell_03"), healthy.truth.iloc[:k])
+    assert "R_short 100.0 ohm" in sim.faults.description.iloc[0]
+
+
+def test_write_pack_writes_the_faults_table_named_in_the_sidecar(tmp_path):
+    sim = _faulted("voltage_sensor_offset", 0.01)
+    write_pack(sim, tmp_path)
+    sidecar = json.loads((tmp_path / "pack_01.json").read_text())
+    faults = pd.read_csv(tmp_path / sidecar["files"]["faults"])
+    assert faults[["cell", "kind", "category"]].values.tolist() == [["cell_03", "voltage_sensor_offset", "sensor"]]
+
+
+def test_bad_fault_specs():
+    with pytest.raises(ValueError, match="unknown fault kind"):
+        simulate_pack(**FAULT_PACK, faults=[{"kind": "thermal_runaway"}])
+    with pytest.raises(ValueError, match="unknown cell"):
+        simulate_pack(**FAULT_PACK, faults=[{"kind": "internal_short", "cell": "cell_99"}])

@@ -157,7 +157,7 @@ def fit_rest_voltages(curves: RestCurves, rows, volts, sigma_v, common, soc_colu
     return theta, se, (volts - predicted) / sigma_v
 
 
-@register_model("fault_diagnosis")
+@register_model("pack_fault_diagnosis")
 class FaultDiagnosis(TwinModel):
     def process(self, data, state=None):
         p = self.params
@@ -230,7 +230,7 @@ class FaultDiagnosis(TwinModel):
             same = (v[1:] == v[:-1]) & np.isfinite(v[1:])
             first, last = true_runs(same)
             lengths = last - first + 2  # samples in the run of identical values
-            keep = lengths >= p["stuck_min_samples"]
+            keep = (lengths >= p["stuck_min_samples"]) & (time_s[last + 1] - time_s[first] >= p["stuck_min_duration_s"])
             if not keep.any():
                 continue
             steps = np.abs(np.diff(v))
@@ -249,7 +249,9 @@ class FaultDiagnosis(TwinModel):
                     motion = np.fmax.accumulate(seg) - np.fmin.accumulate(seg)
                 else:
                     motion = resistance * np.maximum.accumulate(abrupt[s0:e + 1] * (np.arange(s0, e + 1) > s0))
-                hit = np.flatnonzero((motion >= threshold) & (np.arange(e + 1 - s0) + 1 >= p["stuck_min_samples"]))
+                long_enough = (np.arange(e + 1 - s0) + 1 >= p["stuck_min_samples"]) & (
+                    time_s[s0:e + 1] - time_s[s0] >= p["stuck_min_duration_s"])
+                hit = np.flatnonzero((motion >= threshold) & long_enough)
                 if len(hit) < 2:
                     continue
                 k_detect = s0 + int(hit[1])

@@ -107,6 +107,30 @@ def alerts_complete_check(alerts: pd.DataFrame, asset_key: str = "voltage_monito
     )
 
 
+def no_open_fault_check(faults: pd.DataFrame, evaluability: pd.DataFrame | None = None,
+                        asset_key: str = "pack_fault_diagnosis") -> dg.AssetCheckResult:
+    """Warns (never blocks): the pack has a diagnosed fault still open at the end of its
+    telemetry; the metadata names each with its evidence and what could not be evaluated."""
+    open_faults = faults.loc[faults["active_at_end"].astype(bool)] if len(faults) and "active_at_end" in faults else faults.iloc[0:0]
+    not_evaluable = {}
+    if evaluability is not None and len(evaluability) and "evaluable" in evaluability:
+        rows = evaluability.loc[~evaluability["evaluable"].astype(bool)]
+        not_evaluable = {str(r.get("kind", i)): str(r.get("reason", "")) for i, r in rows.iterrows()}
+    first = open_faults.iloc[0] if len(open_faults) else None
+    return dg.AssetCheckResult(
+        check_name="no_open_fault",
+        asset_key=asset_key,
+        passed=open_faults.empty,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={"faults": len(faults), "open": len(open_faults),
+                  "by_kind": dg.MetadataValue.json(open_faults["kind"].value_counts().to_dict() if len(open_faults) else {}),
+                  "not_evaluable": dg.MetadataValue.json(not_evaluable),
+                  "open_faults": _table(open_faults)},
+        description=("no open fault" + (f"; not evaluable: {', '.join(not_evaluable)}" if not_evaluable else "")) if first is None else
+        f"{len(open_faults)} open fault(s), e.g. {first['cell']}: {first['kind']} ({first['severity']}): {str(first.get('evidence', ''))[:200]}",
+    )
+
+
 def imbalance_confidence_check(rests: pd.DataFrame, cell_soc: pd.DataFrame,
                                asset_key: str = "imbalance_analysis") -> dg.AssetCheckResult:
     """Confidence of every rest and every (rest, cell) SOC within [0, 1], never missing."""
@@ -148,4 +172,7 @@ CHECKS_BY_MODEL: dict[str, list[OutputCheck]] = {
     "imbalance_analysis": [OutputCheck(
         "imbalance_confidence_within_bounds", "Imbalance confidence of every rest and cell is within [0, 1].", True,
         lambda out, key: imbalance_confidence_check(out["rests"], out["cell_soc"], key))],
+    "pack_fault_diagnosis": [OutputCheck(
+        "no_open_fault", "Warns on a pack with a diagnosed fault still open at the end of its telemetry (cell, sensor or connection); blocks nothing.", False,
+        lambda out, key: no_open_fault_check(out["fault_alerts"], out.get("evaluability"), key))],
 }

@@ -49,6 +49,7 @@ EXPECTED_ASSETS = {
     "soc_ocv_estimation": {"telemetry", "packs"},
     "voltage_monitor": {"telemetry", "packs"},
     "imbalance_analysis": {"telemetry", "packs"},
+    "pack_fault_diagnosis": {"telemetry", "packs"},
     "available_energy": {"telemetry", "packs", "soc_ocv_estimation"},
     # Governance: data cards from the warehouse, the audit trail from the event log.
     "data_cards": {"cells", "raw_samples", "validated_samples", "quarantined_samples", "sample_flags"},
@@ -98,6 +99,7 @@ EXPECTED_CHECKS = {
     ("soc_ocv_estimation", "soc_within_bounds"),
     ("voltage_monitor", "alerts_complete"),
     ("imbalance_analysis", "imbalance_confidence_within_bounds"),
+    ("pack_fault_diagnosis", "no_open_fault"),
 }
 
 

@@ -57,6 +57,23 @@ def instance():
         yield inst
 
 
+def test_a_pack_with_a_loose_connection_gets_its_fault_alert_and_a_warning(tmp_path, instance):
+    sim = simulate_pack(n_cells=8, chemistry="NMC", duration_h=36.0, seed=504, pack_id="loose_8s",
+                        faults=[{"kind": "loose_connection", "cell": "cell_03", "onset_time_s": 8 * 3600.0, "magnitude": 0.02}])
+    packs = tmp_path / "packs"
+    write_pack(sim, packs)
+    db = tmp_path / "warehouse.duckdb"
+    assert register(instance, packs) == ["loose_8s"]
+    result = materialize(instance, packs, db, "loose_8s")
+    assert result.success  # a fault warns; it never fails the run
+    check = {e.check_name: e for e in result.get_asset_check_evaluations()}["no_open_fault"]
+    assert not check.passed and check.severity.value == "WARN"
+    assert "cell_03: loose_connection" in check.description
+    alerts = query(db, "SELECT * FROM fault_alerts WHERE pack_id = 'loose_8s'")
+    assert list(alerts["cell"]) == ["cell_03"] and alerts["category"].iloc[0] == "connection"
+    assert alerts["detected_time_s"].iloc[0] > 8 * 3600.0
+
+
 def test_simulated_pack_through_telemetry_and_every_twin_model_matches_ground_truth(tmp_path, instance):
     sim = simulate_pack(n_cells=6, chemistry="NMC", duration_h=30.0, seed=3, pack_id="nmc_6s")
     packs = tmp_path / "packs"
@@ -67,7 +84,7 @@ def test_simulated_pack_through_telemetry_and_every_twin_model_matches_ground_tr
     assert result.success
     checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
     assert set(checks) == {"telemetry_row_accounting", "eq_cycles_non_decreasing", "soc_within_bounds",
-                           "alerts_complete", "imbalance_confidence_within_bounds"}
+                           "alerts_complete", "imbalance_confidence_within_bounds", "no_open_fault"}
     assert all(e.passed for e in checks.values()), {k: e.metadata for k, e in checks.items() if not e.passed}
     metadata = {m.asset_key.to_user_string(): m.step_materialization_data.materialization.metadata
                 for m in result.get_asset_materialization_events()}

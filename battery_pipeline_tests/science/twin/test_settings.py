@@ -28,7 +28,8 @@ from battery_pipeline_tests.science.twin.test_registry import (
     _unique,
 )
 
-FIVE = ["available_energy", "eq_cycles", "imbalance_analysis", "soc_ocv_estimation", "voltage_monitor"]
+ENABLED = ["available_energy", "eq_cycles", "imbalance_analysis", "pack_fault_diagnosis", "soc_ocv_estimation",
+           "voltage_monitor"]
 
 
 def default_raw() -> dict:
@@ -53,10 +54,10 @@ def pack_frame(n: int = 5, cells: int = 3) -> pd.DataFrame:
     return frame
 
 
-def test_committed_default_loads_and_enables_the_five_models_in_dependency_order():
+def test_committed_default_loads_and_enables_every_model_in_dependency_order():
     settings = load_settings(DEFAULT_SETTINGS_FILE, with_local=False)
     order = enabled_models(settings)
-    assert sorted(order) == FIVE
+    assert sorted(order) == ENABLED
     assert order.index("available_energy") > order.index("soc_ocv_estimation")
     assert set(settings.source_kinds) == {"pack_telemetry", "single_cell"}
     # shared_parameters reach every model that declares them
@@ -178,7 +179,7 @@ def test_missing_column_error_names_column_input_and_settings_key():
 def test_runner_runs_enabled_models_and_checks_run_parameters():
     settings = load_settings(DEFAULT_SETTINGS_FILE, with_local=False)
     out = run_models(pack_frame(), settings, "pack_telemetry", parameters={"nominal_capacity_ah": 2.0})
-    assert sorted(out) == FIVE
+    assert sorted(out) == ENABLED
     assert set(out["soc_ocv_estimation"]) == {"soc_cells", "soc_pack", "ocv_v", "rest_anchor", "soc_sigma", "anchors"}
     assert list(out["available_energy"]["energy_cells_wh"].columns) == ["cell_01", "cell_02", "cell_03"]
     assert set(out.state) == {"eq_cycles"}

@@ -176,6 +176,12 @@ class CellRecord(pa.DataFrameModel):
     stated_cycle_life_source: Series[str] = pa.Field(
         description="Where the stated cycle life came from: sidecar / file (which line) / unknown (why)"
     )
+    ambient_temperature_c: Series[float] = pa.Field(
+        nullable=True, ge=-60, le=100, description="Temperature around the cell (chamber set point, room), degC; null = not stated"
+    )
+    ambient_temperature_source: Series[str] = pa.Field(
+        description="Where the ambient temperature came from: sidecar / file / dataset rule (e.g. the chamber folder) / unknown"
+    )
 
     class Config:
         strict = True

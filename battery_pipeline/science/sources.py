@@ -176,6 +176,7 @@ _TRACED_KEYS = {
     "nominal_capacity_ah": ("nominal_capacity_ah",),
     "voltage_window": ("voltage_min_v", "voltage_max_v"),
     "stated_cycle_life": ("stated_cycle_life",),
+    "ambient_temperature": ("ambient_temperature_c",),
 }
 
 
@@ -195,6 +196,9 @@ def read_sidecar(path: Path) -> dict:
     life = content.get("stated_cycle_life")
     if life is not None and (isinstance(life, bool) or not isinstance(life, int) or life <= 0):
         raise SourceFormatError(path, f"sidecar key 'stated_cycle_life' must be a positive whole number of cycles, got {life!r}")
+    ambient = content.get("ambient_temperature_c")
+    if ambient is not None and (isinstance(ambient, bool) or not isinstance(ambient, (int, float)) or not -60 <= ambient <= 100):
+        raise SourceFormatError(path, f"sidecar key 'ambient_temperature_c' must be a temperature in degC (-60..100), got {ambient!r}")
     for key in ("nominal_capacity_ah", "voltage_min_v", "voltage_max_v", "max_abs_current_a"):
         value = content.get(key)
         if value is not None and (not isinstance(value, (int, float)) or value <= 0):
@@ -265,6 +269,8 @@ def cell_record(source: CellSource) -> dict:
         "voltage_window_source": sources["voltage_window"],
         "stated_cycle_life": values["stated_cycle_life"],
         "stated_cycle_life_source": sources["stated_cycle_life"],
+        "ambient_temperature_c": values["ambient_temperature_c"],
+        "ambient_temperature_source": sources["ambient_temperature"],
     }
 
 

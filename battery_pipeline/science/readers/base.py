@@ -41,12 +41,22 @@ class SourceFormatError(ValueError):
 
 # Where a metadata value came from; every provenance text starts with one of these kinds.
 ORIGIN_KINDS = ("sidecar", "file", "dataset rule", "inferred", "unknown")
-ORIGIN_FIELDS = ("chemistry", "nominal_capacity_ah", "voltage_window", "stated_cycle_life")
+ORIGIN_FIELDS = ("chemistry", "nominal_capacity_ah", "voltage_window", "stated_cycle_life", "ambient_temperature")
 
 
 def from_file(detail: str) -> str:
     """Provenance of a value the file itself states (a header field, a metadata sheet)."""
     return f"file: {detail}"
+
+
+def folder_temperature_c(path: Path) -> tuple[float | None, str | None]:
+    """(set point, folder name) of the nearest enclosing folder named like a chamber temperature
+    (`25degC`, `n10degC` or `-10degC` for -10 degC), else (None, None)."""
+    for part in reversed(Path(path).parts[:-1]):
+        match = re.fullmatch(r"(n|-)?(\d+(?:\.\d+)?)\s*degC", part)
+        if match:
+            return (-float(match.group(2)) if match.group(1) else float(match.group(2))), part
+    return None, None
 
 
 def from_dataset_rule(dataset: str, evidence: str) -> str:
@@ -76,6 +86,9 @@ class CellDefaults:
     # Cycles to end of life as the source states it (a dataset's own label, e.g. Severson's
     # cycles to 0.88 Ah), for cells whose data stop before their end of life
     stated_cycle_life: int | None = None
+    # The temperature around the cell (chamber set point or room), degC: what a thermal model
+    # loses heat to; a cell's own sensor reads above it whenever current flows
+    ambient_temperature_c: float | None = None
     origin: dict[str, str] = field(default_factory=dict)
 
 

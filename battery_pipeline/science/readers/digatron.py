@@ -62,6 +62,7 @@ import pyarrow.csv as pacsv
 from battery_pipeline.science.readers.base import (
     CellDefaults,
     CyclerReader,
+    folder_temperature_c,
     ReadResult,
     SourceFormatError,
     finalize_samples,
@@ -454,8 +455,18 @@ class DigatronCsvReader(CyclerReader):
         stated = {}
         if nominal:
             stated["nominal_capacity_ah"] = from_file(f"Digatron header 'Nominal Capacity' {nominal:g} Ah")
+        # The LG set's README: each temperature folder's tests ran in a chamber at that temperature
+        # (a set point, not a measurement: the thermal layer checks it against the cell's readings)
+        in_lg_set = "LG" in meta.get("Producer", "").upper() and "LG_HG2" in meta.get("Program", "").upper()
+        set_point, folder = folder_temperature_c(Path(paths[0]))
+        if set_point is not None and ("HG2" in battery.upper() or in_lg_set):
+            stated["ambient_temperature"] = from_dataset_rule(
+                "LG 18650HG2 set README (chamber at the folder's temperature)", f"folder {folder!r}")
+        else:
+            set_point = None
         if "HG2" in battery.upper():
             defaults = dict(_LG_HG2)
+            defaults["ambient_temperature_c"] = set_point
             defaults["nominal_capacity_ah"] = nominal or defaults["nominal_capacity_ah"]
             defaults["voltage_max_v"] = v_max or defaults["voltage_max_v"]
             rule = from_dataset_rule(
@@ -466,7 +477,6 @@ class DigatronCsvReader(CyclerReader):
             return CellDefaults(description=description, origin=origin, **defaults)
         # Not an HG2 (the 10 degC tests 575_* name an "LG ICR18650MG1" with 2.9 Ah): only what
         # the file states; the set's licence and citation still apply when it is in the LG set.
-        in_lg_set = "LG" in meta.get("Producer", "").upper() and "LG_HG2" in meta.get("Program", "").upper()
         return CellDefaults(
             dataset=_LG_HG2["dataset"] if in_lg_set else None,
             chemistry=None,
@@ -477,6 +487,7 @@ class DigatronCsvReader(CyclerReader):
             licence=_LG_HG2["licence"] if in_lg_set else None,
             citation=_LG_HG2["citation"] if in_lg_set else None,
             description=description,
+            ambient_temperature_c=set_point,
             origin=stated,
         )
 

@@ -70,6 +70,7 @@ from battery_pipeline.science.readers._matfile import (
 from battery_pipeline.science.readers.base import (
     CellDefaults,
     CyclerReader,
+    folder_temperature_c,
     ReadResult,
     SourceFormatError,
     finalize_samples,
@@ -224,6 +225,11 @@ class Panasonic18650PFMatReader(CyclerReader):
         evidence = (f"name {path.stem} (date-stamped test name) + `meas` struct layout; capacities "
                     "checked at labelling by initial_soh_in_band")
         rule = "Panasonic NCR18650PF datasheet as cited by the set (NCA, 2.9 Ah, 2.5-4.2 V)"
+        # the set's README: tests ran in a chamber at the folder's temperature (the file's own
+        # Chamber_Temp_degC, whole degrees, is per sample; the registry keeps the set point)
+        set_point, folder_name = folder_temperature_c(path)
+        ambient_origin = ({"ambient_temperature": from_dataset_rule("Panasonic 18650PF set README (chamber at the folder's temperature)",
+                                                                    f"folder {folder_name!r}")} if set_point is not None else {})
         return CellDefaults(
             dataset=DATASET,
             chemistry="NCA",
@@ -241,8 +247,9 @@ class Panasonic18650PFMatReader(CyclerReader):
                 "at 25 and 10 degC. All files of the set come from one cell, which aged over "
                 "the ~110 cycles of the programme (1C capacity 2.8 -> 2.3 Ah)."
             ),
-            origin={field: from_dataset_rule(rule, evidence)
-                    for field in ("chemistry", "nominal_capacity_ah", "voltage_window")},
+            ambient_temperature_c=set_point,
+            origin={**{field: from_dataset_rule(rule, evidence)
+                       for field in ("chemistry", "nominal_capacity_ah", "voltage_window")}, **ambient_origin},
         )
 
     @classmethod

@@ -14,7 +14,7 @@ from battery_pipeline.science.sources import cell_record, discover, trusted_nomi
 from battery_pipeline_tests.conftest import dataset_file
 from battery_pipeline_tests.fixtures import xjtu_lookalike
 
-SOURCE_COLUMNS = ("chemistry_source", "nominal_capacity_source", "voltage_window_source")
+SOURCE_COLUMNS = ("chemistry_source", "nominal_capacity_source", "voltage_window_source", "ambient_temperature_source")
 
 
 def _records(*roots: Path) -> dict[str, dict]:
@@ -43,6 +43,29 @@ def test_every_traced_value_of_a_real_file_names_its_kind(datasets, relative):
     # a value is known exactly when its source is not "unknown"
     assert (record["chemistry"] is None) == (record["chemistry_source"] == "unknown")
     assert (record["nominal_capacity_ah"] is None) == (record["nominal_capacity_source"] == "unknown")
+    assert (record["ambient_temperature_c"] is None) == (record["ambient_temperature_source"] == "unknown")
+
+
+@pytest.mark.parametrize("relative, expected", [("lg_hg2/25degC/549_C20DisCh.csv", 25.0),
+                                                 ("lg_hg2/n10degC/601_US06.csv", -10.0)])
+def test_a_chamber_folder_states_the_ambient_as_a_dataset_rule(datasets, relative, expected):
+    (record,) = _records(dataset_file(datasets, relative)).values()
+    assert record["ambient_temperature_c"] == expected
+    assert record["ambient_temperature_source"].startswith("dataset rule: LG 18650HG2 set README")
+
+
+def test_a_sidecar_states_the_ambient_and_a_nonsense_one_is_refused(datasets, tmp_path):
+    from battery_pipeline.science.readers import SourceFormatError
+
+    path = dataset_file(datasets, "cycler_samples/PredictionDiagnostics_000109_tztest.010")
+    shutil.copy(path, tmp_path / path.name)
+    sidecar = tmp_path / (path.stem + ".cell.json")
+    sidecar.write_text(json.dumps({"ambient_temperature_c": 30}))
+    (record,) = _records(tmp_path).values()
+    assert record["ambient_temperature_c"] == 30 and record["ambient_temperature_source"] == f"sidecar: {sidecar.name}"
+    sidecar.write_text(json.dumps({"ambient_temperature_c": 298.15}))  # kelvin, not degC
+    with pytest.raises(SourceFormatError, match="ambient_temperature_c"):
+        _records(tmp_path)
 
 
 def test_the_maccor_diagnostic_file_gets_no_invented_chemistry_or_capacity(datasets):

@@ -4,7 +4,7 @@ import dagster as dg
 
 from battery_pipeline import instance_tuning
 
-from battery_pipeline.assets import anomalies, cell_pipeline, cycle_life, exports, governance, models, reports, twin
+from battery_pipeline.assets import anomalies, cell_pipeline, cycle_life, exports, governance, models, reports, thermal, twin
 from battery_pipeline.automation import predictions_automation_sensor, with_automation_conditions
 from battery_pipeline.jobs import (
     STEP_EXECUTOR,
@@ -16,6 +16,7 @@ from battery_pipeline.jobs import (
     register_pack_sources_job,
     register_sources_job,
     score_cells_job,
+    thermal_job,
     train_models_job,
 )
 from battery_pipeline.resources import environment_resources
@@ -27,10 +28,10 @@ instance_tuning.install()  # synchronous=NORMAL on the SQLite instance files (se
 defs = dg.Definitions(
     # The automation conditions (automation.py) are applied here, in one place.
     assets=with_automation_conditions(
-        dg.load_assets_from_modules([cell_pipeline, models, reports, twin, governance, exports, cycle_life, anomalies])
+        dg.load_assets_from_modules([cell_pipeline, models, reports, twin, governance, exports, cycle_life, anomalies, thermal])
     ),
     jobs=[cell_pipeline_job, register_sources_job, train_models_job, score_cells_job, pack_pipeline_job,
-          register_pack_sources_job, governance_job, cycle_life_job, anomalies_job],
+          register_pack_sources_job, governance_job, cycle_life_job, anomalies_job, thermal_job],
     schedules=[nightly_training_schedule],
     sensors=[incoming_files_sensor, cell_packs_sensor, predictions_automation_sensor],
     resources=environment_resources(),

@@ -51,6 +51,14 @@ anomalies_job = dg.define_asset_job(
     executor_def=STEP_EXECUTOR,
 )
 
+# Across cells: the temperature forecaster per cell type, evaluated file by file against persistence.
+thermal_job = dg.define_asset_job(
+    "thermal_job",
+    selection=dg.AssetSelection.groups("thermal"),
+    description="Fit the lumped thermal model and its residual ML per cell type on the stored cells with measured temperature; forecast 60 / 300 s ahead, held out file by file.",
+    executor_def=STEP_EXECUTOR,
+)
+
 # Across runs: the data cards from what the warehouse holds, and the audit trail of finished runs.
 governance_job = dg.define_asset_job(
     "governance_job",

@@ -61,3 +61,28 @@ def xjtu_lookalike(datasets: Path, directory: Path, name: str, severson_cell: st
     template = pd.read_csv(datasets / "xjtu_features" / "2C_battery-1.csv").head(len(capacity))
     table = template.assign(capacity=capacity[: len(template)])
     return write_csv(directory, name, table)
+
+
+def store_cells(instance, data: Path, tmp: Path) -> dict:
+    """Every cell file under `data` through `cell_pipeline` (one batch run) into a warehouse under
+    `tmp`; returns the resources (warehouse, catalog, model_store) for the assets after it."""
+    import dagster as dg
+
+    from battery_pipeline.assets.cell_pipeline import cell_pipeline
+    from battery_pipeline.partitions import cell_partitions
+    from battery_pipeline.resources import ModelStore, SourceCatalog, Warehouse
+    from battery_pipeline.science.sources import discover
+
+    resources = {
+        "warehouse": Warehouse(database=str(tmp / "warehouse.duckdb")),
+        "catalog": SourceCatalog(data_dirs=[str(data)], use_demo_when_empty=False),
+        "model_store": ModelStore(models_dir=str(tmp / "models"), results_dir=str(tmp / "results"), reports_dir=str(tmp / "reports")),
+    }
+    keys = discover([data]).keys()
+    instance.add_dynamic_partitions(cell_partitions.name, keys)
+    cells = dg.materialize(
+        [cell_pipeline], instance=instance, resources=resources, raise_on_error=False,
+        tags={"dagster/asset_partition_range_start": keys[0], "dagster/asset_partition_range_end": keys[-1]},
+    )
+    assert cells.success
+    return resources

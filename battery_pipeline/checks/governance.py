@@ -49,9 +49,9 @@ class CheckText:
     runs_in: str
 
 
-_DQ, _FQ, _MQ, _TQ, _DC, _AQ = (
+_DQ, _FQ, _MQ, _TQ, _DC, _AQ, _HQ = (
     "checks.data_quality", "checks.feature_quality", "checks.model_quality", "checks.twin_quality",
-    "checks.documentation", "checks.anomaly_quality",
+    "checks.documentation", "checks.anomaly_quality", "checks.thermal_quality",
 )
 # Every check of the code location except the twin models' own (those carry theirs in
 # `twin_quality.CHECKS_BY_MODEL`). The asset modules declare their checks through `check_spec`,
@@ -89,6 +89,10 @@ CHECK_TEXTS: dict[str, CheckText] = {
     "no_critical_anomaly": CheckText("models", False, "warns when a cell has a critical anomaly (a cycle 10 robust SD from its own trend or its fleet), with the first reason per cell", f"{_AQ}.no_critical_anomaly_check"),
     "anomalies_beat_baseline": CheckText("models", False, "on the fleet's own cycles with known anomalies injected, the detector's F1 above a blind per-cell 3-robust-SD detector's", f"{_AQ}.anomalies_beat_baseline_check"),
     "anomaly_card_complete": CheckText("documentation", True, "every section of the anomaly-detection card has content", f"{_AQ}.anomaly_card_complete_check"),
+    "thermal_split_by_file": CheckText("models", True, "temperature forecast: every fold holds one file out and never trains on it (split by file, never by row)", f"{_HQ}.thermal_split_by_file_check"),
+    "thermal_no_future_temperature": CheckText("models", True, "temperature forecast: changing every temperature after t leaves the features and the physics forecast at t unchanged, probed on the data", f"{_HQ}.thermal_no_future_temperature_check"),
+    "thermal_beats_persistence": CheckText("models", False, "temperature forecast: the hybrid's held-out RMSE below persistence's on every dataset and horizon", f"{_HQ}.thermal_beats_persistence_check"),
+    "thermal_card_complete": CheckText("documentation", True, "every section of the temperature-forecast card has content", f"{_HQ}.thermal_card_complete_check"),
     "cycle_life_card_complete": CheckText("documentation", True, "every section of the cycle-life model card has content", f"{_MQ}.cycle_life_card_complete_check"),
     "model_card_complete": CheckText("documentation", True, "every section of every model card has content", f"{_MQ}.model_card_complete_check"),
     "data_card_complete": CheckText("documentation", True, "every dataset's card has every section, a licence and a citation", f"{_DC}.data_card_complete_check"),
@@ -130,6 +134,8 @@ def _assets_of(check: str) -> tuple[str, ...]:
         "no_critical_anomaly": ("cycle_anomalies",),
         "anomalies_beat_baseline": ("cycle_anomalies",),
         "anomaly_card_complete": ("cycle_anomalies",),
+        **{name: ("temperature_forecast_models",) for name in ("thermal_split_by_file", "thermal_no_future_temperature",
+                                                               "thermal_beats_persistence", "thermal_card_complete")},
     }
     if check in fixed:
         return fixed[check]

@@ -10,12 +10,10 @@ import numpy as np
 import pytest
 
 from battery_pipeline.assets import cycle_life
-from battery_pipeline.assets.cell_pipeline import cell_pipeline
-from battery_pipeline.partitions import cell_partitions
-from battery_pipeline.resources import ModelStore, SourceCatalog, Warehouse
 from battery_pipeline.science import synth
 from battery_pipeline.science.sources import discover
 from battery_pipeline_tests.conftest import dataset_file
+from battery_pipeline_tests.fixtures import store_cells
 
 CYCLE_LIFE_ASSETS = [cycle_life.cycle_life_training_set, cycle_life.cycle_life_models, cycle_life.cycle_life_predictions]
 
@@ -38,19 +36,9 @@ def pipeline_run(tmp_path_factory, datasets):
     for name in ("ground_truth_cells.csv", "ground_truth_cycles.csv", "injected_faults.csv"):
         (data / "simulated" / name).rename(tmp / name)
     database = tmp / "warehouse.duckdb"
-    resources = {
-        "warehouse": Warehouse(database=str(database)),
-        "catalog": SourceCatalog(data_dirs=[str(data)], use_demo_when_empty=False),
-        "model_store": ModelStore(models_dir=str(tmp / "models"), results_dir=str(tmp / "results"), reports_dir=str(tmp / "reports")),
-    }
     with dg.instance_for_test() as instance:
+        resources = store_cells(instance, data, tmp)
         keys = discover([data]).keys()
-        instance.add_dynamic_partitions(cell_partitions.name, keys)
-        cells = dg.materialize(
-            [cell_pipeline], instance=instance, resources=resources, raise_on_error=False,
-            tags={"dagster/asset_partition_range_start": keys[0], "dagster/asset_partition_range_end": keys[-1]},
-        )
-        assert cells.success
         result = dg.materialize(CYCLE_LIFE_ASSETS, instance=instance, resources=resources, raise_on_error=False)
     with duckdb.connect(str(database), read_only=True) as conn:
         training = conn.execute(f"SELECT * FROM {cycle_life.TRAINING_SET}").df()

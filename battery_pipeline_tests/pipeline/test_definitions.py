@@ -42,6 +42,7 @@ EXPECTED_ASSETS = {
     "cycle_life_models": {"cycle_life_training_set"},
     "cycle_life_predictions": {"cycle_life_models", "cells", "cycle_features", "cycle_labels"},
     "cycle_anomalies": {"cells", "cycle_features"},
+    "temperature_forecast_models": {"cells", "validated_samples"},
     # Digital twin, per pack: one asset per enabled twin model (data/twin_settings.json).
     "packs": set(),
     "telemetry": {"validated_samples", "cells"},
@@ -93,6 +94,10 @@ EXPECTED_CHECKS = {
     ("cycle_anomalies", "no_critical_anomaly"),
     ("cycle_anomalies", "anomalies_beat_baseline"),
     ("cycle_anomalies", "anomaly_card_complete"),
+    ("temperature_forecast_models", "thermal_split_by_file"),
+    ("temperature_forecast_models", "thermal_no_future_temperature"),
+    ("temperature_forecast_models", "thermal_beats_persistence"),
+    ("temperature_forecast_models", "thermal_card_complete"),
     ("data_cards", "data_card_complete"),
     ("telemetry", "telemetry_row_accounting"),
     ("eq_cycles", "eq_cycles_non_decreasing"),

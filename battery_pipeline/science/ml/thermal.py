@@ -82,6 +82,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 KELVIN = 273.15
 T_REF_K = 298.15
@@ -305,6 +306,62 @@ def load_drive_cycles(root: Path, step_s: float = DEFAULT_STEP_S, max_gap_s: flo
         reader = read_panasonic_cycle if dataset == "panasonic_18650pf" else read_lg_cycle
         cycles.append(reader(path, root, step_s, max_gap_s))
     return cycles
+
+
+# Steps a cell's samples can be put on: each divides both horizons, so a forecast lands on a step.
+ALLOWED_STEPS_S = (1.0, 2.0, 5.0, 10.0)
+FIRST_READINGS = 100  # the ambient inferred from a file's first readings (an idle cell is at ambient)
+
+
+def step_for(sample_interval_s: float) -> float | None:
+    """The finest allowed step at least as long as the samples' median interval; None when the
+    samples are coarser than every allowed step (a 60 s forecast needs several steps)."""
+    return next((s for s in ALLOWED_STEPS_S if s >= sample_interval_s - 1e-9), None)
+
+
+def ambient_for(temperature_c: np.ndarray, stated_c: float | None, stated_source: str) -> tuple[float, str, list[str]]:
+    """(ambient, where it came from, notes) for one file: the stated ambient unless the file's first
+    readings contradict it by more than AMBIENT_CONTRADICTION_C (then those readings), and the
+    first readings, said so, when nothing is stated."""
+    finite = temperature_c[np.isfinite(temperature_c)]
+    first = float(np.median(finite[:FIRST_READINGS])) if len(finite) else math.nan
+    if stated_c is not None and stated_c == stated_c:
+        if abs(first - stated_c) <= AMBIENT_CONTRADICTION_C:
+            return float(stated_c), f"{stated_source} ({stated_c:g} degC)", []
+        why = (f"inferred: the file's first {FIRST_READINGS} readings ({first:.2f} degC), because the stated {stated_c:g} degC "
+               f"({stated_source}) is contradicted by more than {AMBIENT_CONTRADICTION_C:g} degC")
+        return first, why, [why]
+    why = f"inferred: the file's first {FIRST_READINGS} readings ({first:.2f} degC); no ambient stated (sidecar key ambient_temperature_c)"
+    return first, why, [why]
+
+
+def cycle_from_canonical(file_id: str, dataset: str, cell_group: str, samples: pd.DataFrame,
+                         ambient_c: float, ambient_source: str, step_s: float) -> DriveCycle:
+    """One stored cell's validated samples (canonical columns time_s, current_a, voltage_v,
+    temperature_c) as a DriveCycle; `cell_group` is what the thermal model is fitted per."""
+    samples = samples.sort_values("time_s", kind="stable")
+    return _cycle_from_samples(file_id, dataset, cell_group, samples, np.full(len(samples), float(ambient_c)),
+                               ambient_source, step_s, 3.0 * step_s)
+
+
+def causality_probe(cycle: DriveCycle, params: "ThermalParams", horizon_s: float, at_fraction: float = 0.5) -> dict:
+    """Change every temperature after one origin t and recompute: the features and the physics
+    forecast at t must not move (nothing measured after t is an input). Returns what moved."""
+    n = int(round(horizon_s / cycle.step_s))
+    origins = forecast_origins(cycle, n)
+    if len(origins) == 0:
+        return {"evaluated": False, "why": f"{cycle.file_id}: no forecast origin {horizon_s:g} s from a segment end"}
+    t = int(origins[int(len(origins) * at_fraction)])
+    probe = np.array([t])
+    _, before = physics_forecast(params, cycle, horizon_s, probe)
+    features_before = forecast_features(cycle, horizon_s, probe, before)
+    changed = DriveCycle(**{**cycle.__dict__, "temperature_c": cycle.temperature_c.copy(), "notes": list(cycle.notes)})
+    changed.temperature_c[t + 1:] += 7.0
+    _, after = physics_forecast(params, changed, horizon_s, probe)
+    features_after = forecast_features(changed, horizon_s, probe, after)
+    moved = [name for name, a, b in zip(FEATURE_NAMES, features_before[0], features_after[0]) if not (a == b or (a != a and b != b))]
+    return {"evaluated": True, "file_id": cycle.file_id, "origin_time_s": float(cycle.time_s[t]),
+            "physics_moved": bool(before[0] != after[0]), "features_moved": moved}
 
 
 # ------------------------------------------------------------------------ resistance (data)

@@ -92,6 +92,31 @@ def _rules_by_cell(instance: dg.DagsterInstance, cell_ids: list[str]) -> dict[st
     return out
 
 
+# Which task used a cell, and how: one query per task's stored table (a task not run yet has none).
+_TASK_USE_SQL = {
+    "soh_training_set": "SELECT DISTINCT cell_id, 'SOH models' AS task, 'split ' || split AS role FROM soh_training_set",
+    "rul_training_set": "SELECT DISTINCT cell_id, 'RUL models' AS task, 'split ' || split AS role FROM rul_training_set",
+    "cycle_life_training_set": "SELECT cell_id, 'cycle-life models' AS task, 'cohort (the frozen fit)' AS role FROM cycle_life_training_set",
+    "cycle_life_predictions": (
+        "SELECT cell_id, 'cycle-life predictions' AS task, 'scored, ' || domain || CASE WHEN in_cohort THEN ', in-sample (cohort)' "
+        "ELSE '' END AS role FROM cycle_life_predictions"),
+    "cycle_anomalies": (
+        "SELECT cell_id, 'per-cycle anomalies' AS task, CASE WHEN count(*) FILTER (WHERE severity = 'critical') > 0 THEN 'a critical cycle' "
+        "WHEN count(*) FILTER (WHERE severity = 'warning') > 0 THEN 'warnings only' ELSE 'nothing flagged' END AS role "
+        "FROM cycle_anomalies WHERE scored GROUP BY cell_id"),
+    "temperature_forecast_files": (
+        "SELECT cell_id, 'temperature forecast' AS task, CASE WHEN used THEN 'held out once; ambient ' || split_part(ambient_source, ':', 1) "
+        "ELSE 'not used: ' || why_not END AS role FROM temperature_forecast_files"),
+}
+
+
+def _task_use(warehouse: Warehouse) -> pd.DataFrame:
+    columns = list(cards.TASK_USE_COLUMNS)
+    parts = [_table_or_empty(warehouse, table, sql, columns) for table, sql in _TASK_USE_SQL.items()]
+    parts = [p for p in parts if len(p)]
+    return pd.concat(parts, ignore_index=True)[columns] if parts else pd.DataFrame(columns=columns)
+
+
 def _source_folders(catalog: SourceCatalog) -> dict[str, set]:
     """cell_id -> folders of its source files (empty if discovery fails: the card says so)."""
     try:
@@ -108,7 +133,7 @@ def _source_folders(catalog: SourceCatalog) -> dict[str, set]:
     description=(
         "A data card per dataset (reports/data_cards/<dataset>.md): cells and sources, collection "
         "process (source descriptions and README files beside the data), cleaning rules as run, "
-        "quarantine counts by reason, interpolated and outlier values, licence and citation."
+        "quarantine counts by reason, interpolated and outlier values, which task used the cells and how, licence and citation."
     ),
     check_specs=[check_spec("data_card_complete", "data_cards")],
 )
@@ -128,6 +153,7 @@ def data_cards(context: dg.AssetExecutionContext, warehouse: Warehouse, catalog:
     )
     rules = _rules_by_cell(context.instance, all_cells["cell_id"].astype(str).tolist())
     labels = _label_summary(warehouse)
+    task_use = _task_use(warehouse)
     folders = _source_folders(catalog)
     generated = datetime.now(timezone.utc).isoformat(timespec="seconds")
     problems, metadata = {}, {}
@@ -137,7 +163,7 @@ def data_cards(context: dg.AssetExecutionContext, warehouse: Warehouse, catalog:
         by_reason = mine(reasons).groupby("reason_code", as_index=False)["rows"].sum()
         by_flag = mine(flags).groupby(["flag", "channel"], as_index=False)["values"].sum()
         docs = cards.documentation_files(sorted({f for c in ids for f in folders.get(c, ())}))
-        sections = cards.card_sections(dataset, cells, mine(counts), by_reason, by_flag, rules, docs, mine(labels))
+        sections = cards.card_sections(dataset, cells, mine(counts), by_reason, by_flag, rules, docs, mine(labels), mine(task_use))
         text = cards.render_card(dataset, sections, generated)
         name = cards.card_file_name(dataset)
         path = model_store.write_report(f"data_cards/{name}.md", text)

@@ -32,6 +32,7 @@ from battery_pipeline.resources import WAREHOUSE_POOL, ModelStore, Warehouse
 THERMAL_GROUP = "thermal"
 FORECAST_MODELS = "temperature_forecast_models"
 METRICS_TABLE = "temperature_forecast_metrics"
+FILES_TABLE = "temperature_forecast_files"  # every stored cell considered: used or why not (data cards read it)
 RESULTS_FILE = "temperature_forecast_results.json"
 CARD_FILE = "temperature_forecast_card.md"
 CHECKS = ("thermal_split_by_file", "thermal_no_future_temperature", "thermal_beats_persistence", "thermal_card_complete")
@@ -111,6 +112,19 @@ def drive_cycles(warehouse: Warehouse, config: ThermalConfig) -> tuple[list, dic
     return cycles, skipped
 
 
+def file_rows(cycles: list, skipped: dict[str, str], held_out: set[str]) -> pd.DataFrame:
+    """One row per stored cell considered: its cell type, ambient and source, and whether it was
+    used (held out once) or why not."""
+    rows = [{"cell_id": c.file_id, "cell_type": c.cell_id, "step_s": c.step_s,
+             "ambient_c": float(np.nanmedian(c.ambient_c)) if len(c.ambient_c) else None, "ambient_source": c.ambient_source,
+             "used": c.excluded_reason is None and c.file_id in held_out,
+             "why_not": c.excluded_reason or ("" if c.file_id in held_out else "the only usable file of its cell type: nothing to train on when it is held out")}
+            for c in cycles]
+    rows += [{"cell_id": cell, "cell_type": None, "step_s": None, "ambient_c": None, "ambient_source": None, "used": False, "why_not": why}
+             for cell, why in skipped.items()]
+    return pd.DataFrame(rows, columns=["cell_id", "cell_type", "step_s", "ambient_c", "ambient_source", "used", "why_not"])
+
+
 def metrics_rows(result: dict) -> pd.DataFrame:
     rows = []
     for m in result["metrics"]:
@@ -174,6 +188,7 @@ def temperature_forecast_models(context: dg.AssetExecutionContext, config: Therm
     cycles, skipped = drive_cycles(warehouse, config)
     used = [c for c in cycles if c.excluded_reason is None]
     splits = thermal.leave_one_file_out(used)
+    warehouse.replace_table(FILES_TABLE, file_rows(cycles, skipped, {held for _, held in splits}))
     if not splits:
         reason = (f"no cell type has two usable files to hold one out ({len(used)} usable file(s); "
                   f"left out: {dict(list(skipped.items())[:5]) or 'none'})")

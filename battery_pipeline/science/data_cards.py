@@ -12,6 +12,9 @@ blocking `data_card_complete` check). A card states, per dataset:
   Cycles and labels    per cell: cycles by class (full, partial, diagnostic, formation,
                        rest only), the SOH reference (rated or relative to the initial
                        capacity), initial SOH, label status and why
+  Tasks                which task used the cells and how: SOH / RUL models (split of each
+                       cell), cycle-life cohort and predictions (domain), per-cycle anomalies
+                       (cycles scored, flagged), temperature forecast (held out, or why not)
   Cleaning rules       the validation rules as run, incl. the seed's gap and outlier rules
   Quarantine and flags raw, validated, quarantined rows (they must add up), quarantine counts
                        by reason, cycles dropped as incomplete, interpolated values, outliers
@@ -27,9 +30,13 @@ from pathlib import Path
 import pandas as pd
 
 DATA_CARD_SECTIONS = (
-    "Dataset", "Collection process", "Sources", "Cycles and labels", "Cleaning rules", "Quarantine and flags",
+    "Dataset", "Collection process", "Sources", "Cycles and labels", "Tasks", "Cleaning rules", "Quarantine and flags",
     "Licence and citation",
 )
+# One row per (cell, task, role) of `card_sections(task_use=...)`: which task used a cell, and how.
+TASK_USE_COLUMNS = ("cell_id", "task", "role")
+NO_TASK_YET = ("No model, detector or forecaster has used these cells yet (train_models_job, cycle_life_job, "
+               "anomalies_job, thermal_job).")
 # Per-cell columns of the "Cycles and labels" section (`card_sections(labels=...)`).
 LABEL_SUMMARY_COLUMNS = (
     "cell_id", "full", "partial", "diagnostic", "formation", "rest_only",
@@ -87,6 +94,7 @@ def card_sections(
     rules_by_cell: dict[str, dict],
     docs: list[Path],
     labels: pd.DataFrame | None = None,
+    task_use: pd.DataFrame | None = None,
 ) -> dict[str, str]:
     """The card's sections (keys `DATA_CARD_SECTIONS`) for one dataset.
 
@@ -98,6 +106,7 @@ def card_sections(
     docs:    documentation files found beside the dataset's sources
     labels:  per cell_id: `LABEL_SUMMARY_COLUMNS` (cycle classes from cycle_features, the label
              reference and status from cycle_labels); cells without features are listed as such
+    task_use: `TASK_USE_COLUMNS` rows of the dataset's cells (the tasks' stored tables)
     """
     chemistries = _stated(cells["chemistry"]) or [NOT_STATED]
     formats = _stated(cells["source_format"])
@@ -166,10 +175,26 @@ def card_sections(
         "Collection process": "\n".join(collection),
         "Sources": _table(sources),
         "Cycles and labels": "\n".join(cycles_section),
+        "Tasks": tasks_text(task_use, cells["cell_id"].astype(str).tolist()),
         "Cleaning rules": rules,
         "Quarantine and flags": "\n".join(quarantine),
         "Licence and citation": "\n".join(legal),
     }
+
+
+def tasks_text(task_use: pd.DataFrame | None, cell_ids: list[str]) -> str:
+    """Per task: how many of the dataset's cells it used, and in which roles."""
+    if task_use is None or task_use.empty:
+        return NO_TASK_YET
+    mine = task_use[task_use["cell_id"].astype(str).isin(set(cell_ids))]
+    if mine.empty:
+        return NO_TASK_YET
+    rows = []
+    for task, group in mine.groupby("task", sort=False):
+        roles = group["role"].value_counts()
+        rows.append({"task": task, "cells": group["cell_id"].nunique(),
+                     "roles": "; ".join(f"{role}: {n}" for role, n in roles.items())})
+    return _table(pd.DataFrame(rows, columns=["task", "cells", "roles"]))
 
 
 def _rules_text(rules_by_cell: dict[str, dict], cell_ids: list[str]) -> str:

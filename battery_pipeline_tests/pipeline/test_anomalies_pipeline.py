@@ -67,3 +67,4 @@ def test_results_and_card_are_written_from_the_run(run):
     for section in ("## Intended use", "## Data", "## Method", "## Self-test on this fleet", "## Limitations"):
         assert section in card
     assert "| capacity |" in card
+

@@ -8,7 +8,7 @@ import dagster as dg
 import duckdb
 import pytest
 
-from battery_pipeline.assets import thermal
+from battery_pipeline.assets import governance, thermal
 from battery_pipeline_tests.conftest import dataset_file
 from battery_pipeline_tests.fixtures import store_cells
 
@@ -32,6 +32,8 @@ def run(tmp_path_factory, datasets):
         resources = store_cells(instance, data, tmp)
         result = dg.materialize([thermal.temperature_forecast_models], instance=instance, raise_on_error=False,
                                 resources={k: v for k, v in resources.items() if k != "catalog"})
+        cards = dg.materialize([governance.data_cards], instance=instance, raise_on_error=False, resources=resources)
+        assert cards.success
     with duckdb.connect(str(database), read_only=True) as conn:
         metrics = conn.execute(f"SELECT * FROM {thermal.METRICS_TABLE}").df()
     payload = json.loads((tmp / "results" / thermal.RESULTS_FILE).read_text())
@@ -70,3 +72,13 @@ def test_checks_hold_and_the_hybrid_beats_persistence_at_300_s(run):
     assert at_300["physics_one_state"] < at_300["persistence"]
     card = (tmp / "reports" / thermal.CARD_FILE).read_text()
     assert "## Metrics (degC, held-out files)" in card and "| 300 s |" in card
+
+
+def test_the_data_cards_say_how_the_forecaster_used_each_cell(run):
+    _, _, _, tmp = run
+    cards = {p.name: p.read_text() for p in (tmp / "reports" / "data_cards").glob("*.md")}
+    panasonic = next(text for name, text in cards.items() if "Panasonic" in name)
+    tasks = panasonic.split("## Tasks", 1)[1].split("\n## ", 1)[0]
+    assert "temperature forecast" in tasks and "held out once; ambient dataset rule: 3" in tasks, tasks
+    lg = next(text for name, text in cards.items() if "LG" in name)
+    assert "not used: the only usable file of its cell type" in lg.split("## Tasks", 1)[1].split("\n## ", 1)[0]

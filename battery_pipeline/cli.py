@@ -530,6 +530,14 @@ def run_packs(instance, demo_fleet: bool) -> int:
         )
         failed += not ok
         print(f"  {key:<40} {'ok' if ok else 'FAILED':<6} {pack_summary(key) if ok else text}")
+    if len(packs):
+        from battery_pipeline.assets.fault_report import CARD_FILE
+        from battery_pipeline.resources import ModelStore
+
+        ok, text, _ = run_job(instance, "fault_report_job")
+        failed += not ok
+        print(f"\nfault_report_job {'ok' if ok else 'FAILED: ' + text}: open faults per pack in pack_fault_summary, "
+              f"the diagnosis's self-test in {ModelStore().reports_dir}/{CARD_FILE}")
     return failed
 
 
@@ -543,6 +551,7 @@ def pack_summary(key: str) -> str:
         "equivalent_cycles": "SELECT round(max(eq_cycles), 2) || ' eq. cycles' FROM equivalent_cycles WHERE pack_id = ?",
         "soc_estimates": "SELECT 'SOC ' || round(100 * arg_max(soc_pack, sample)) || ' %' FROM soc_estimates WHERE pack_id = ?",
         "voltage_alerts": "SELECT count(*) || ' voltage alert(s)' FROM voltage_alerts WHERE pack_id = ?",
+        "fault_alerts": "SELECT count(*) FILTER (WHERE active_at_end) || ' open fault(s)' FROM fault_alerts WHERE pack_id = ?",
     }
     facts += [warehouse.query(sql, [key]) for table, sql in figures.items() if warehouse.table_exists(table)]
     return ", ".join(str(f.iloc[0, 0]) for f in facts if len(f) and f.iloc[0, 0] is not None)

@@ -4,13 +4,25 @@ import dagster as dg
 
 from battery_pipeline import instance_tuning
 
-from battery_pipeline.assets import anomalies, cell_pipeline, cycle_life, exports, governance, models, reports, thermal, twin
+from battery_pipeline.assets import (
+    anomalies,
+    cell_pipeline,
+    cycle_life,
+    exports,
+    fault_report,
+    governance,
+    models,
+    reports,
+    thermal,
+    twin,
+)
 from battery_pipeline.automation import predictions_automation_sensor, with_automation_conditions
 from battery_pipeline.jobs import (
     STEP_EXECUTOR,
     anomalies_job,
     cell_pipeline_job,
     cycle_life_job,
+    fault_report_job,
     governance_job,
     pack_pipeline_job,
     register_pack_sources_job,
@@ -28,10 +40,10 @@ instance_tuning.install()  # synchronous=NORMAL on the SQLite instance files (se
 defs = dg.Definitions(
     # The automation conditions (automation.py) are applied here, in one place.
     assets=with_automation_conditions(
-        dg.load_assets_from_modules([cell_pipeline, models, reports, twin, governance, exports, cycle_life, anomalies, thermal])
+        dg.load_assets_from_modules([cell_pipeline, models, reports, twin, governance, exports, cycle_life, anomalies, thermal, fault_report])
     ),
     jobs=[cell_pipeline_job, register_sources_job, train_models_job, score_cells_job, pack_pipeline_job,
-          register_pack_sources_job, governance_job, cycle_life_job, anomalies_job, thermal_job],
+          register_pack_sources_job, governance_job, cycle_life_job, anomalies_job, thermal_job, fault_report_job],
     schedules=[nightly_training_schedule],
     sensors=[incoming_files_sensor, cell_packs_sensor, predictions_automation_sensor],
     resources=environment_resources(),

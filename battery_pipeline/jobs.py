@@ -59,6 +59,14 @@ thermal_job = dg.define_asset_job(
     executor_def=STEP_EXECUTOR,
 )
 
+# Across packs: open faults per pack and the diagnosis's self-test at the fleet's configurations.
+fault_report_job = dg.define_asset_job(
+    "fault_report_job",
+    selection=dg.AssetSelection.groups("fault_report"),
+    description="Summarise every pack's open faults and self-test the fault diagnosis on simulated packs like the fleet's; results and card.",
+    executor_def=STEP_EXECUTOR,
+)
+
 # Across runs: the data cards from what the warehouse holds, and the audit trail of finished runs.
 governance_job = dg.define_asset_job(
     "governance_job",

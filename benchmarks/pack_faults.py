@@ -1,7 +1,7 @@
 """Pack fault diagnosis (twin model `pack_fault_diagnosis`) against pack_sim's injected faults, and its
 false alarms on fault-free packs and on real single-cell files. Not a test: prints figures.
 
-    PYTHONPATH=. python benchmarks/pack_faults.py [--seeds 3] [--hours 36] [--json F] [--no-real]
+    python benchmarks/pack_faults.py [--seeds 3] [--hours 36] [--json F] [--no-real]
 
 Simulated: for every chemistry (NMC, NCA, LFP), sample period (1 s, 10 s) and seed, one pack per
 fault kind (one fault, on a cell, onset and, for the stuck sensor, everything drawn by pack_sim's
@@ -10,7 +10,7 @@ limited so that the short drains at most 40 % SOC by the end, offsets +-5..50 mV
 +5..30 mOhm) plus one fault-free pack; pack sizes rotate through 4, 8, 12, 16 cells. Seeds start
 at 9000, far from those the thresholds were looked at with (101-103) and from the tests'.
 
-Matching: an alert is a true positive when it names the faulted cell and kind and was detected
+Matching (`science/twin/fault_evaluation.py`): an alert is a true positive when it names the faulted cell and kind and was detected
 at or after the onset; every other alert is a false positive (on a fault-free pack, a false
 alarm). Per kind: precision = TP / alerts of that kind, recall = TP / faults of that kind,
 detection delay = detected_time_s - onset_time_s (median and 90th percentile over the TPs); also
@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 import time
@@ -36,18 +35,26 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from battery_pipeline.science.twin.manifest import read_json_object
-from battery_pipeline.science.twin.pack_sim import CELL_DEFAULTS, FAULT_KINDS, simulate_pack
-from battery_pipeline.science.twin.runner import run_model
-from battery_pipeline.science.twin.settings import DEFAULT_SETTINGS_FILE, TwinSettingsError, parse_settings
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from battery_pipeline.science.twin.fault_evaluation import (  # noqa: E402
+    SECONDS_PER_DAY,
+    BASELINE_MIN_DURATION_S,
+    BASELINE_THRESHOLD_V,
+    detection_table,
+    per_kind_table,
+    recall_by,
+    run_diagnosis,
+    simulated_runs,
+)
+from battery_pipeline.science.twin.manifest import read_json_object  # noqa: E402
+from battery_pipeline.science.twin.settings import DEFAULT_SETTINGS_FILE, TwinSettingsError, parse_settings  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CHEMISTRIES = ("NMC", "NCA", "LFP")
 SAMPLE_PERIODS_S = (1.0, 10.0)
 PACK_SIZES = (4, 8, 12, 16)
 FIRST_SEED = 9000
-MAX_SHORT_DRAIN = 0.4  # SOC fraction a short may drain by the end (else the pack would be flat)
-SECONDS_PER_DAY = 86400.0
 
 
 def fault_settings():
@@ -57,85 +64,14 @@ def fault_settings():
                            (Path("<benchmark>"), {"models": {"pack_fault_diagnosis": {"enabled": True}}})])
 
 
-def run_diagnosis(frame: pd.DataFrame, settings, source_kind: str, chemistry: str, capacity_ah: float):
-    outputs, _ = run_model("pack_fault_diagnosis", frame, settings, source_kind,
-                           parameters={"chemistry": chemistry, "nominal_capacity_ah": capacity_ah})
-    return outputs
-
-
-def draw_magnitude(kind: str, rng: np.random.Generator, capacity_ah: float, hours_after: float) -> float | None:
-    low, high = FAULT_KINDS[kind][2] or (None, None)
-    if kind == "internal_short":  # log-uniform, but never a short that empties the cell within the record
-        low = max(low, 4.2 * hours_after / (MAX_SHORT_DRAIN * capacity_ah))
-        return float(math.exp(rng.uniform(math.log(low), math.log(max(high, low * 1.01)))))
-    if kind == "voltage_sensor_offset":
-        return float(rng.uniform(low, high) * rng.choice([-1.0, 1.0]))
-    if kind == "loose_connection":
-        return float(rng.uniform(low, high))
-    return None
-
-
-def simulated_runs(n_seeds: int, hours: float, settings) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(one row per fault or fault-free pack, one row per alert) over the simulated grid."""
-    packs, alert_rows = [], []
-    count = 0
+def grid(n_seeds: int) -> list[tuple[str, float, int]]:
+    """(chemistry, sample period, cells) per simulated configuration; pack sizes rotate."""
+    configs = []
     for chemistry in CHEMISTRIES:
         for dt in SAMPLE_PERIODS_S:
-            for s in range(n_seeds):
-                for kind in (None, *FAULT_KINDS):
-                    seed = FIRST_SEED + count
-                    n_cells = PACK_SIZES[count % len(PACK_SIZES)]
-                    count += 1
-                    rng = np.random.default_rng(seed)
-                    capacity = CELL_DEFAULTS[chemistry]["nominal_capacity_ah"]
-                    # Onset drawn by pack_sim (20-60 % of the record): at most 80 % of it remains.
-                    spec = [] if kind is None else [{"kind": kind, "magnitude": draw_magnitude(kind, rng, capacity, 0.8 * hours)}]
-                    sim = simulate_pack(n_cells=n_cells, chemistry=chemistry, duration_h=hours, sample_period_s=dt,
-                                        seed=seed, faults=spec, pack_id=f"pack_{seed}")
-                    out = run_diagnosis(sim.telemetry, settings, "pack_telemetry", chemistry, capacity)
-                    alerts = out["fault_alerts"]
-                    fault = sim.faults.iloc[0] if len(sim.faults) else None
-                    packs.append({"pack": sim.pack["pack_id"], "chemistry": chemistry, "dt_s": dt, "n_cells": n_cells,
-                                  "kind": kind or "none", "cell": None if fault is None else fault.cell,
-                                  "onset_time_s": np.nan if fault is None else fault.onset_time_s,
-                                  "magnitude": np.nan if fault is None else fault.magnitude,
-                                  "days": hours / 24.0})
-                    for a in alerts.itertuples():
-                        match = (fault is not None and a.cell == fault.cell and a.kind == fault.kind
-                                 and a.detected_time_s >= fault.onset_time_s)
-                        alert_rows.append({"pack": sim.pack["pack_id"], "cell": a.cell, "kind": a.kind,
-                                           "severity": a.severity, "detected_time_s": a.detected_time_s,
-                                           "true_positive": bool(match),
-                                           "delay_s": a.detected_time_s - fault.onset_time_s if match else np.nan,
-                                           "on_faulted_cell": fault is not None and a.cell == fault.cell,
-                                           "evidence": a.evidence})
-    return pd.DataFrame(packs), pd.DataFrame(alert_rows, columns=["pack", "cell", "kind", "severity", "detected_time_s",
-                                                                  "true_positive", "delay_s", "on_faulted_cell",
-                                                                  "evidence"])
-
-
-def per_kind_table(packs: pd.DataFrame, alerts: pd.DataFrame) -> pd.DataFrame:
-    rows = []
-    for kind in FAULT_KINDS:
-        faulted = packs[packs.kind == kind]
-        raised = alerts[alerts.kind == kind]
-        tp = raised[raised.true_positive]
-        found = set(tp.pack)
-        other = alerts[alerts.pack.isin(faulted.pack) & alerts.on_faulted_cell & (alerts.kind != kind)]
-        delays = tp.delay_s.to_numpy()
-        rows.append({"kind": kind, "faults": len(faulted), "alerts": len(raised), "true_pos": len(found),
-                     "precision": len(tp) / len(raised) if len(raised) else float("nan"),
-                     "recall": len(found) / len(faulted) if len(faulted) else float("nan"),
-                     "misclassified": len(set(other.pack) - found),
-                     "delay_median_h": float(np.median(delays)) / 3600.0 if len(delays) else float("nan"),
-                     "delay_p90_h": float(np.percentile(delays, 90)) / 3600.0 if len(delays) else float("nan")})
-    return pd.DataFrame(rows)
-
-
-def recall_by(packs: pd.DataFrame, alerts: pd.DataFrame, column: str) -> pd.DataFrame:
-    found = set(alerts[alerts.true_positive].pack)
-    faulted = packs[packs.kind != "none"].assign(found=lambda f: f.pack.isin(found))
-    return faulted.groupby(["kind", column]).found.mean().unstack(column)
+            for _ in range(n_seeds):
+                configs.append((chemistry, dt, PACK_SIZES[len(configs) % len(PACK_SIZES)]))
+    return configs
 
 
 def datasets_root() -> Path:
@@ -202,15 +138,20 @@ def main(argv=None) -> int:
     settings = fault_settings()
 
     started = time.perf_counter()
-    packs, alerts = simulated_runs(args.seeds, args.hours, settings)
+    packs, alerts = simulated_runs(grid(args.seeds), args.hours, settings, FIRST_SEED)
     sim_s = time.perf_counter() - started
     table = per_kind_table(packs, alerts)
     clean = packs[packs.kind == "none"]
+    detection = detection_table(packs, alerts)
+    alerts = alerts[alerts.detector == "diagnosis"]
     clean_alerts = alerts[alerts.pack.isin(clean.pack)]
     faulted_other = alerts[alerts.pack.isin(packs[packs.kind != "none"].pack) & ~alerts.on_faulted_cell]
     faulted_days = packs[packs.kind != "none"].days.sum()
     print(f"Simulated: {len(packs)} packs of {args.hours:g} h ({len(clean)} fault-free), {sim_s:.0f} s")
     print(table.to_string(index=False, float_format=lambda x: f"{x:.3g}"))
+    print(f"\nKind-blind detection against the baseline (|V - pack median| > {BASELINE_THRESHOLD_V * 1000:g} mV "
+          f"for {BASELINE_MIN_DURATION_S:g} s):")
+    print(detection.to_string(index=False, float_format=lambda x: f"{x:.3g}"))
     print(f"\nFalse alarms on fault-free packs: {len(clean_alerts)} in {clean.days.sum():.1f} pack-days = "
           f"{len(clean_alerts) / clean.days.sum():.3f} per pack-day")
     print(f"Alerts on healthy cells of faulted packs: {len(faulted_other)} in {faulted_days:.1f} pack-days = "
@@ -227,6 +168,7 @@ def main(argv=None) -> int:
         print(missed[["pack", "chemistry", "dt_s", "n_cells", "kind", "cell", "onset_time_s", "magnitude"]].to_string(index=False))
 
     result = {"simulated": {"packs": len(packs), "hours": args.hours, "per_kind": table.to_dict("records"),
+                            "detection_vs_baseline": detection.to_dict("records"),
                             "false_alarms_fault_free": len(clean_alerts),
                             "fault_free_pack_days": float(clean.days.sum()),
                             "false_alarms_per_pack_day": len(clean_alerts) / float(clean.days.sum()),

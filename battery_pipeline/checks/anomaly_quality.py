@@ -75,3 +75,27 @@ def anomalies_beat_baseline_check(self_test: dict, asset: str) -> dg.AssetCheckR
 def anomaly_card_complete_check(card: str, asset: str) -> dg.AssetCheckResult:
     """Blocks: the anomaly card has every section, each with content."""
     return card_sections_check("anomaly_card_complete", card, ANOMALY_CARD_SECTIONS, asset)
+
+
+PACK_FAULT_CARD_SECTIONS = ("Intended use", "Data", "Method", "Self-test at this fleet's configurations", "Limitations")
+
+
+def pack_faults_beat_baseline_check(detection: pd.DataFrame, asset: str) -> dg.AssetCheckResult:
+    """Warns: on packs simulated at the fleet's configurations, the diagnosis's kind-blind F1 is not
+    above the threshold baseline's (the diagnosis also names the kind; the baseline cannot)."""
+    rows = detection.set_index("detector")
+    ours, base = rows.loc["diagnosis"], rows.loc["baseline"]
+    return dg.AssetCheckResult(
+        check_name="pack_faults_beat_baseline",
+        asset_key=asset,
+        passed=bool(ours["f1"] > base["f1"]),
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={"detection": dg.MetadataValue.md(detection.to_markdown(index=False, floatfmt=".3g"))},
+        description=(f"F1 {ours['f1']:.2f} (recall {ours['recall']:.0%}, precision {ours['precision']:.0%}) against the baseline's "
+                     f"{base['f1']:.2f} (recall {base['recall']:.0%}, precision {base['precision']:.0%}) on {int(ours['faults'])} injected faults"),
+    )
+
+
+def pack_fault_card_complete_check(card: str, asset: str) -> dg.AssetCheckResult:
+    """Blocks: the fault diagnosis card has every section, each with content."""
+    return card_sections_check("pack_fault_card_complete", card, PACK_FAULT_CARD_SECTIONS, asset)

@@ -43,6 +43,7 @@ EXPECTED_ASSETS = {
     "cycle_life_predictions": {"cycle_life_models", "cells", "cycle_features", "cycle_labels"},
     "cycle_anomalies": {"cells", "cycle_features"},
     "temperature_forecast_models": {"cells", "validated_samples"},
+    "pack_fault_report": {"packs", "pack_fault_diagnosis"},
     # Digital twin, per pack: one asset per enabled twin model (data/twin_settings.json).
     "packs": set(),
     "telemetry": {"validated_samples", "cells"},
@@ -95,6 +96,8 @@ EXPECTED_CHECKS = {
     ("cycle_anomalies", "anomalies_beat_baseline"),
     ("cycle_anomalies", "anomaly_card_complete"),
     ("temperature_forecast_models", "thermal_split_by_file"),
+    ("pack_fault_report", "pack_faults_beat_baseline"),
+    ("pack_fault_report", "pack_fault_card_complete"),
     ("temperature_forecast_models", "thermal_no_future_temperature"),
     ("temperature_forecast_models", "thermal_beats_persistence"),
     ("temperature_forecast_models", "thermal_card_complete"),

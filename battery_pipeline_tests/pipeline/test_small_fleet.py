@@ -75,7 +75,7 @@ def test_one_cell_folder_through_the_cli_skips_training_and_runs_only_the_users_
 
     with DagsterInstance.get() as instance:
         runs = instance.get_runs()
-        assert {run.job_name for run in runs} == {"cell_pipeline_job", "anomalies_job", "pack_pipeline_job", "governance_job"}, out
+        assert {run.job_name for run in runs} == {"cell_pipeline_job", "anomalies_job", "pack_pipeline_job", "fault_report_job", "governance_job"}, out
         assert all(run.is_success for run in runs), [(r.job_name, r.status) for r in runs]
         assert instance.get_dynamic_partitions("packs") == ["user_pack"]
     assert not demo_packs.exists() and not (tmp_path / "demo").exists()  # nothing of the demo was built

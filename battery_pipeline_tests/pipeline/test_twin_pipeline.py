@@ -73,6 +73,26 @@ def test_a_pack_with_a_loose_connection_gets_its_fault_alert_and_a_warning(tmp_p
     assert list(alerts["cell"]) == ["cell_03"] and alerts["category"].iloc[0] == "connection"
     assert alerts["detected_time_s"].iloc[0] > 8 * 3600.0
 
+    # Across packs: the summary names the open fault; the self-test at this fleet's configuration
+    # (NMC, 10 s, 8 cells) finds the injected faults and beats the threshold baseline.
+    from battery_pipeline.assets import fault_report
+    from battery_pipeline.resources import ModelStore
+
+    store = ModelStore(models_dir=str(tmp_path / "models"), results_dir=str(tmp_path / "results"), reports_dir=str(tmp_path / "reports"))
+    report = dg.materialize([fault_report.pack_fault_report], instance=instance, raise_on_error=False,
+                            resources={"warehouse": Warehouse(database=str(db)), "model_store": store},
+                            run_config={"ops": {"pack_fault_report": {"config": {"self_test_hours": 24.0}}}})
+    assert report.success
+    summary = query(db, "SELECT * FROM pack_fault_summary")
+    assert summary.set_index("pack_id").loc["loose_8s", "open_faults"] == 1
+    checks = {e.check_name: e for e in report.get_asset_check_evaluations()}
+    assert checks["pack_faults_beat_baseline"].passed, checks["pack_faults_beat_baseline"].description
+    assert checks["pack_fault_card_complete"].passed
+    payload = json.loads((tmp_path / "results" / fault_report.RESULTS_FILE).read_text())
+    assert payload["self_test"]["configurations"] == [["NMC", 10.0, 8]]
+    assert {r["kind"] for r in payload["self_test"]["per_kind"]} == {"internal_short", "voltage_sensor_offset",
+                                                                     "voltage_sensor_stuck", "loose_connection"}
+
 
 def test_simulated_pack_through_telemetry_and_every_twin_model_matches_ground_truth(tmp_path, instance):
     sim = simulate_pack(n_cells=6, chemistry="NMC", duration_h=30.0, seed=3, pack_id="nmc_6s")

@@ -166,7 +166,6 @@ class FaultDiagnosis(TwinModel):
         cells = input_columns(data, "cell_voltages").astype("float64")
         names = [str(c) for c in cells.columns]
         volts = cells.to_numpy()
-        n_cells = len(names)
         if p["voltage_noise_v"] is not None:
             noise, noise_how = float(p["voltage_noise_v"]), "given (voltage_noise_v)"
         else:

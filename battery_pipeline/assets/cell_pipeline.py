@@ -119,7 +119,8 @@ def cell_pipeline(context: dg.AssetExecutionContext, config: CellPipelineConfig,
     tasks = []
     for key in keys:
         try:
-            tasks.append(CellTask(sources[key], stages, config.rules(), feature_assets.LABEL_SETTINGS_FILE))
+            tasks.append(CellTask(sources[key], stages, config.rules(), feature_assets.LABEL_SETTINGS_FILE,
+                                  feature_settings=feature_assets.FEATURE_SETTINGS_FILE))
         except KeyError as exc:
             batch.fail(key, stages[0], f"cell partition {key!r} has no source files any more: {exc}")
     workers = min(config.workers or executors.default_step_processes(), len(tasks))

@@ -23,6 +23,7 @@ from battery_pipeline.science.sources import trusted_nominal
 
 FEATURES_GROUP = "features"
 LABEL_SETTINGS_FILE = DATA_DIR / "label_settings.json"
+FEATURE_SETTINGS_FILE = DATA_DIR / "feature_settings.json"
 
 
 FEATURES_SPECS = (
@@ -80,6 +81,7 @@ def describe_features(key: str, outcome: CellOutcome, cell: pd.Series, plots: bo
     metadata = {
         "dagster/row_count": len(features),
         "origin": outcome.feature_origin,
+        "feature_settings": "; ".join(outcome.feature_settings) or "the code's defaults (data/feature_settings.json sets none for this cell)",
         "cycles": len(features),
         "features_available": int(features.drop(columns=["cell_id", "cycle_number", *CLASS_COLUMNS]).notna().any().sum()),
         "cycles_by_class": dg.MetadataValue.json(class_counts(features["cycle_class"])),

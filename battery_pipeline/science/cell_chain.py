@@ -85,10 +85,66 @@ def stage_inputs(stages: tuple[str, ...]) -> list[tuple[str, list[str] | None]]:
     return list(STAGE_READS[stages[0]]) if stages else []
 
 
-def feature_config_for(cell) -> FeatureConfig:
-    """Feature settings for a cell: how its cycler logs step changes comes from its reader."""
+# FeatureConfig fields a settings file may set (the definitions a dataset may need its own of:
+# the delta-Q grid and reference, the CC charge window, the early-discharge point).
+SETTABLE_FIELDS = {
+    "voltage_window_v": "range", "reference_cycle": "int", "reference_complete_rank": "int", "n_grid_points": "int",
+    "grid_capacity_quantiles": "range", "charge_window_v": "range", "early_discharge_s": "number",
+    "dqdv_window_v": "number",
+}
+
+
+def _checked_settings(values: dict, where: str) -> dict:
+    out = {}
+    for name, value in values.items():
+        kind = SETTABLE_FIELDS.get(name)
+        if kind is None:
+            raise ValueError(f"{where}: {name!r} is not a settable feature setting; settable: {sorted(SETTABLE_FIELDS)}")
+        if kind == "range":
+            if not (isinstance(value, list) and len(value) == 2 and all(isinstance(v, (int, float)) for v in value) and value[0] < value[1]):
+                raise ValueError(f"{where}: {name!r} must be [low, high] with low < high, got {value!r}")
+            value = (float(value[0]), float(value[1]))
+        elif kind == "int":
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{where}: {name!r} must be a whole number >= 1, got {value!r}")
+        elif isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            raise ValueError(f"{where}: {name!r} must be a positive number, got {value!r}")
+        out[name] = value
+    return out
+
+
+def feature_settings_for(cell, settings_path: Path | None) -> tuple[dict, list[str]]:
+    """(FeatureConfig overrides for this cell, where each layer came from) from a settings file:
+    "default", then the cell's dataset under "datasets", then every matching "cell_patterns"."""
+    if settings_path is None or not Path(settings_path).exists():
+        return {}, []
+    import json
+    import re
+
+    settings = json.loads(Path(settings_path).read_text())
+    name = Path(settings_path).name
+    layers = [(f"{name} default", settings.get("default", {}))]
+    dataset = cell.get("dataset")
+    if dataset and dataset in settings.get("datasets", {}):
+        layers.append((f"{name} datasets[{dataset!r}]", settings["datasets"][dataset]))
+    for pattern, values in settings.get("cell_patterns", {}).items():
+        if re.search(pattern, str(cell.get("cell_id", ""))):
+            layers.append((f"{name} cell_patterns[{pattern!r}]", values))
+    merged, origin = {}, []
+    for where, values in layers:
+        if values:
+            merged.update(_checked_settings(values, where))
+            origin.append(f"{where}: {', '.join(sorted(values))}")
+    return merged, origin
+
+
+def feature_config_for(cell, settings_path: Path | None = None) -> tuple[FeatureConfig, list[str]]:
+    """(feature settings for a cell, the settings-file layers that set any): how its cycler logs
+    step changes comes from its reader; the definitions a dataset needs its own of from the
+    settings file (`feature_settings_for`)."""
     reader = CyclerReader.registry.get(str(cell.get("source_format")))
-    return FeatureConfig(step_end_logging=reader.logs_step_end if reader else True)
+    overrides, origin = feature_settings_for(cell, settings_path)
+    return FeatureConfig(step_end_logging=reader.logs_step_end if reader else True, **overrides), origin
 
 
 class CellStageError(ValueError):
@@ -102,6 +158,7 @@ class CellTask:
     rules: ValidationRules = field(default_factory=ValidationRules)
     label_settings: Path | None = None
     inputs: dict[str, pd.DataFrame] = field(default_factory=dict)  # stored tables (stage_inputs)
+    feature_settings: Path | None = None
 
 
 @dataclass
@@ -117,6 +174,7 @@ class CellOutcome:
     read_seconds: float | None = None
     validation: ValidationResult | None = None
     feature_origin: str | None = None
+    feature_settings: list[str] = field(default_factory=list)  # the settings-file layers that applied
     record: pd.Series | None = None  # the cell's registry row
     feature_columns: list[str] = field(default_factory=list)
     label_config: LabelConfig | None = None
@@ -195,7 +253,7 @@ def _features(task: CellTask, tables, outcome) -> dict[str, pd.DataFrame]:
     key = task.source.partition_key
     cell = _record(tables, key, outcome)
     samples = tables["validated_samples"][SAMPLE_COLUMNS]
-    config = feature_config_for(cell)
+    config, outcome.feature_settings = feature_config_for(cell, task.feature_settings)
     if len(samples):
         impedance = tables.get("cell_impedance")
         features = compute_cycle_features(samples, nominal_capacity_ah=trusted_nominal(cell), impedance=impedance, config=config)

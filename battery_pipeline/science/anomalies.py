@@ -197,10 +197,15 @@ def fleet_keys(cells: pd.DataFrame, currents: dict[str, float], config: AnomalyC
             rates = np.exp([r for r, _ in cluster])
             key = f"{dataset or '-'}|{chemistry or '-'}|{nominal:g}|{number}"
             words = (f"{dataset or 'dataset not stated'}, {chemistry or 'chemistry not stated'}, {nominal:g} Ah, "
-                     f"discharge {rates.min():.2g}-{rates.max():.2g}C, {len(cluster)} cell(s)")
+                     f"discharge {_rate_range(rates)}, {len(cluster)} cell(s)")
             for _, cell in cluster:
                 out[cell] = (key, words)
     return out
+
+
+def _rate_range(rates: np.ndarray) -> str:
+    low, high = f"{rates.min():.2g}", f"{rates.max():.2g}"
+    return f"{low}C" if low == high else f"{low}-{high}C"
 
 
 def _fleet_z(frame: pd.DataFrame, column: str, signal: Signal, config: AnomalyConfig) -> tuple[np.ndarray, np.ndarray]:

@@ -22,7 +22,14 @@ from battery_pipeline.checks import anomaly_quality
 from battery_pipeline.checks.governance import check_spec
 from battery_pipeline.provenance import code_version
 from battery_pipeline.resources import WAREHOUSE_POOL, ModelStore, Warehouse
-from battery_pipeline.science.anomalies import SIGNALS, AnomalyConfig, anomaly_summary, injection_test, score_cycles
+from battery_pipeline.science.anomalies import (
+    SIGNALS,
+    AnomalyConfig,
+    anomaly_summary,
+    causality_probe,
+    injection_test,
+    score_cycles,
+)
 
 ANOMALIES_GROUP = "anomalies"
 CYCLE_ANOMALIES = "cycle_anomalies"
@@ -96,7 +103,8 @@ def card_markdown(summary: dict, self_test: dict, config: AnomalyConfig, fleets:
         "Every cycle's anomaly score against the cell's own trend and its fleet (capacity, resistance, temperature, "
         "coulombic efficiency), severity and the reason in words; cycles not scored say why."
     ),
-    check_specs=[check_spec("anomaly_rows_complete", CYCLE_ANOMALIES), check_spec("no_critical_anomaly", CYCLE_ANOMALIES),
+    check_specs=[check_spec("anomaly_rows_complete", CYCLE_ANOMALIES), check_spec("anomaly_scores_causal", CYCLE_ANOMALIES),
+                 check_spec("no_critical_anomaly", CYCLE_ANOMALIES),
                  check_spec("anomalies_beat_baseline", CYCLE_ANOMALIES), check_spec("anomaly_card_complete", CYCLE_ANOMALIES)],
 )
 def cycle_anomalies(context: dg.AssetExecutionContext, config: CycleAnomalyConfig, warehouse: Warehouse, model_store: ModelStore):
@@ -109,13 +117,14 @@ def cycle_anomalies(context: dg.AssetExecutionContext, config: CycleAnomalyConfi
     warehouse.replace_table(CYCLE_ANOMALIES, scores)
     summary = anomaly_summary(scores)
     self_test = injection_test(features, cells, science, seed=0, rounds=config.self_test_rounds)
+    probe = causality_probe(features, cells, science)
     fleets = scores.groupby("fleet")["cell_id"].nunique().to_dict()
     card = card_markdown(summary, self_test, science, fleets)
     card_path = model_store.write_report(CARD_FILE, card)
     results_path = model_store.write_result(RESULTS_FILE, {
         "generated_at": datetime.now(timezone.utc).isoformat(), "code_version": code_version(),
         "config": json.loads(config.model_dump_json()), "summary": summary, "self_test": self_test,
-        "fleets": fleets,
+        "fleets": fleets, "causality_probe": probe,
     })
     flagged = scores.loc[scores["severity"] != "none"].sort_values("anomaly_score", ascending=False)
     yield dg.MaterializeResult(
@@ -135,6 +144,7 @@ def cycle_anomalies(context: dg.AssetExecutionContext, config: CycleAnomalyConfi
         }
     )
     yield anomaly_quality.anomaly_rows_complete_check(features, scores, CYCLE_ANOMALIES)
+    yield anomaly_quality.anomaly_scores_causal_check(probe, CYCLE_ANOMALIES)
     yield anomaly_quality.no_critical_anomaly_check(scores, CYCLE_ANOMALIES)
     yield anomaly_quality.anomalies_beat_baseline_check(self_test, CYCLE_ANOMALIES)
     yield anomaly_quality.anomaly_card_complete_check(card, CYCLE_ANOMALIES)

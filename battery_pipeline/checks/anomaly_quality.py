@@ -99,3 +99,17 @@ def pack_faults_beat_baseline_check(detection: pd.DataFrame, asset: str) -> dg.A
 def pack_fault_card_complete_check(card: str, asset: str) -> dg.AssetCheckResult:
     """Blocks: the fault diagnosis card has every section, each with content."""
     return card_sections_check("pack_fault_card_complete", card, PACK_FAULT_CARD_SECTIONS, asset)
+
+
+def anomaly_scores_causal_check(probe: dict, asset: str) -> dg.AssetCheckResult:
+    """Blocks: changing a cell's later cycles moves none of its earlier own-trend scores."""
+    if not probe["probed"]:
+        return not_evaluated("anomaly_scores_causal", asset, "no cell has enough full cycles to probe (4 trend windows)")
+    return dg.AssetCheckResult(
+        check_name="anomaly_scores_causal",
+        asset_key=asset,
+        passed=not probe["moved"],
+        metadata={"probed": dg.MetadataValue.json(probe["probed"]), "moved": dg.MetadataValue.json(probe["moved"])},
+        description=(f"{len(probe['probed'])} cell(s) probed: later cycles changed, no earlier own-trend score moved"
+                     if not probe["moved"] else f"earlier scores moved with later cycles: {probe['moved']}"),
+    )

@@ -23,7 +23,9 @@ the cell's previous `trend_window` scored cycles (a trailing median: a step is f
 cycle where it happens, the median follows it a few cycles later, and one outlier does not move
 it), divided by the cell's own robust spread of those residuals (1.4826 x MAD), floored at
 `SIGNALS[...].resolution` (a cycler's repeatability: without a floor a perfectly smooth cell
-would turn a 0.1 mAh wobble into a 50-sigma event). Fewer than `min_history` previous cycles:
+would turn a 0.1 mAh wobble into a 50-sigma event). The spread is measured over the previous
+`spread_window` residuals only, so nothing after a cycle changes its score. Fewer than
+`min_history` previous cycles for the trend, or `min_spread_cycles` residuals for the spread:
 not compared (the reason says so).
 
 Against the fleet: the cells that are comparable by what their registry states (the same
@@ -102,6 +104,8 @@ ANOMALY_COLUMNS = [
 class AnomalyConfig:
     trend_window: int = 5  # previous scored cycles the own trend is the median of
     min_history: int = 3  # fewer previous scored cycles: the own trend is not compared
+    spread_window: int = 50  # previous residuals the cell's own spread is measured over
+    min_spread_cycles: int = 8  # fewer previous residuals: no spread yet, the own trend is not compared
     # 5 robust SDs: a Gaussian residual exceeds it once in ~1.7 million cycles, so what is flagged
     # is a real departure or a heavy tail worth a look; 10: beyond any plausible noise.
     warning_z: float = 5.0
@@ -135,17 +139,20 @@ def _own_scores(values: np.ndarray, signal: Signal, config: AnomalyConfig) -> tu
     slope = series.diff().shift(1).rolling(4 * w, min_periods=w).median().fillna(0.0).to_numpy()
     trend = previous.to_numpy() + slope * (w + 1) / 2.0
     residual = values - trend
-    finite = residual[np.isfinite(residual)]
-    median_value = np.nanmedian(np.abs(values)) if np.isfinite(values).any() else np.nan
-    floor = max(signal.resolution, signal.relative_resolution * median_value if median_value == median_value else 0.0)
-    if finite.size:
-        spread = max(MAD_TO_SD * float(np.median(np.abs(finite - np.median(finite)))), floor)
-    else:
-        spread = np.nan
+    # The spread, too, only from the past: the residuals of the previous `spread_window` cycles
+    # (robust: their median absolute deviation), floored at the cycler's repeatability of the
+    # cell's level so far. A spread over the whole record would let later cycles move earlier
+    # scores (the `anomaly_scores_causal` check caught exactly that).
+    centre = pd.Series(residual).shift(1).rolling(config.spread_window, min_periods=1).median().to_numpy()
+    deviation = pd.Series(np.abs(residual - centre)).shift(1)
+    spread = MAD_TO_SD * deviation.rolling(config.spread_window, min_periods=config.min_spread_cycles).median().to_numpy()
+    level = series.shift(1).abs().rolling(config.spread_window, min_periods=1).median().to_numpy()
+    floor = np.maximum(signal.resolution, signal.relative_resolution * np.nan_to_num(level))
+    spread = np.where(np.isfinite(spread), np.maximum(spread, floor), np.nan)
     z = residual / spread
     if signal.direction > 0:
         z = np.where(z < 0, 0.0, z)  # compared, and nothing to report below the trend
-    return z, trend, np.full(len(values), spread)
+    return z, trend, spread
 
 
 def regular_discharge_current(cell: pd.DataFrame, tolerance: float) -> float:
@@ -362,7 +369,7 @@ def score_cycles(features: pd.DataFrame, cells: pd.DataFrame, config: AnomalyCon
         else:
             fleet_words = f"fleet not compared: fewer than {config.min_fleet_cells} other cells at these cycles"
         own_words = (f"own trend ({', '.join(own)})" if own
-                     else f"own trend not compared: fewer than {config.min_history} earlier full cycles")
+                     else f"own trend not compared: fewer than {config.min_history + config.min_spread_cycles} earlier full cycles")
         if not compared[i]:
             reasons.append(f"not scored: {own_words}; {fleet_words}")
         elif notes[i]:
@@ -490,3 +497,38 @@ def injection_test(features: pd.DataFrame, cells: pd.DataFrame, config: AnomalyC
     }
     out["rounds"], out["seed"], out["warning_z"] = rounds, seed, config.warning_z
     return out
+
+
+def causality_probe(features: pd.DataFrame, cells: pd.DataFrame, config: AnomalyConfig = AnomalyConfig(),
+                    n_cells: int = 3) -> dict:
+    """Change every later cycle of a cell (halve its capacity, double its resistance, add 20 degC,
+    take 0.2 off its efficiency) and rescore: the own-trend scores of the cycles up to the change
+    must not move, since a cycle is judged by the cycles before it only. Returns what moved.
+
+    (The fleet reference compares cycles of the same 10-cycle bin across cells, later ones of
+    that bin included: it is a comparison with peers, not a forecast, and is not probed.)"""
+    frame = features.sort_values(["cell_id", "cycle_number"], kind="stable").reset_index(drop=True)
+    full = frame["cycle_class"] == "full" if "cycle_class" in frame else pd.Series(True, index=frame.index)
+    probed, moved = [], []
+    base = score_cycles(frame, cells, config)
+    for cell, group in frame[full].groupby(frame["cell_id"].astype(str), sort=True):
+        if len(group) < 4 * config.trend_window or len(probed) >= n_cells:
+            continue
+        cut = int(group["cycle_number"].iloc[len(group) // 2])
+        changed = frame.copy()
+        later = (changed["cell_id"].astype(str) == cell) & (changed["cycle_number"] > cut)
+        for column, change in (("discharge_capacity_ah", lambda v: v * 0.5), ("resistance_cycler_ohm", lambda v: v * 2.0),
+                               ("resistance_dcir_ohm", lambda v: v * 2.0), ("re_ohm", lambda v: v * 2.0),
+                               ("temperature_rise_c", lambda v: v + 20.0), ("temperature_max_c", lambda v: v + 20.0),
+                               ("coulombic_efficiency", lambda v: v - 0.2)):
+            if column in changed:
+                changed.loc[later, column] = change(pd.to_numeric(changed.loc[later, column], errors="coerce"))
+        after = score_cycles(changed, cells, config)
+        upto = ((base["cell_id"] == cell) & (base["cycle_number"] <= cut)).to_numpy()
+        columns = [f"z_{s}_own" for s in SIGNAL_NAMES]
+        a, b = base.loc[upto, columns].to_numpy(), after.loc[upto, columns].to_numpy()
+        same = (a == b) | (np.isnan(a) & np.isnan(b))
+        probed.append({"cell_id": cell, "changed_after_cycle": cut, "cycles_compared": int(upto.sum())})
+        if not same.all():
+            moved.append({"cell_id": cell, "cycles_moved": int((~same.all(axis=1)).sum())})
+    return {"probed": probed, "moved": moved}

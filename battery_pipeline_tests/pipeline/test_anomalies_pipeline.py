@@ -50,6 +50,8 @@ def test_checks_report_what_they_found(run):
     result, _, _, _ = run
     checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
     assert checks["anomaly_rows_complete"].passed
+    assert checks["anomaly_scores_causal"].passed, checks["anomaly_scores_causal"].description
+    assert "3 cell(s) probed" in checks["anomaly_scores_causal"].description
     assert checks["anomaly_card_complete"].passed
     assert not checks["no_critical_anomaly"].passed  # warns: cell_3 cycle 140
     assert checks["no_critical_anomaly"].severity == dg.AssetCheckSeverity.WARN

@@ -92,6 +92,7 @@ EXPECTED_CHECKS = {
     ("cycle_life_models", "cycle_life_card_complete"),
     ("cycle_life_predictions", "cycle_life_in_domain"),
     ("cycle_anomalies", "anomaly_rows_complete"),
+    ("cycle_anomalies", "anomaly_scores_causal"),
     ("cycle_anomalies", "no_critical_anomaly"),
     ("cycle_anomalies", "anomalies_beat_baseline"),
     ("cycle_anomalies", "anomaly_card_complete"),

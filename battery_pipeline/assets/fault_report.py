@@ -117,7 +117,8 @@ def card_markdown(summary: pd.DataFrame, per_kind: pd.DataFrame, detection: pd.D
         "Pack faults across the fleet: open faults per pack, the kinds each pack's data could not test, and a self-test "
         "of the diagnosis at the fleet's own configurations beside a threshold baseline; results JSON and card."
     ),
-    check_specs=[check_spec("pack_faults_beat_baseline", FAULT_REPORT), check_spec("pack_fault_card_complete", FAULT_REPORT)],
+    check_specs=[check_spec("pack_faults_beat_baseline", FAULT_REPORT), check_spec("fault_detection_causal", FAULT_REPORT),
+                 check_spec("pack_fault_card_complete", FAULT_REPORT)],
 )
 def pack_fault_report(context: dg.AssetExecutionContext, config: FaultReportConfig, warehouse: Warehouse, model_store: ModelStore):
     from battery_pipeline.science.twin import fault_evaluation
@@ -132,10 +133,12 @@ def pack_fault_report(context: dg.AssetExecutionContext, config: FaultReportConf
     if not configs:
         reason = f"no stored pack of a chemistry pack_sim models ({', '.join(KNOWN_CHEMISTRIES)}): {untestable or 'no packs'}"
         yield dg.MaterializeResult(metadata={"dagster/row_count": len(summary), "self_test": reason})
-        yield not_evaluated("pack_faults_beat_baseline", FAULT_REPORT, reason)
-        yield not_evaluated("pack_fault_card_complete", FAULT_REPORT, reason)
+        for name in ("pack_faults_beat_baseline", "fault_detection_causal", "pack_fault_card_complete"):
+            yield not_evaluated(name, FAULT_REPORT, reason)
         return
-    sim_packs, sim_alerts = fault_evaluation.simulated_runs(configs, config.self_test_hours, load_settings())
+    settings = load_settings()
+    sim_packs, sim_alerts = fault_evaluation.simulated_runs(configs, config.self_test_hours, settings)
+    probes = fault_evaluation.truncation_probe(sim_packs, sim_alerts, settings, config.self_test_hours)
     per_kind = fault_evaluation.per_kind_table(sim_packs, sim_alerts)
     detection = fault_evaluation.detection_table(sim_packs, sim_alerts)
     card = card_markdown(summary, per_kind, detection, configs, untestable, config.self_test_hours)
@@ -145,7 +148,8 @@ def pack_fault_report(context: dg.AssetExecutionContext, config: FaultReportConf
         "config": json.loads(config.model_dump_json()), "fleet": summary.to_dict("records"),
         "self_test": {"configurations": [list(c) for c in configs], "hours": config.self_test_hours,
                       "per_kind": per_kind.replace({np.nan: None}).to_dict("records"),
-                      "detection_vs_baseline": detection.to_dict("records"), "untestable_packs": untestable},
+                      "detection_vs_baseline": detection.to_dict("records"), "untestable_packs": untestable,
+                      "truncation_probes": probes},
     })
     yield dg.MaterializeResult(metadata={
         "dagster/row_count": len(summary),
@@ -157,4 +161,5 @@ def pack_fault_report(context: dg.AssetExecutionContext, config: FaultReportConf
         "card": dg.MetadataValue.path(str(card_path)),
     })
     yield anomaly_quality.pack_faults_beat_baseline_check(detection, FAULT_REPORT)
+    yield anomaly_quality.fault_detection_causal_check(probes, FAULT_REPORT)
     yield anomaly_quality.pack_fault_card_complete_check(card, FAULT_REPORT)

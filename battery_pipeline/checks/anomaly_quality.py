@@ -113,3 +113,19 @@ def anomaly_scores_causal_check(probe: dict, asset: str) -> dg.AssetCheckResult:
         description=(f"{len(probe['probed'])} cell(s) probed: later cycles changed, no earlier own-trend score moved"
                      if not probe["moved"] else f"earlier scores moved with later cycles: {probe['moved']}"),
     )
+
+
+def fault_detection_causal_check(probes: list[dict], asset: str) -> dg.AssetCheckResult:
+    """Blocks: a diagnosis cut off at its own detection time is found again, at or before that
+    time (its detection needs no data from after it)."""
+    if not probes:
+        return not_evaluated("fault_detection_causal", asset, "the self-test found no fault to probe")
+    late = [p for p in probes if not p["found_again"] or p["detected_again_s"] > p["detected_time_s"]]
+    return dg.AssetCheckResult(
+        check_name="fault_detection_causal",
+        asset_key=asset,
+        passed=not late,
+        metadata={"probes": dg.MetadataValue.json(probes)},
+        description=(f"{len(probes)} detection(s) ({', '.join(p['kind'] for p in probes)}) found again on the telemetry cut at their detection time"
+                     if not late else f"needed data after their detection time: {late}"),
+    )

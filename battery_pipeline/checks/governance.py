@@ -91,6 +91,7 @@ CHECK_TEXTS: dict[str, CheckText] = {
     "anomalies_beat_baseline": CheckText("models", False, "on the fleet's own cycles with known anomalies injected, the detector's F1 above a blind per-cell 3-robust-SD detector's", f"{_AQ}.anomalies_beat_baseline_check"),
     "anomaly_card_complete": CheckText("documentation", True, "every section of the anomaly-detection card has content", f"{_AQ}.anomaly_card_complete_check"),
     "pack_faults_beat_baseline": CheckText("models", False, "on packs simulated at the fleet's own configurations with known faults, the diagnosis's kind-blind F1 above a 30 mV / 60 s threshold baseline's", f"{_AQ}.pack_faults_beat_baseline_check"),
+    "fault_detection_causal": CheckText("models", True, "no leakage from later telemetry: a self-test diagnosis, rerun on the telemetry cut at its detection time, is found again by then", f"{_AQ}.fault_detection_causal_check"),
     "pack_fault_card_complete": CheckText("documentation", True, "every section of the pack fault diagnosis card has content", f"{_AQ}.pack_fault_card_complete_check"),
     "thermal_split_by_file": CheckText("models", True, "temperature forecast: every fold holds one file out and never trains on it (split by file, never by row)", f"{_HQ}.thermal_split_by_file_check"),
     "thermal_no_future_temperature": CheckText("models", True, "temperature forecast: changing every temperature after t leaves the features and the physics forecast at t unchanged, probed on the data", f"{_HQ}.thermal_no_future_temperature_check"),
@@ -140,6 +141,7 @@ def _assets_of(check: str) -> tuple[str, ...]:
         "anomaly_card_complete": ("cycle_anomalies",),
         "pack_faults_beat_baseline": ("pack_fault_report",),
         "pack_fault_card_complete": ("pack_fault_report",),
+        "fault_detection_causal": ("pack_fault_report",),
         **{name: ("temperature_forecast_models",) for name in ("thermal_split_by_file", "thermal_no_future_temperature",
                                                                "thermal_beats_persistence", "thermal_card_complete")},
     }

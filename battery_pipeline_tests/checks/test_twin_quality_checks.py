@@ -64,3 +64,15 @@ def test_checks_are_attached_to_models_that_exist():
     for name, checks in twin_quality.CHECKS_BY_MODEL.items():
         assert name in models, f"checks for unknown model {name!r}"
         assert checks
+
+
+def test_fault_detection_causal_fails_on_a_detection_that_needed_later_data():
+    from battery_pipeline.checks.anomaly_quality import fault_detection_causal_check
+
+    good = {"pack": "p", "kind": "loose_connection", "cell": "cell_01", "detected_time_s": 100.0, "found_again": True, "detected_again_s": 100.0}
+    assert fault_detection_causal_check([good], "pack_fault_report").passed
+    late = {**good, "detected_again_s": 160.0}
+    lost = {**good, "kind": "internal_short", "found_again": False, "detected_again_s": None}
+    result = fault_detection_causal_check([good, late, lost], "pack_fault_report")
+    assert not result.passed and "needed data after their detection time" in result.description
+    assert not fault_detection_causal_check([], "pack_fault_report").passed  # not evaluated is not a pass

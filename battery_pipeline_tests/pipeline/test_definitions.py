@@ -99,6 +99,7 @@ EXPECTED_CHECKS = {
     ("temperature_forecast_models", "thermal_split_by_file"),
     ("pack_fault_report", "pack_faults_beat_baseline"),
     ("pack_fault_report", "pack_fault_card_complete"),
+    ("pack_fault_report", "fault_detection_causal"),
     ("temperature_forecast_models", "thermal_no_future_temperature"),
     ("temperature_forecast_models", "thermal_beats_persistence"),
     ("temperature_forecast_models", "thermal_card_complete"),

@@ -88,6 +88,9 @@ def test_a_pack_with_a_loose_connection_gets_its_fault_alert_and_a_warning(tmp_p
     checks = {e.check_name: e for e in report.get_asset_check_evaluations()}
     assert checks["pack_faults_beat_baseline"].passed, checks["pack_faults_beat_baseline"].description
     assert checks["pack_fault_card_complete"].passed
+    assert checks["fault_detection_causal"].passed, checks["fault_detection_causal"].description
+    assert len(payload_probes := json.loads((tmp_path / "results" / fault_report.RESULTS_FILE).read_text())["self_test"]["truncation_probes"]) >= 3
+    assert all(p["found_again"] for p in payload_probes)
     payload = json.loads((tmp_path / "results" / fault_report.RESULTS_FILE).read_text())
     assert payload["self_test"]["configurations"] == [["NMC", 10.0, 8]]
     assert {r["kind"] for r in payload["self_test"]["per_kind"]} == {"internal_short", "voltage_sensor_offset",

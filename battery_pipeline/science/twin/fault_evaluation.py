@@ -151,3 +151,25 @@ def recall_by(packs: pd.DataFrame, alerts: pd.DataFrame, column: str) -> pd.Data
     found = set(alerts[(alerts.detector == "diagnosis") & alerts.true_positive].pack)
     faulted = packs[packs.kind != "none"].assign(found=lambda f: f.pack.isin(found))
     return faulted.groupby(["kind", column]).found.mean().unstack(column)
+
+
+def truncation_probe(packs: pd.DataFrame, alerts: pd.DataFrame, settings, hours: float, limit: int = 4) -> list[dict]:
+    """Does a diagnosis need data after its `detected_time_s`? For up to `limit` true positives
+    (one per kind first), the same pack is simulated again, its telemetry cut at the detection
+    time, and diagnosed: the fault must be found again (same cell and kind), at or before that time."""
+    hits = alerts[(alerts.detector == "diagnosis") & alerts.true_positive].drop_duplicates("kind")
+    out = []
+    for hit in hits.head(limit).itertuples():
+        pack = packs.set_index("pack").loc[hit.pack]
+        seed = int(str(hit.pack).rsplit("_", 1)[1])
+        magnitude = None if not pack.magnitude == pack.magnitude else float(pack.magnitude)
+        sim = simulate_pack(n_cells=int(pack.n_cells), chemistry=pack.chemistry, duration_h=hours, sample_period_s=float(pack.dt_s),
+                            seed=seed, faults=[{"kind": pack.kind, "magnitude": magnitude}], pack_id=hit.pack)
+        cut = sim.telemetry[sim.telemetry["time_s"] <= hit.detected_time_s].reset_index(drop=True)
+        capacity = CELL_DEFAULTS[pack.chemistry]["nominal_capacity_ah"]
+        again = run_diagnosis(cut, settings, "pack_telemetry", pack.chemistry, capacity)["fault_alerts"]
+        same = again[(again.cell == hit.cell) & (again.kind == hit.kind)]
+        out.append({"pack": hit.pack, "kind": hit.kind, "cell": hit.cell, "detected_time_s": float(hit.detected_time_s),
+                    "found_again": bool(len(same)),
+                    "detected_again_s": float(same.detected_time_s.min()) if len(same) else None})
+    return out

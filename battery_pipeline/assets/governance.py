@@ -170,6 +170,15 @@ def data_cards(context: dg.AssetExecutionContext, warehouse: Warehouse, catalog:
         problems[dataset] = cards.missing_facts(sections)
         metadata[f"card_{name}"] = dg.MetadataValue.md(text)
         metadata[f"card_{name}_file"] = dg.MetadataValue.path(str(path))
+    if warehouse.table_exists("packs"):
+        packs = warehouse.query("SELECT * FROM packs ORDER BY pack_id")
+        faults = _table_or_empty(warehouse, "pack_fault_summary", "SELECT * FROM pack_fault_summary", ["pack_id"])
+        outputs = ("equivalent_cycles", "soc_estimates", "voltage_alerts", "cell_imbalance", "available_energy", "fault_alerts")
+        counts = {t: int(warehouse.query(f"SELECT count(*) AS n FROM {t}")["n"].iloc[0]) for t in outputs if warehouse.table_exists(t)}
+        text = cards.render_pack_card(cards.pack_card_sections(packs, faults, counts), generated)
+        path = model_store.write_report("data_cards/pack_telemetry.md", text)
+        metadata["card_pack_telemetry"] = dg.MetadataValue.md(text)
+        metadata["card_pack_telemetry_file"] = dg.MetadataValue.path(str(path))
     metadata["datasets"] = len(problems)
     metadata["governance_rules"] = dg.MetadataValue.md(rules_markdown())
     yield dg.MaterializeResult(metadata=metadata)

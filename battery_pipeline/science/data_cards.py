@@ -241,3 +241,37 @@ def missing_facts(sections: dict[str, str]) -> list[str]:
     if f"**citation**: {NOT_STATED}" in legal:
         problems.append("no citation stated")
     return problems
+
+
+PACK_CARD_SECTIONS = ("Packs", "Tasks", "Limits of this card")
+
+
+def pack_card_sections(packs: pd.DataFrame, faults: pd.DataFrame, twin_tables: dict[str, int]) -> dict[str, str]:
+    """The card of the pack telemetry the twin read: one row per pack (where from, chemistry and
+    cells with where they came from, samples, hours) and what each task made of it.
+
+    packs:  the `packs` table; faults: `pack_fault_summary` (may be empty); twin_tables: rows per
+    twin output table (the twin models that ran)."""
+    table = packs[["pack_id", "source_kind", "chemistry", "nominal_capacity_ah", "n_cells", "samples", "duration_h", "metadata_origin"]]
+    rows = []
+    if len(faults):
+        diagnosed = faults.set_index("pack_id")
+        for pack in packs["pack_id"]:
+            if pack in diagnosed.index:
+                r = diagnosed.loc[pack]
+                rows.append({"task": "fault diagnosis", "pack_id": pack,
+                             "result": f"{int(r['open_faults'])} open fault(s) {r['open_by_kind']}; not testable: {r['not_evaluable'] or 'none'}"})
+    for name, n in sorted(twin_tables.items()):
+        rows.append({"task": "twin output", "pack_id": "all", "result": f"`{name}`: {n} row(s)"})
+    tasks = _table(pd.DataFrame(rows, columns=["task", "pack_id", "result"])) if rows else "No twin model has run on these packs yet (pack_pipeline_job)."
+    return {
+        "Packs": _table(table),
+        "Tasks": tasks,
+        "Limits of this card": ("Pack files carry no licence or citation field: state them in the pack's sidecar description. "
+                                "Which samples each twin model used is in its own tables (keyed by pack_id and sample)."),
+    }
+
+
+def render_pack_card(sections: dict[str, str], generated: str) -> str:
+    head = f"# Data card: pack telemetry\n\n_Generated from the warehouse by the `data_cards` asset, {generated}._"
+    return "\n\n".join([head, *(f"## {name}\n\n{sections.get(name) or '_missing_'}" for name in PACK_CARD_SECTIONS)]) + "\n"

@@ -91,6 +91,20 @@ def test_a_pack_with_a_loose_connection_gets_its_fault_alert_and_a_warning(tmp_p
     assert checks["fault_detection_causal"].passed, checks["fault_detection_causal"].description
     assert len(payload_probes := json.loads((tmp_path / "results" / fault_report.RESULTS_FILE).read_text())["self_test"]["truncation_probes"]) >= 3
     assert all(p["found_again"] for p in payload_probes)
+
+    # The pack telemetry's data card says what the fault task made of each pack.
+    from battery_pipeline.assets import governance
+    from battery_pipeline.resources import SourceCatalog
+
+    cards = dg.materialize([governance.data_cards], instance=instance, raise_on_error=False, resources={
+        "warehouse": Warehouse(database=str(db)), "model_store": store,
+        "catalog": SourceCatalog(data_dirs=[str(tmp_path / "no_cells")], use_demo_when_empty=False)})
+    # (no cell dataset here, so data_card_complete fails: the pack card is written all the same)
+    assert cards.get_asset_materialization_events()
+    card = (tmp_path / "reports" / "data_cards" / "pack_telemetry.md").read_text()
+    tasks = card.split("## Tasks", 1)[1].split("\n## ", 1)[0]
+    assert "| fault diagnosis | loose_8s  | 1 open fault(s)" in tasks or "| fault diagnosis | loose_8s | 1 open fault(s)" in tasks, tasks
+    assert "`fault_alerts`: 1 row(s)" in tasks
     payload = json.loads((tmp_path / "results" / fault_report.RESULTS_FILE).read_text())
     assert payload["self_test"]["configurations"] == [["NMC", 10.0, 8]]
     assert {r["kind"] for r in payload["self_test"]["per_kind"]} == {"internal_short", "voltage_sensor_offset",

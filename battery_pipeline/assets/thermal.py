@@ -44,6 +44,9 @@ class ThermalConfig(dg.Config):
     max_sample_interval_s: float = 10.0
     min_duration_s: float = 1200.0  # shorter files hold too few 300 s forecasts
     min_current_std_a: float = 0.05  # a file whose current never moves has no duty to forecast from
+    # Leaving one file out refits per file: n files cost n fits of n - 1 files. Beyond this many
+    # files of one cell type, the rest are listed, not used.
+    max_files_per_type: int = 20
 
 
 def _candidates(warehouse: Warehouse, config: ThermalConfig) -> tuple[list[str], dict[str, str]]:
@@ -109,6 +112,11 @@ def drive_cycles(warehouse: Warehouse, config: ThermalConfig) -> tuple[list, dic
                                              ambient, source, steps[group])
         cycle.notes.extend(notes)
         cycles.append(cycle)
+    per_type: dict[str, int] = {}
+    for cycle in sorted(cycles, key=lambda c: c.file_id):
+        per_type[cycle.cell_id] = per_type.get(cycle.cell_id, 0) + 1
+        if per_type[cycle.cell_id] > config.max_files_per_type and cycle.excluded_reason is None:
+            cycle.excluded_reason = f"more than {config.max_files_per_type} files of its cell type (max_files_per_type)"
     return cycles, skipped
 
 

@@ -32,6 +32,8 @@ SUMMARY_TABLE = "pack_fault_summary"
 RESULTS_FILE = "pack_faults_results.json"
 CARD_FILE = "pack_fault_diagnosis_card.md"
 KNOWN_CHEMISTRIES = ("NMC", "NCA", "LFP", "LCO")  # pack_sim's cell models
+MIN_FLEET_CELLS = 3  # the diagnosis compares a cell with the others' median
+MAX_SELF_TEST_CELLS = 32
 
 
 class FaultReportConfig(dg.Config):
@@ -45,7 +47,7 @@ def _table(warehouse: Warehouse, name: str, columns: list[str]) -> pd.DataFrame:
 
 def fleet_configurations(packs: pd.DataFrame, limit: int) -> tuple[list[tuple[str, float, int]], dict[str, str]]:
     """(chemistry, sample period, cells) of the stored packs, most common first, and the packs
-    whose configuration the simulator cannot stand in for, with why."""
+    whose configuration the simulator cannot stand in for (or only partly), with why."""
     configs: dict[tuple[str, float, int], int] = {}
     untestable = {}
     for row in packs.itertuples():
@@ -53,10 +55,17 @@ def fleet_configurations(packs: pd.DataFrame, limit: int) -> tuple[list[tuple[st
         if chemistry not in KNOWN_CHEMISTRIES:
             untestable[row.pack_id] = f"chemistry {row.chemistry!r} has no cell model in pack_sim"
             continue
+        if int(row.n_cells) < MIN_FLEET_CELLS:
+            untestable[row.pack_id] = (f"{row.n_cells} cell(s): without a fleet only the stuck-reading test applies, and the "
+                                       "self-test measures the fleet comparisons")
+            continue
         period = float(row.duration_h) * 3600.0 / max(int(row.samples) - 1, 1)
         # the simulator's sample periods: 1 s or 10 s, the nearer on a log scale
         period = 1.0 if period < 10 ** 0.5 else 10.0
-        key = (chemistry, period, int(max(3, min(int(row.n_cells), 16))))
+        cells = min(int(row.n_cells), MAX_SELF_TEST_CELLS)
+        if cells < int(row.n_cells):
+            untestable[row.pack_id] = f"{row.n_cells} cells, self-tested as {cells} (runtime)"
+        key = (chemistry, period, cells)
         configs[key] = configs.get(key, 0) + 1
     ordered = sorted(configs, key=lambda k: -configs[k])
     return ordered[:limit], untestable
@@ -71,7 +80,7 @@ def summary_rows(packs: pd.DataFrame, alerts: pd.DataFrame, evaluability: pd.Dat
         rows.append({"pack_id": row.pack_id, "n_cells": row.n_cells, "faults": len(mine), "open_faults": len(open_),
                      "open_by_kind": json.dumps(open_["kind"].value_counts().to_dict() if len(open_) else {}),
                      "worst_open_severity": (max(open_["severity"], key=["info", "warning", "critical"].index) if len(open_) else None),
-                     "not_evaluable": ", ".join(ev.loc[~ev["evaluable"].astype(bool), "kind"]) if len(ev) else "not diagnosed yet"})
+                     "not_evaluable": (", ".join(ev.loc[~ev["evaluable"].astype(bool), "kind"]) or "none") if len(ev) else "not diagnosed yet"})
     return pd.DataFrame(rows, columns=["pack_id", "n_cells", "faults", "open_faults", "open_by_kind", "worst_open_severity", "not_evaluable"])
 
 

@@ -369,7 +369,7 @@ def score_cycles(features: pd.DataFrame, cells: pd.DataFrame, config: AnomalyCon
         else:
             fleet_words = f"fleet not compared: fewer than {config.min_fleet_cells} other cells at these cycles"
         own_words = (f"own trend ({', '.join(own)})" if own
-                     else f"own trend not compared: fewer than {config.min_history + config.min_spread_cycles} earlier full cycles")
+                     else f"own trend not compared: fewer than {config.min_history + 1 + config.min_spread_cycles} earlier full cycles")
         if not compared[i]:
             reasons.append(f"not scored: {own_words}; {fleet_words}")
         elif notes[i]:

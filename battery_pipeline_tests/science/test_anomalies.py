@@ -137,7 +137,9 @@ def test_first_cycles_have_no_history_and_say_so():
     features, cells = fleet(27, n_cells=1, n_cycles=20)
     scores = score_cycles(features, cells, AnomalyConfig())
     first = row(scores, "cell_0", 1)
-    assert np.isnan(first["anomaly_score"]) and first["reason"].startswith("not scored: own trend not compared")
+    assert np.isnan(first["anomaly_score"]) and first["reason"].startswith("not scored: own trend not compared: fewer than 12")
+    # the 12th cycle (index 11) is the last without a spread; the 13th is compared
+    assert np.isnan(row(scores, "cell_0", 12)["z_capacity_own"]) and np.isfinite(row(scores, "cell_0", 13)["z_capacity_own"])
     assert "fleet not compared: fewer than 4 other cells" in first["reason"]
 
 
